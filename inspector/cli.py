@@ -1,0 +1,76 @@
+"""`inspector` command line. Each sub-command lives in :mod:`inspector.commands` and imports its heavy
+dependencies (torch, onnxruntime, ...) only when it runs, so `inspector --help` is instant and the
+runtime never needs torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from engines.errors import UserError
+
+# Explicit table: sub-command module names under inspector.commands, in --help order.
+COMMANDS = (
+    "run",
+    "demo",
+    "simulate",
+    "train",
+    "evaluate",
+    "build_engine",
+    "bench_engine",
+    "calibrate",
+    "gate_sim",
+    "log",
+    "check_config",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inspector", description="Real-time camera line inspection for manufacturing quality control."
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"inspector.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"inspector.commands.{name}":
+                raise
+            continue  # not built yet in this checkout
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command is None:
+        args = parser.parse_args(["run", *(argv or [])]) if "run" in _registered(parser) else args
+        if args.command is None:
+            parser.print_help()
+            return 0
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _registered(parser: argparse.ArgumentParser) -> set[str]:
+    for action in parser._actions:  # noqa: SLF001 - argparse has no public accessor
+        if isinstance(action, argparse._SubParsersAction):
+            return set(action.choices)
+    return set()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""`inspector check-config FILE`: validate a runtime configuration; exit 0 (valid) or 1."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check-config", help="validate a configuration file (exit 0 valid, 1 invalid)")
+    p.add_argument("file", help="YAML configuration")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from inspector.config import InspectorConfig
+    from inspector.yamlconf import all_errors
+
+    errors = all_errors(InspectorConfig, args.file)
+    for line in errors:
+        print(f"error: {line}", file=sys.stderr)
+    if errors:
+        return 1
+    print(f"{args.file}: valid")
+    return 0

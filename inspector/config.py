@@ -1,0 +1,144 @@
+"""The runtime configuration: one YAML file, validated by typed models that reject unknown keys.
+
+Each section belongs to one stage of the line (source -> roi/detection/tracking -> model -> gate -> log ->
+display). Paths in the file are relative to the file itself. Load with :func:`load_config`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from inspector.yamlconf import load_model
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _resolve(value: str | None, info: ValidationInfo) -> str | None:
+    """Relative paths are relative to the configuration file."""
+    if value is None or "://" in value or value.startswith("gst:"):
+        return value
+    base = (info.context or {}).get("base_dir")
+    p = Path(value).expanduser()
+    if base is not None and not p.is_absolute():
+        p = Path(base) / p
+    return str(p)
+
+
+class SourceConfig(Section):
+    uri: str = Field(
+        "demo",
+        description="'demo', a camera index ('0'), a video file or image folder, rtsp://..., or 'gst:PIPELINE'",
+    )
+    width: int | None = Field(None, gt=0, description="requested capture width in px (cameras)")
+    height: int | None = Field(None, gt=0, description="requested capture height in px (cameras)")
+    fps: float | None = Field(None, gt=0, description="requested camera frame rate")
+    fourcc: str | None = Field("MJPG", description="camera pixel format, e.g. MJPG or YUYV")
+    realtime: bool = Field(False, description="files: pace frames at the recorded rate instead of flat out")
+    stall_timeout_s: float = Field(1.0, gt=0, description="no frame for this long = stalled; reopen the source")
+    max_reopen: int = Field(-1, description="how many times to reopen a stalled live source (-1: forever)")
+    loop: bool = Field(False, description="files: start again at the end (soak tests)")
+
+
+class RoiConfig(Section):
+    x: int = Field(0, ge=0, description="ROI left edge, px")
+    y: int = Field(0, ge=0, description="ROI top edge, px")
+    width: int | None = Field(None, gt=0, description="ROI width in px (None: to the right edge)")
+    height: int | None = Field(None, gt=0, description="ROI height in px (None: to the bottom edge)")
+    direction: Literal["left", "right", "up", "down"] = Field("right", description="belt travel in the image")
+    trigger: float = Field(
+        0.5, gt=0, lt=1, description="trigger line position as a fraction of the ROI along the belt direction"
+    )
+    file: str | None = Field(None, description="an ROI artefact from `inspector calibrate roi` (overrides the above)")
+
+    _r = field_validator("file")(_resolve)
+
+
+class DetectionConfig(Section):
+    method: Literal["threshold", "background", "color"] = Field(
+        "threshold", description="segment parts by brightness, by a learned background, or by colour difference"
+    )
+    threshold: int | Literal["otsu"] = Field("otsu", description="brightness threshold 0-255, or 'otsu'")
+    invert: bool = Field(False, description="parts darker than the belt")
+    belt_color: list[int] | None = Field(None, description="BGR belt colour for method 'color'")
+    color_distance: float = Field(40.0, gt=0, description="colour distance from the belt that counts as a part")
+    blur: int = Field(5, ge=0, description="Gaussian blur kernel (odd px, 0 = none) before segmentation")
+    min_area: int = Field(400, ge=1, description="smallest blob area in px that counts as a part")
+    max_area: int | None = Field(None, ge=1, description="largest blob area in px (None: no limit)")
+    margin: int = Field(8, ge=0, description="px added around each part's box for the crop")
+
+    @model_validator(mode="after")
+    def _areas(self) -> DetectionConfig:
+        if self.max_area is not None and self.max_area < self.min_area:
+            raise ValueError(f"max_area ({self.max_area}) must be >= min_area ({self.min_area})")
+        return self
+
+
+class TrackingConfig(Section):
+    max_distance_px: float = Field(80.0, gt=0, description="largest jump of a part between frames")
+    max_missed_frames: int = Field(5, ge=0, description="frames a part may vanish before its track ends")
+    classify_at: Literal["trigger", "centre"] = Field(
+        "trigger", description="classify when the part crosses the trigger line, or at its best-centred frame"
+    )
+
+
+class ModelConfig(Section):
+    path: str = Field("models/casting_seedcnn.onnx", description="model file: .onnx, .engine or .pt")
+    threshold: float | None = Field(None, ge=0, le=1, description="override the model's decision threshold")
+    threads: int | None = Field(None, ge=1, description="CPU threads for ONNX Runtime (None: its default)")
+    input_size: int | None = Field(None, gt=0, description="expected model input size; refused if it differs")
+
+    _r = field_validator("path")(_resolve)
+
+
+class GateConfig(Section):
+    port: str | None = Field(None, description="serial port, a pyserial URL (loop://, spy://...), 'sim', or None")
+    baudrate: int = Field(115200, gt=0)
+    camera_to_gate_mm: float = Field(300.0, gt=0, description="belt distance from the trigger line to the gate")
+    belt_speed_mm_s: float = Field(200.0, gt=0, description="belt speed")
+    ack_timeout_ms: float = Field(50.0, gt=0, description="the controller must acknowledge a command within this")
+    heartbeat_ms: float = Field(200.0, gt=0, description="heartbeat period, both ways")
+    fail_safe: Literal["divert", "stop"] = Field("divert", description="what the controller does when the link dies")
+    worst_latency_ms: float = Field(100.0, gt=0, description="worst-case capture-to-command latency to allow for")
+
+
+class LogConfig(Section):
+    db: str | None = Field(None, description="SQLite defect log (None: no log)")
+    images_dir: str | None = Field(None, description="where JPEG crops go (default: beside the database)")
+    ok_sample_fraction: float = Field(0.02, ge=0, le=1, description="fraction of OK parts whose crop is kept")
+    retention_days: float | None = Field(30.0, gt=0, description="delete rows and images older than this")
+    max_size_mb: float | None = Field(2048.0, gt=0, description="keep images under this total size")
+    queue_size: int = Field(1024, ge=1, description="parts waiting to be written before images are dropped")
+
+    _r = field_validator("db", "images_dir")(_resolve)
+
+
+class DisplayConfig(Section):
+    enabled: Literal["auto", "on", "off"] = Field("auto", description="overlay window: auto = when a display exists")
+    scale: float = Field(1.0, gt=0, description="window scale")
+
+
+class CalibrationConfig(Section):
+    camera: str | None = Field(None, description="camera calibration YAML from `inspector calibrate camera`")
+
+    _r = field_validator("camera")(_resolve)
+
+
+class InspectorConfig(Section):
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    roi: RoiConfig = Field(default_factory=RoiConfig)
+    detection: DetectionConfig = Field(default_factory=DetectionConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    display: DisplayConfig = Field(default_factory=DisplayConfig)
+
+
+def load_config(path: str | Path) -> InspectorConfig:
+    return load_model(InspectorConfig, path)

@@ -1,0 +1,101 @@
+"""YAML loading with line numbers, so a validation error can say file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from engines.errors import UserError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _lines(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    """Map each key path (('gate', 'port'), ...) to its 1-based line in the file."""
+    out = {} if out is None else out
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            k = key.value
+            out[path + (k,)] = key.start_mark.line + 1
+            _lines(value, path + (k,), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            out[path + (i,)] = item.start_mark.line + 1
+            _lines(item, path + (i,), out)
+    return out
+
+
+def read_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
+    """-> (data, line map). Unreadable or malformed YAML is a one-line :class:`UserError` with the line."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise UserError(f"{p}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{p}: cannot read ({exc})") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        raise UserError(f"{p}{line}: malformed YAML: {exc.problem or exc.context}; fix the syntax there") from None
+    except yaml.YAMLError as exc:
+        raise UserError(f"{p}: malformed YAML: {exc}") from None
+    return data, (_lines(node) if node is not None else {})
+
+
+def _describe(err: dict, lines: dict[tuple, int], path: Path) -> str:
+    loc = tuple(err["loc"])
+    line = None
+    for n in range(len(loc), -1, -1):  # the deepest key that exists in the file
+        if loc[:n] in lines:
+            line = lines[loc[:n]]
+            break
+    field = ".".join(str(x) for x in loc) or "(top level)"
+    where = f"{path}:{line}" if line else str(path)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return f"{where}: unknown key '{field}'; remove it or check its spelling"
+    if kind == "missing":
+        return f"{where}: missing required field '{field}'"
+    got = err.get("input")
+    got_s = repr(got) if not isinstance(got, dict) else "a mapping"
+    return f"{where}: field '{field}': {err['msg']} (got {got_s[:80]})"
+
+
+def load_model(model: type[M], path: str | Path) -> M:
+    """Read YAML at ``path`` and validate it as ``model``; every error names file, line, field, expectation."""
+    p = Path(path)
+    data, lines = read_yaml(p)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{p}:1: expected a mapping of keys at the top level, got {type(data).__name__}")
+    try:
+        return model.model_validate(data, context={"base_dir": p.parent})
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = _describe(errors[0], lines, p)
+        more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
+        raise UserError(first + more) from None
+
+
+def all_errors(model: type[M], path: str | Path) -> list[str]:
+    """Every validation error, one line each (for `inspector check-config`)."""
+    p = Path(path)
+    data, lines = read_yaml(p)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        return [f"{p}:1: expected a mapping of keys at the top level, got {type(data).__name__}"]
+    try:
+        model.model_validate(data, context={"base_dir": p.parent})
+    except ValidationError as exc:
+        return [_describe(e, lines, p) for e in exc.errors()]
+    return []
