@@ -29,16 +29,21 @@ def save_checkpoint(path: str | Path, state_dict: dict, meta: ModelMeta, **extra
 def load_checkpoint(path: str | Path) -> tuple[ModelMeta, dict, dict]:
     """-> (metadata, state dict, the whole payload). Every failure is a :class:`UserError`."""
     import pickle
+    import re
+    import zipfile
 
     import torch
 
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: checkpoint not found; train one with `inspector train --data DIR --out RUN_DIR`")
+    if not zipfile.is_zipfile(p):
+        raise UserError(f"{p}: not a readable PyTorch checkpoint (not a torch.save zip archive); train it again")
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsupported content"
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        first = f"it names {found.group(1)}" if found else "unsupported content"
         raise UserError(
             f"{p}: refused, the checkpoint holds pickled objects that weights_only loading does not allow "
             f"({first[:120]}); re-save it as a plain state dict with `inspector train`"
