@@ -70,6 +70,13 @@ class DetectionConfig(Section):
     min_area: int = Field(400, ge=1, description="smallest blob area in px that counts as a part")
     max_area: int | None = Field(None, ge=1, description="largest blob area in px (None: no limit)")
     margin: int = Field(8, ge=0, description="px added around each part's box for the crop")
+    morph: int = Field(5, ge=0, description="morphological open/close kernel (px, 0 or 1 = none) on the mask")
+    background_frames: int = Field(
+        15, ge=1, description="method 'background': frames of empty belt to learn the background from"
+    )
+    background_rate: float = Field(
+        0.01, ge=0, le=1, description="method 'background': running-average rate over belt pixels (0: frozen)"
+    )
 
     @model_validator(mode="after")
     def _areas(self) -> DetectionConfig:
@@ -83,6 +90,10 @@ class TrackingConfig(Section):
     max_missed_frames: int = Field(5, ge=0, description="frames a part may vanish before its track ends")
     classify_at: Literal["trigger", "centre"] = Field(
         "trigger", description="classify when the part crosses the trigger line, or at its best-centred frame"
+    )
+    min_hits: int = Field(2, ge=1, description="frames a part must be seen in before it can be classified")
+    max_backtrack_px: float = Field(
+        10.0, ge=0, description="how far a part may appear to move against the belt between frames (jitter)"
     )
 
 
