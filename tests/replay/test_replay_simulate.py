@@ -75,14 +75,14 @@ def test_truth_matches_rendered_part_positions(castings, tmp_path: Path, directi
         f = row["trigger_frame"]
         tb = (row["x"], row["y"], row["w"], row["h"])
 
-        def centre_of(frame_idx: int) -> float:
+        def centre_of(frame_idx: int, tb: tuple = tb, pid: int = row["part_id"]) -> float:
             boxes = _blobs(frames[frame_idx], spec.roi, spec.threshold, spec.part_px**2 // 4)
             cs = [(bx + bw / 2, by + bh / 2) for bx, by, bw, bh in boxes]
             # the part whose lateral position matches the truth box
             lat = tb[1] + tb[3] / 2 if horizontal else tb[0] + tb[2] / 2
             near = [c for c in cs if abs((c[1] if horizontal else c[0]) - lat) < 4
                     and abs((c[0] if horizontal else c[1]) - spec.trigger_px) < spec.part_px / 2]
-            assert len(near) == 1, f"part {row['part_id']} frame {frame_idx}: boxes {boxes}, truth {tb}"
+            assert len(near) == 1, f"part {pid} frame {frame_idx}: boxes {boxes}, truth {tb}"
             return near[0][0] if horizontal else near[0][1]
 
         at, before = centre_of(f), centre_of(f - 1)
@@ -116,7 +116,7 @@ def test_parts_never_overlap_and_respect_min_gap(tiny_dataset, tmp_path: Path) -
     spec = render_line(images, tmp_path / "g.avi", size=(200, 150), speed_px_s=400, parts=30, min_gap_px=25,
                        max_gap_px=40, noise=False, lighting=False)
     px = spec.px_per_frame
-    for p, q in zip(spec.parts, spec.parts[1:]):
+    for p, q in zip(spec.parts, spec.parts[1:], strict=False):
         # Along-belt distance between consecutive parts' leading edges, from their trigger frames.
         gap = (q.trigger_frame - p.trigger_frame) * px - spec.part_px
         assert gap >= 25 - px - 1
