@@ -1,0 +1,299 @@
+"""The inspection loop: frame -> (undistort) -> ROI -> segment -> track -> crop -> ONE batch -> verdict -> sinks.
+
+:class:`Pipeline` is the per-frame logic (no threads, easy to test with drawn frames and a fake engine).
+:func:`run_loop` pulls frames from a capture (``get(timeout)``, ``ended``, ``stall_count``, ``stats``), feeds
+the pipeline and a view (window, terminal dashboard or nothing) on the calling thread, which must be the main
+thread when the view is an OpenCV window. Parts in flight when the source stalls or ends get a no-verdict with
+the reason, so they are rejected, never passed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from engines.preprocess import preprocess
+from inspector.config import InspectorConfig
+from inspector.detect import Detection, Detector, Roi
+from inspector.records import Frame, Part, PartSink, Verdict
+from inspector.track import Track, Tracker, unclassified_reason
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class FrameView:
+    """What the overlay draws for one frame."""
+
+    image: np.ndarray
+    seq: int
+    roi: Roi
+    detections: list[Detection]
+    tracks: list[Track]
+    parts: list[Part]  # verdicts made on this frame
+
+
+class Pipeline:
+    def __init__(
+        self,
+        cfg: InspectorConfig,
+        engine: Any,
+        sinks: list[PartSink],
+        *,
+        undistorter: Any | None = None,
+        keep_crops: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.engine = engine
+        self.meta = engine.meta
+        self.sinks = list(sinks)
+        self.threshold = cfg.model.threshold if cfg.model.threshold is not None else float(self.meta.threshold)
+        self.undistorter = undistorter
+        self.keep_crops = keep_crops
+        self.roi: Roi | None = None
+        self.detector: Detector | None = None
+        self.tracker: Tracker | None = None
+        self._frame_size: tuple[int, int] | None = None
+        self._centre = cfg.tracking.classify_at == "centre"
+        self._prev_views: dict[int, tuple[np.ndarray, int, int, tuple[int, int, int, int]]] = {}
+        self.last: FrameView | None = None
+        self.frames = 0
+        self._sink_failed: set[int] = set()
+
+    # --- per frame --------------------------------------------------------------------------------------
+    def process(self, frame: Frame) -> list[Part]:
+        """One frame in, the parts decided on it out (also handed to every sink)."""
+        image = frame.image
+        if self.undistorter is not None:
+            image = self.undistorter.apply(image)
+        self._ensure_geometry(image)
+        t0 = time.monotonic_ns()
+        dets = self.detector.detect(image)
+        update = self.tracker.update(dets, frame.seq)
+        t_detect = (time.monotonic_ns() - t0) / 1e6
+
+        todo: list[tuple[Part, np.ndarray]] = []
+        for trig in update.triggered:
+            t = trig.track
+            if trig.use_previous and t.track_id in self._prev_views:
+                crop, seq, t_cap, bbox = self._prev_views[t.track_id]
+            else:
+                crop, seq, t_cap, bbox = self._crop(image, t.det.bbox), frame.seq, frame.t_capture_ns, t.det.bbox
+            part = Part(t.track_id, seq, t_cap, bbox)
+            part.timings["detect_ms"] = t_detect
+            todo.append((part, crop))
+        parts = [p for p, _ in todo]
+        if todo:
+            self._classify(todo)
+        for t in update.ended_unclassified:
+            parts.append(self._no_verdict(t, frame, unclassified_reason(t, self.roi)))
+        if self._centre:
+            self._remember_views(image, frame)
+        self.frames += 1
+        self._emit(parts)
+        self.last = FrameView(image, frame.seq, self.roi, dets, list(self.tracker.tracks), parts)
+        return parts
+
+    def flush(self, reason: str, frame: Frame | None = None) -> list[Part]:
+        """Source stalled or ended: every part in flight gets a no-verdict (rejected) with ``reason``."""
+        if self.tracker is None:
+            return []
+        pending = self.tracker.flush()
+        self._prev_views.clear()
+        parts = [self._no_verdict(t, frame, reason) for t in pending]
+        self._emit(parts)
+        return parts
+
+    # --- helpers ----------------------------------------------------------------------------------------
+    def _ensure_geometry(self, image: np.ndarray) -> None:
+        size = (image.shape[1], image.shape[0])
+        if size == self._frame_size:
+            return
+        if self._frame_size is not None:
+            log.warning("frame size changed from %s to %s; tracking restarts", self._frame_size, size)
+            self.flush(f"frame size changed to {size[0]}x{size[1]}")
+        self._frame_size = size
+        self.roi = Roi.from_config(self.cfg.roi, size)
+        self.detector = Detector(self.cfg.detection, self.roi)
+        self.tracker = Tracker(self.cfg.tracking, self.roi)
+        log.info("ROI %s in a %dx%d frame", self.roi, *size)
+
+    def _crop(self, image: np.ndarray, bbox: tuple[int, int, int, int]) -> np.ndarray:
+        m = self.cfg.detection.margin
+        x, y, w, h = bbox
+        H, W = image.shape[:2]
+        return image[max(0, y - m) : min(H, y + h + m), max(0, x - m) : min(W, x + w + m)].copy()
+
+    def _remember_views(self, image: np.ndarray, frame: Frame) -> None:
+        """classify_at centre: keep each pending part's current view in case the previous frame wins."""
+        views = {}
+        for t in self.tracker.tracks:
+            if not t.classified and t.last_frame == frame.seq and not t.det.clipped:
+                views[t.track_id] = (self._crop(image, t.det.bbox), frame.seq, frame.t_capture_ns, t.det.bbox)
+        self._prev_views = views
+
+    def _classify(self, todo: list[tuple[Part, np.ndarray]]) -> None:
+        """All parts due on this frame go through the engine as ONE batch."""
+        meta = self.meta
+        t0 = time.monotonic_ns()
+        for p, _ in todo:
+            p.t_infer_start_ns = t0
+        try:
+            batch = preprocess([c for _, c in todo], meta)
+            t1 = time.monotonic_ns()
+            probs = np.asarray(self.engine.infer(batch))
+            t2 = time.monotonic_ns()
+            scores = meta.defect_scores(probs)
+            classes = meta.predicted_classes(probs, self.threshold)
+        except Exception as exc:  # noqa: BLE001 - any engine failure rejects these parts, never stops the line
+            log.error("inference failed for %d part(s): %s", len(todo), exc)
+            now = time.monotonic_ns()
+            for p, crop in todo:
+                p.verdict, p.reason, p.t_verdict_ns = Verdict.NO_VERDICT, f"inference failed: {exc}", now
+                p.crop = crop if self.keep_crops else None
+            return
+        now = time.monotonic_ns()
+        for i, (p, crop) in enumerate(todo):
+            s = float(scores[i])
+            p.cls = classes[i]
+            p.score = s if math.isfinite(s) else None
+            p.t_verdict_ns = now
+            p.crop = crop if self.keep_crops else None
+            p.timings.update(preprocess_ms=(t1 - t0) / 1e6, infer_ms=(t2 - t1) / 1e6, batch=float(len(todo)))
+            if meta.binary:
+                ok = s < self.threshold
+            elif meta.ok_class is not None:
+                ok = p.cls == meta.ok_class
+            else:
+                p.verdict, p.reason = Verdict.NO_VERDICT, "the model has no OK class; cannot pass a part"
+                continue
+            if not np.all(np.isfinite(probs[i])):
+                p.verdict, p.reason = Verdict.NO_VERDICT, "model output is not a number"
+            else:
+                p.verdict = Verdict.OK if ok else Verdict.DEFECT
+
+    def _no_verdict(self, t: Track, frame: Frame | None, reason: str) -> Part:
+        now = time.monotonic_ns()
+        seq = frame.seq if frame is not None else t.last_frame
+        t_cap = frame.t_capture_ns if frame is not None else now
+        return Part(t.track_id, seq, t_cap, t.det.bbox, Verdict.NO_VERDICT, reason=reason, t_verdict_ns=now)
+
+    def _emit(self, parts: list[Part]) -> None:
+        for p in parts:
+            for i, sink in enumerate(self.sinks):
+                try:
+                    sink.on_part(p)
+                except Exception:  # noqa: BLE001 - one failing sink must not stop inspection
+                    if i not in self._sink_failed:
+                        log.exception("sink %s failed on part %d (further failures logged once)", sink, p.part_id)
+                        self._sink_failed.add(i)
+
+
+# --- the loop ---------------------------------------------------------------------------------------------
+class View(Protocol):
+    """Window, terminal dashboard or nothing: told about each frame, says whether to keep going."""
+
+    paused: bool
+
+    def update(self, view: FrameView | None, stats: LoopStats) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class LoopStats:
+    frames: int = 0
+    t_start: float = field(default_factory=time.monotonic)
+    fps: float = 0.0  # recent frames/s
+    last_latency_ms: float | None = None
+    dropped: int = 0
+    stalls: int = 0
+    summary: Any = None  # events.Summary
+    _win: list[float] = field(default_factory=list)
+
+    def tick(self) -> None:
+        self.frames += 1
+        now = time.monotonic()
+        self._win.append(now)
+        while self._win and now - self._win[0] > 1.0:
+            self._win.pop(0)
+        span = now - self._win[0] if len(self._win) > 1 else 0.0
+        self.fps = (len(self._win) - 1) / span if span > 0 else 0.0
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t_start
+
+
+class NullView:
+    paused = False
+
+    def update(self, view: FrameView | None, stats: LoopStats) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+def run_loop(
+    pipeline: Pipeline,
+    capture: Any,
+    *,
+    view: View | None = None,
+    stats: LoopStats | None = None,
+    stop: threading.Event | None = None,
+    max_frames: int | None = None,
+    poll_s: float = 0.05,
+) -> LoopStats:
+    """Pull frames until the source ends, ``stop`` is set, the view says quit, or ``max_frames``."""
+    view = view or NullView()
+    stats = stats or LoopStats()
+    stop = stop or threading.Event()
+    seen_stalls = getattr(capture, "stall_count", 0)
+    last_frame: Frame | None = None
+    end_reason = "run stopped before the part was classified"
+    while not stop.is_set():
+        if view.paused:
+            if not view.update(None, stats):
+                break
+            time.sleep(poll_s)
+            continue
+        frame = capture.get(timeout=poll_s)
+        stalls = getattr(capture, "stall_count", 0)
+        if stalls != seen_stalls:
+            seen_stalls = stalls
+            stats.stalls = stalls
+            lost = pipeline.flush("source stalled; part in flight rejected", last_frame)
+            log.warning("source stalled (%d so far); %d part(s) in flight rejected", stalls, len(lost))
+        if frame is None:
+            if capture.ended.is_set():
+                frame = capture.get(timeout=0)
+                if frame is None:
+                    end_reason = "source ended before the part was classified"
+                    break
+            else:
+                if not view.update(None, stats):
+                    break
+                continue
+        pipeline.process(frame)
+        last_frame = frame
+        stats.tick()
+        st = getattr(capture, "stats", None)
+        stats.dropped = int(getattr(st, "dropped", 0) or 0)
+        if pipeline.last is not None:
+            for p in pipeline.last.parts:
+                if p.latency_ms is not None and p.verdict is not Verdict.NO_VERDICT:
+                    stats.last_latency_ms = p.latency_ms
+        if not view.update(pipeline.last, stats):
+            break
+        if max_frames is not None and stats.frames >= max_frames:
+            end_reason = "run stopped (--max-frames) before the part was classified"
+            break
+    pipeline.flush(end_reason, last_frame)
+    return stats

@@ -1,0 +1,86 @@
+"""Drawn conveyor frames and a fake engine for the runtime's pure-logic tests (no model, no video)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engines.meta import ModelMeta
+from inspector.records import Frame
+
+BELT = 40
+OK_GRAY = 150
+DEFECT_GRAY = 245
+
+
+@dataclass
+class Sprite:
+    """A square part: where it is at each frame (None = not on the belt)."""
+
+    path: dict[int, tuple[int, int]]  # frame -> top-left (x, y)
+    size: int = 60
+    defect: bool = False
+
+
+def moving(start_frame: int, x0: float, y: int, speed: float, frames: int, *, stop: tuple[int, int] | None = None,
+           size: int = 60, defect: bool = False, axis: str = "x") -> Sprite:
+    """A part moving along +x (or +y) at ``speed`` px/frame; ``stop=(f0, f1)`` holds it still in [f0, f1)."""
+    path, pos = {}, float(x0)
+    for f in range(start_frame, frames):
+        path[f] = (int(round(pos)), y) if axis == "x" else (y, int(round(pos)))
+        if stop is None or not (stop[0] <= f < stop[1]):
+            pos += speed
+    return Sprite(path, size, defect)
+
+
+def render(sprites: list[Sprite], n_frames: int, size=(640, 240), seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    w, h = size
+    frames = []
+    for f in range(n_frames):
+        img = np.full((h, w, 3), BELT, np.uint8)
+        img += rng.integers(0, 12, img.shape, dtype=np.uint8)
+        for s in sprites:
+            if f not in s.path:
+                continue
+            x, y = s.path[f]
+            x0, y0, x1, y1 = max(0, x), max(0, y), min(w, x + s.size), min(h, y + s.size)
+            if x1 > x0 and y1 > y0:
+                img[y0:y1, x0:x1] = DEFECT_GRAY if s.defect else OK_GRAY
+        frames.append(img)
+    return frames
+
+
+def as_frames(images: list[np.ndarray]) -> list[Frame]:
+    return [Frame(i, 1_000_000 * i, im) for i, im in enumerate(images)]
+
+
+@dataclass
+class FakeEngine:
+    """P(defect) from the crop's brightest pixels: drawn defects are brighter. Records every batch."""
+
+    fail: bool = False
+    batches: list[int] = field(default_factory=list)
+    meta: ModelMeta = field(
+        default_factory=lambda: ModelMeta("fake", ["def_front", "ok_front"], "ok_front", 32, 1, [0.0], [1.0], 0.5)
+    )
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        self.batches.append(len(batch))
+        if self.fail:
+            raise RuntimeError("device lost")
+        centre = batch[:, 0, 12:20, 12:20].reshape(len(batch), -1).mean(axis=1)
+        return (centre > (OK_GRAY + DEFECT_GRAY) / 2 / 255).astype(np.float32)[:, None]
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.parts = []
+        self.closed = False
+
+    def on_part(self, part) -> None:
+        self.parts.append(part)
+
+    def close(self) -> None:
+        self.closed = True
