@@ -62,8 +62,13 @@ class Engine(ABC):
         self.close()
 
 
-def load_engine(path: str | Path, *, warm_up: bool = True, **options) -> Engine:
-    """Open a model file with the backend its suffix names; every failure is one clear :class:`UserError`."""
+def load_engine(
+    path: str | Path, *, warm_up: bool = True, expect_input_size: int | None = None, **options
+) -> Engine:
+    """Open a model file with the backend its suffix names; every failure is one clear :class:`UserError`.
+
+    ``expect_input_size`` (the configuration's ``model.input_size``) refuses a model built for another size.
+    """
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in BACKENDS:
@@ -75,6 +80,12 @@ def load_engine(path: str | Path, *, warm_up: bool = True, **options) -> Engine:
     module_name, class_name = BACKENDS[suffix]
     module = importlib.import_module(module_name)
     engine: Engine = getattr(module, class_name)(p, **options)
+    if expect_input_size is not None and engine.meta.input_size != expect_input_size:
+        engine.close()
+        raise UserError(
+            f"{p}: model input size is {engine.meta.input_size} but the configuration expects "
+            f"{expect_input_size}; fix model.input_size or use a model trained at that size"
+        )
     if warm_up:
         engine.warm_up()
     log.info("loaded %s with %s backend", p, engine.backend)
