@@ -108,13 +108,46 @@ class ModelConfig(Section):
 
 class GateConfig(Section):
     port: str | None = Field(None, description="serial port, a pyserial URL (loop://, spy://...), 'sim', or None")
-    baudrate: int = Field(115200, gt=0)
+    baudrate: int = Field(115200, gt=0, description="serial line speed (bits/s)")
     camera_to_gate_mm: float = Field(300.0, gt=0, description="belt distance from the trigger line to the gate")
     belt_speed_mm_s: float = Field(200.0, gt=0, description="belt speed")
     ack_timeout_ms: float = Field(50.0, gt=0, description="the controller must acknowledge a command within this")
     heartbeat_ms: float = Field(200.0, gt=0, description="heartbeat period, both ways")
+    link_timeout_ms: float = Field(
+        600.0, gt=0, description="no heartbeat for this long: the controller goes fail-safe (and the host says so)"
+    )
     fail_safe: Literal["divert", "stop"] = Field("divert", description="what the controller does when the link dies")
     worst_latency_ms: float = Field(100.0, gt=0, description="worst-case capture-to-command latency to allow for")
+    pulse_ms: float = Field(50.0, gt=0, description="how long the diverter stays out for one part")
+    timebase: Literal["time", "encoder"] = Field(
+        "time", description="'time': fire N ms after receipt; 'encoder': fire at an encoder count on the controller"
+    )
+    counts_per_mm: float | None = Field(None, gt=0, description="encoder counts per mm of belt (timebase encoder)")
+    wire_delay_ms: float = Field(
+        0.0, ge=0, description="measured host-to-controller transfer delay, subtracted from each fire delay"
+    )
+    late_margin_ms: float = Field(
+        5.0, ge=0, description="a verdict with less than this left before its gate time is late"
+    )
+    late_policy: Literal["reject", "pass"] = Field(
+        "reject", description="a late verdict: fire the gate at once (reject) even for an OK part, or let it pass"
+    )
+    queue_size: int = Field(256, ge=1, description="parts waiting for the serial thread before new ones overflow")
+
+    @model_validator(mode="after")
+    def _reachable(self) -> GateConfig:
+        if self.timebase == "encoder" and self.counts_per_mm is None:
+            raise ValueError("timebase 'encoder' needs counts_per_mm (encoder counts per mm of belt)")
+        travel = self.camera_to_gate_mm / self.belt_speed_mm_s * 1000.0
+        need = self.worst_latency_ms + self.link_timeout_ms
+        if travel < need:
+            raise ValueError(
+                f"the gate is {travel:.0f} ms of belt travel from the camera ({self.camera_to_gate_mm:g} mm at "
+                f"{self.belt_speed_mm_s:g} mm/s) but a verdict may take worst_latency_ms {self.worst_latency_ms:g}"
+                f" and a dead link is noticed after link_timeout_ms {self.link_timeout_ms:g} ({need:.0f} ms); "
+                "move the gate further downstream, slow the belt, or lower link_timeout_ms"
+            )
+        return self
 
 
 class LogConfig(Section):
@@ -124,6 +157,9 @@ class LogConfig(Section):
     retention_days: float | None = Field(30.0, gt=0, description="delete rows and images older than this")
     max_size_mb: float | None = Field(2048.0, gt=0, description="keep images under this total size")
     queue_size: int = Field(1024, ge=1, description="parts waiting to be written before images are dropped")
+    min_free_mb: float = Field(200.0, ge=0, description="stop writing images when the disk has less free space")
+    jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of the kept crops")
+    retention_check_s: float = Field(300.0, gt=0, description="how often retention runs while logging")
 
     _r = field_validator("db", "images_dir")(_resolve)
 
