@@ -1,0 +1,69 @@
+"""The reject gate: protocol codec, actuator (a PartSink) and the gate controller simulator.
+
+:func:`open_actuator` is what `inspector run` calls: it returns None when no gate is configured.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from pydantic import ValidationError
+
+from engines.errors import UserError
+from inspector.config import GateConfig
+from inspector.gate.actuator import GateActuator, GateResult
+from inspector.records import Part
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GateActuator", "GateResult", "SimulatedGate", "check_timing", "open_actuator"]
+
+
+def check_timing(cfg: GateConfig) -> float:
+    """-> belt travel camera-to-gate in ms; UserError when a verdict (or a dead link) could come too late."""
+    try:
+        GateConfig.model_validate(cfg.model_dump())
+    except ValidationError as exc:
+        msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise UserError(f"gate configuration: {msg}") from None
+    return cfg.camera_to_gate_mm / cfg.belt_speed_mm_s * 1000.0
+
+
+class SimulatedGate:
+    """`--serial sim`: the actuator talking to an in-process simulated controller over a real pty pair."""
+
+    def __init__(self, cfg: GateConfig, on_result: Callable[[GateResult], None] | None = None,
+                 record: str | None = None) -> None:
+        from inspector.gate.sim import GateSimulator, PtyLink
+
+        self.link = PtyLink()
+        self.sim = GateSimulator(
+            self.link, record=record, fail_safe="DIVERT" if cfg.fail_safe == "divert" else "STOP",
+            link_timeout_ms=cfg.link_timeout_ms, heartbeat_ms=cfg.heartbeat_ms, pulse_ms=cfg.pulse_ms,
+            counts_per_mm=cfg.counts_per_mm or 10.0, belt_speed_mm_s=cfg.belt_speed_mm_s,
+        ).start()
+        self.actuator = GateActuator(cfg, self.link.port, on_result)
+        self.stats = self.actuator.stats
+
+    def on_part(self, part: Part) -> None:
+        self.actuator.on_part(part)
+
+    def close(self) -> None:
+        self.actuator.close()
+        self.sim.close()
+        self.link.close()
+        log.info("simulated gate: %s", self.sim.counters)
+
+
+def open_actuator(
+    cfg: GateConfig, on_result: Callable[[GateResult], None] | None = None
+) -> GateActuator | SimulatedGate | None:
+    """The gate sink for ``cfg.port`` (None: no gate). ``on_result`` gets each part's GateResult (the log)."""
+    if not cfg.port:
+        return None
+    travel = check_timing(cfg)
+    log.info("gate on %s: %.0f ms belt travel, fail-safe %s", cfg.port, travel, cfg.fail_safe)
+    if cfg.port == "sim":
+        return SimulatedGate(cfg, on_result)
+    return GateActuator(cfg, cfg.port, on_result)

@@ -1,0 +1,448 @@
+"""The reject gate actuator: a PartSink that turns verdicts into REJ commands on a serial line.
+
+``on_part`` only enqueues (bounded, never blocks the inspection thread). One I/O thread owns the port: it
+writes commands the moment they arrive, retries unacknowledged ones while their part can still be reached,
+heartbeats, reopens a port that vanished (USB adapter unplugged) with backoff, and - when the part has passed
+the gate - reports what happened to it (``GateResult``) to a callback such as the defect log. A reader thread
+per connection parses the controller's lines into the same inbox, so all state lives on the I/O thread.
+
+Parts whose gate time falls while the controller is (by the host's knowledge) in fail-safe are reported as
+``failsafe``: the controller's fail-safe diverted them. See docs/gate-protocol.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import serial
+
+from inspector.config import GateConfig
+from inspector.gate import protocol as P
+from inspector.records import Part
+
+log = logging.getLogger(__name__)
+
+MS = 1_000_000
+
+
+@dataclass(slots=True)
+class GateResult:
+    """What the gate did with one part: reported once, after its gate time (plus a grace for the echo)."""
+
+    part_id: int
+    rejected: bool  # a reject was wanted (defect, no verdict, or a late verdict under late_policy=reject)
+    status: str  # passed | fired | failsafe | unconfirmed | missed
+    gate_ns: int  # when the part reaches the gate (monotonic)
+    sent_ns: int | None = None  # first REJ written
+    acked_ns: int | None = None
+    fired_ns: int | None = None  # FIRED echo received
+    fire_late_ms: int | None = None  # as the controller reported it
+    late_verdict: bool = False
+    retries: int = 0
+    nacks: int = 0
+    reason: str | None = None
+
+
+@dataclass(slots=True)
+class _Track:
+    part: Part
+    rejected: bool
+    gate_ns: int
+    deadline_ns: int  # last moment a (re)send can still reach the part
+    result: GateResult
+    seq: int | None = None
+    ack_due_ns: int | None = None
+    failsafe_at_gate: bool | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class GateActuator:
+    """PartSink driving a gate controller at ``port`` (a device, a pyserial URL, or a pty path)."""
+
+    def __init__(
+        self,
+        cfg: GateConfig,
+        port: str,
+        on_result: Callable[[GateResult], None] | None = None,
+        *,
+        reconnect_max_s: float = 1.0,
+    ) -> None:
+        self.cfg = cfg
+        self.port = port
+        self.on_result = on_result
+        self.travel_ns = int(cfg.camera_to_gate_mm / cfg.belt_speed_mm_s * 1e9)
+        self.stats: dict[str, int] = dict.fromkeys(
+            ("parts", "rejects", "sent", "retries", "acked", "nacks", "ack_timeouts", "fired", "late_verdicts",
+             "failsafe", "missed", "unconfirmed", "passed", "reconnects", "link_lost", "rx_errors",
+             "overflow", "write_errors", "fired_echo"), 0)
+        self.wire_ns: deque[int] = deque(maxlen=100_000)  # verdict -> REJ written, per first send
+        self.connected = threading.Event()  # port open and the controller talking
+        self.running = threading.Event()  # controller in RUN mode (as last reported)
+        self._inbox: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._ser: serial.SerialBase | None = None
+        self._reader: threading.Thread | None = None
+        self._rx_stop = threading.Event()
+        self._seq = P.SeqCounter()
+        self._tracks: dict[int, _Track] = {}  # part id -> track, until finalised
+        self._by_seq: dict[int, int] = {}  # REJ seq -> part id
+        self._ctrl_mode: str | None = None
+        self._last_ctrl_rx = 0
+        self._last_tx_ok = 0
+        # the controller boots in fail-safe: until it reports RUN, every part is diverted
+        self._link_down_ns: int | None = time.monotonic_ns() - int(cfg.link_timeout_ms * MS)
+        self._sync_due = 0
+        self._run_seq: int | None = None
+        self._next_hb = 0
+        self._next_open = 0
+        self._backoff_s = 0.05
+        self._reconnect_max_s = reconnect_max_s
+        self._enc: deque[tuple[int, int]] = deque(maxlen=2)  # (t_rx_ns, encoder count) from controller HB
+        self._thread = threading.Thread(target=self._run, name="gate-io", daemon=True)
+        self._thread.start()
+
+    # -- PartSink ----------------------------------------------------------------------------------------
+    def on_part(self, part: Part) -> None:
+        """Enqueue and return: the I/O thread does the rest. A full inbox is counted (never blocks)."""
+        if self._inbox.qsize() >= self.cfg.queue_size:
+            self.stats["overflow"] += 1
+            log.error("gate inbox full (%d): part %d not sent; the controller will not divert it",
+                      self.cfg.queue_size, part.part_id)
+            return
+        self._inbox.put(("part", part, time.monotonic_ns()))
+
+    def close(self, drain_s: float | None = None) -> None:
+        """Wait (bounded) for parts in flight to pass the gate, then stop; the controller then goes fail-safe."""
+        if drain_s is None:
+            drain_s = self.travel_ns / 1e9 + (self.cfg.pulse_ms + self.cfg.ack_timeout_ms) / 1e3 + 0.5
+        self._inbox.put(("drain", None, time.monotonic_ns() + int(drain_s * 1e9)))
+        self._thread.join(timeout=drain_s + 3.0)
+        if self._thread.is_alive():
+            log.error("gate-io thread still alive after close(); port %s", self.port)
+
+    # -- the I/O thread ----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        drain_until: int | None = None
+        while True:
+            now = time.monotonic_ns()
+            if drain_until is not None and (not self._tracks or now >= drain_until):
+                break
+            if self._ser is None and now >= self._next_open:
+                self._open(now)
+            try:
+                item = self._inbox.get(timeout=self._tick_s(now))
+            except queue.Empty:
+                item = None
+            while item is not None:
+                kind, obj, t = item
+                if kind == "part":
+                    self._admit(obj, t)
+                elif kind == "rx":
+                    self._receive(obj, t)
+                elif kind == "broken" and obj[1] is self._rx_stop:  # not a stale one from an old port
+                    self._lost(f"read failed: {obj[0]}")
+                elif kind == "drain":
+                    drain_until = t
+                try:
+                    item = self._inbox.get_nowait()
+                except queue.Empty:
+                    item = None
+            self._service(time.monotonic_ns())
+        for track in list(self._tracks.values()):
+            self._finalise(track, time.monotonic_ns(), shutdown=True)
+        self._stop.set()
+        self._close_port()
+
+    def _tick_s(self, now: int) -> float:
+        due = [self._next_hb, now + 10 * MS] + [t.ack_due_ns for t in self._tracks.values() if t.ack_due_ns]
+        return max(0.0, min(due) - now) / 1e9
+
+    # -- port ----------------------------------------------------------------------------------------------
+    def _open(self, now: int) -> None:
+        try:
+            ser = serial.serial_for_url(self.port, baudrate=self.cfg.baudrate, timeout=0.05, write_timeout=0.2)
+            ser.reset_input_buffer()
+        except (serial.SerialException, OSError, ValueError) as exc:
+            self._next_open = now + int(self._backoff_s * 1e9)
+            if self._backoff_s >= self._reconnect_max_s:
+                log.warning("gate port %s: %s (retrying every %.1f s)", self.port, exc, self._backoff_s)
+            self._backoff_s = min(self._backoff_s * 2, self._reconnect_max_s)
+            return
+        if self.stats["link_lost"]:
+            self.stats["reconnects"] += 1
+            log.warning("gate port %s reopened", self.port)
+        self._ser, self._backoff_s = ser, 0.05
+        self._rx_stop = threading.Event()
+        self._reader = threading.Thread(target=self._read_loop, args=(ser, self._rx_stop), name="gate-rx",
+                                        daemon=True)
+        self._reader.start()
+        self._next_hb = now
+        self._sync_due = now  # configure the controller and bring it out of fail-safe
+
+    def _close_port(self) -> None:
+        ser, self._ser = self._ser, None
+        if ser is None:
+            return
+        self._rx_stop.set()
+        try:
+            if hasattr(ser, "cancel_read"):
+                ser.cancel_read()
+        except (OSError, serial.SerialException):
+            pass
+        if self._reader is not None and self._reader is not threading.current_thread():
+            self._reader.join(timeout=1.0)
+            if self._reader.is_alive():
+                log.error("gate-rx thread still alive after closing %s", self.port)
+        try:
+            ser.close()
+        except (OSError, serial.SerialException):
+            pass
+
+    def _lost(self, why: str) -> None:
+        if self._ser is None:
+            return
+        log.warning("gate link lost on %s: %s", self.port, why)
+        self.stats["link_lost"] += 1
+        self._close_port()
+        self._mark_down(time.monotonic_ns())
+        self._next_open = time.monotonic_ns() + int(self._backoff_s * 1e9)
+
+    def _mark_down(self, now: int) -> None:
+        if self._link_down_ns is None:
+            self._link_down_ns = self._last_tx_ok or now  # the controller's watchdog started at our last line
+        self.connected.clear()
+        self.running.clear()
+        self._run_seq = None
+        self._ctrl_mode = None
+        # unacknowledged commands go again once the link is back, if their parts can still be reached
+        for track in self._tracks.values():
+            if track.seq is not None and track.result.acked_ns is None:
+                self._by_seq.pop(track.seq, None)
+                track.seq, track.ack_due_ns = None, None
+
+    def _read_loop(self, ser: serial.SerialBase, stop: threading.Event) -> None:
+        framer = P.LineFramer()
+        while not stop.is_set():
+            try:
+                data = ser.read(max(1, ser.in_waiting))
+            except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+                if not stop.is_set():
+                    self._inbox.put(("broken", (exc, stop), time.monotonic_ns()))
+                return
+            t = time.monotonic_ns()
+            for line in framer.feed(data):
+                try:
+                    self._inbox.put(("rx", P.decode(line, P.CTRL_TYPES), t))
+                except P.ProtocolError as exc:
+                    self.stats["rx_errors"] += 1
+                    log.info("gate: bad line from controller (%s): %r", exc, line[:40])
+
+    def _write(self, type_: str, *fields: object) -> int | None:
+        """Write one command; -> its seq, or None when there is no port (the caller keeps the work pending)."""
+        if self._ser is None:
+            return None
+        seq = self._seq.next()
+        try:
+            self._ser.write(P.encode(seq, type_, *fields))
+        except (serial.SerialException, OSError) as exc:
+            self.stats["write_errors"] += 1
+            self._lost(f"write failed: {exc}")
+            return None
+        self._last_tx_ok = time.monotonic_ns()
+        return seq
+
+    # -- parts -------------------------------------------------------------------------------------------
+    def _admit(self, part: Part, t_enqueued: int) -> None:
+        now = time.monotonic_ns()
+        self.stats["parts"] += 1
+        gate_ns = part.t_capture_ns + self.travel_ns
+        margin = int(self.cfg.late_margin_ms * MS)
+        late = gate_ns - now < margin
+        rejected = part.rejected or (late and self.cfg.late_policy == "reject")
+        result = GateResult(part.part_id, rejected, "passed", gate_ns, late_verdict=late)
+        if late:
+            self.stats["late_verdicts"] += 1
+            result.reason = f"verdict {(now - gate_ns) / MS + self.cfg.late_margin_ms:.0f} ms too late"
+            log.warning("gate: part %d verdict late (%s)", part.part_id, result.reason)
+        deadline = gate_ns - margin if not late else now + int(self.cfg.ack_timeout_ms * MS)
+        track = _Track(part, rejected, gate_ns, deadline, result)
+        self._tracks[part.part_id] = track
+        if rejected:
+            self.stats["rejects"] += 1
+            if self._send_reject(track, now) and not track.extra.get("measured"):
+                track.extra["measured"] = True
+                if part.t_verdict_ns is not None:
+                    self.wire_ns.append(self._last_tx_ok - part.t_verdict_ns)
+
+    def _send_reject(self, track: _Track, now: int) -> bool:
+        if self._ser is None or self._ctrl_mode is None:
+            return False  # no link: sent when it is back (if still in time); meanwhile the fail-safe holds
+        part = track.part
+        if self.cfg.timebase == "encoder" and len(self._enc) == 2:
+            (t0, c0), (t1, c1) = self._enc
+            rate = (c1 - c0) / max(1, t1 - t0)
+            target = c1 + (part.t_capture_ns - t1) * rate + self.cfg.camera_to_gate_mm * (self.cfg.counts_per_mm or 0)
+            seq = self._write(P.REJE, part.part_id, round(target))
+        else:
+            delay_ms = round((track.gate_ns - now) / MS - self.cfg.wire_delay_ms)
+            seq = self._write(P.REJ, part.part_id, delay_ms)
+        if seq is None:
+            return False
+        if track.result.sent_ns is None:
+            track.result.sent_ns = self._last_tx_ok
+            self.stats["sent"] += 1
+        else:
+            track.result.retries += 1
+            self.stats["retries"] += 1
+        if track.seq is not None:
+            self._by_seq.pop(track.seq, None)
+        track.seq, track.ack_due_ns = seq, now + int(self.cfg.ack_timeout_ms * MS)
+        self._by_seq[seq] = part.part_id
+        return True
+
+    # -- controller messages -----------------------------------------------------------------------------
+    def _receive(self, msg: P.Message, t: int) -> None:
+        self._last_ctrl_rx = t
+        if self._ctrl_mode is None and self._ser is not None:
+            self.connected.set()
+            self._ctrl_mode = "?"
+        try:
+            if msg.type == P.HB:
+                self._set_ctrl_mode(msg.fields[0], t)
+                self._enc.append((t, msg.field_int(2)))
+            elif msg.type == P.MODE:
+                self._set_ctrl_mode(msg.fields[0], t)
+            elif msg.type == P.ACK:
+                self._acked(msg.field_int(0), t)
+            elif msg.type == P.NAK:
+                self._nacked(msg, t)
+            elif msg.type == P.FIRED:
+                track = self._tracks.get(msg.field_int(0))
+                self.stats["fired_echo"] += 1
+                if track is not None:
+                    track.result.fired_ns, track.result.fire_late_ms = t, msg.field_int(1)
+            elif msg.type == P.ERR:
+                log.error("gate controller error %s: %s", msg.fields[0], msg.fields[1])
+        except P.ProtocolError as exc:
+            self.stats["rx_errors"] += 1
+            log.info("gate: bad %s from controller: %s", msg.type, exc)
+
+    def _set_ctrl_mode(self, mode: str, t: int) -> None:
+        if mode == P.MODE_RUN:
+            if self._link_down_ns is not None:
+                self._link_down_ns = None
+            self.running.set()
+            self._run_seq = None
+        else:
+            self.running.clear()
+            if self._link_down_ns is None:
+                self._link_down_ns = t  # the controller diverts from now on
+            if self._run_seq is None:
+                self._sync_due = min(self._sync_due or t, t)
+        self._ctrl_mode = mode
+
+    def _acked(self, seq: int, t: int) -> None:
+        if seq == self._run_seq:
+            return  # RUN acknowledged; the MODE line confirms it
+        pid = self._by_seq.pop(seq, None)
+        track = self._tracks.get(pid) if pid is not None else None
+        if track is None:
+            return
+        if track.result.acked_ns is None:
+            track.result.acked_ns = t
+            self.stats["acked"] += 1
+        track.ack_due_ns = None
+
+    def _nacked(self, msg: P.Message, t: int) -> None:
+        self.stats["nacks"] += 1
+        if msg.fields[0] == "?":
+            return  # the controller could not read our line: the ack timeout resends it
+        seq = msg.field_int(0)
+        if seq == self._run_seq:
+            self._run_seq, self._sync_due = None, t + int(self.cfg.ack_timeout_ms * MS)
+            return
+        pid = self._by_seq.get(seq)
+        track = self._tracks.get(pid) if pid is not None else None
+        if track is not None:
+            track.result.nacks += 1
+            track.result.reason = f"NAK {msg.fields[1]}"
+            track.ack_due_ns = t + 5 * MS  # retry shortly, while the part can still be reached
+
+    # -- housekeeping ------------------------------------------------------------------------------------
+    def _service(self, now: int) -> None:
+        if self._ser is not None and self._ctrl_mode is not None:
+            if now - self._last_ctrl_rx > self.cfg.link_timeout_ms * MS:
+                log.warning("gate controller silent for %.0f ms", (now - self._last_ctrl_rx) / MS)
+                self.stats["link_lost"] += 1
+                self._mark_down(now)
+        if self._ser is not None and now >= self._next_hb:
+            self._next_hb = now + int(self.cfg.heartbeat_ms * MS)
+            self._write(P.HB, (now // MS) % 2**31)
+        if self._ser is not None and self._ctrl_mode not in (None, P.MODE_RUN) and self._sync_due \
+                and now >= self._sync_due:
+            self._sync(now)
+        for track in list(self._tracks.values()):
+            if track.failsafe_at_gate is None and now >= track.gate_ns:
+                track.failsafe_at_gate = self._failsafe_at(track.gate_ns)
+            if track.rejected and track.result.acked_ns is None and now < track.deadline_ns:
+                if track.seq is None or (track.ack_due_ns is not None and now >= track.ack_due_ns):
+                    if track.seq is not None and track.result.reason is None:
+                        self.stats["ack_timeouts"] += 1
+                        track.result.reason = "ACK timeout"
+                    self._send_reject(track, now)
+            grace = int((self.cfg.pulse_ms + self.cfg.ack_timeout_ms + 20) * MS)
+            if now >= track.gate_ns + grace:
+                self._finalise(track, now)
+
+    def _sync(self, now: int) -> None:
+        """Configure the controller, resend what it may have missed, then ask it to leave fail-safe."""
+        c = self.cfg
+        fs = "D" if c.fail_safe == "divert" else "S"
+        self._write(P.CFG, fs, round(c.link_timeout_ms), round(c.pulse_ms), round(c.heartbeat_ms))
+        for track in self._tracks.values():
+            if track.rejected and track.result.acked_ns is None and now < track.deadline_ns:
+                self._send_reject(track, now)
+        self._run_seq = self._write(P.RUN)
+        self._sync_due = now + int(max(c.ack_timeout_ms, c.heartbeat_ms) * MS)
+
+    def _failsafe_at(self, t: int) -> bool:
+        """Was the controller diverting at ``t``, as far as the host can tell?"""
+        down = self._link_down_ns
+        if down is None:
+            return False
+        if self._ctrl_mode not in (None, P.MODE_RUN, "?"):
+            return True  # it told us it is in fail-safe
+        return t - down >= self.cfg.link_timeout_ms * MS  # its watchdog has fired by then
+
+    def _finalise(self, track: _Track, now: int, shutdown: bool = False) -> None:
+        self._tracks.pop(track.part.part_id, None)
+        if track.seq is not None:
+            self._by_seq.pop(track.seq, None)
+        r = track.result
+        failsafe = track.failsafe_at_gate if track.failsafe_at_gate is not None else self._failsafe_at(now)
+        if track.rejected:
+            if r.fired_ns is not None:
+                r.status = "fired"
+            elif failsafe:
+                r.status = "failsafe"
+            elif r.acked_ns is not None:
+                r.status = "unconfirmed"
+            else:
+                r.status = "missed"
+                r.reason = r.reason or ("shutdown before sending" if shutdown else "never acknowledged")
+                log.error("gate: part %d should have been rejected but no command got through (%s)",
+                          r.part_id, r.reason)
+        else:
+            r.status = "failsafe" if failsafe else "passed"
+        self.stats[r.status] += 1
+        if self.on_result is not None:
+            try:
+                self.on_result(r)
+            except Exception:  # a broken consumer must not stop the gate
+                log.exception("gate result callback failed for part %d", r.part_id)
