@@ -39,6 +39,7 @@ class GateResult:
     rejected: bool  # a reject was wanted (defect, no verdict, or a late verdict under late_policy=reject)
     status: str  # passed | fired | failsafe | unconfirmed | missed
     gate_ns: int  # when the part reaches the gate (monotonic)
+    t_capture_ns: int = 0
     sent_ns: int | None = None  # first REJ written
     acked_ns: int | None = None
     fired_ns: int | None = None  # FIRED echo received
@@ -265,7 +266,7 @@ class GateActuator:
         margin = int(self.cfg.late_margin_ms * MS)
         late = gate_ns - now < margin
         rejected = part.rejected or (late and self.cfg.late_policy == "reject")
-        result = GateResult(part.part_id, rejected, "passed", gate_ns, late_verdict=late)
+        result = GateResult(part.part_id, rejected, "passed", gate_ns, part.t_capture_ns, late_verdict=late)
         if late:
             self.stats["late_verdicts"] += 1
             result.reason = f"verdict {(now - gate_ns) / MS + self.cfg.late_margin_ms:.0f} ms too late"
