@@ -32,6 +32,14 @@ class ImageSet:
         return len(self.paths)
 
 
+def label_of(path: Path, classes: Sequence[str]) -> str | None:
+    """Class of an image file: its folder (``cls/img.jpg``) or its name prefix (``cls_12.jpg``), else None."""
+    if path.parent.name in classes:
+        return path.parent.name
+    prefixed = [c for c in classes if path.stem.startswith(c)]
+    return max(prefixed, key=len) if prefixed else None
+
+
 def list_images(folder: str | Path) -> list[Path]:
     """Every image file under ``folder`` (recursive), sorted so runs are repeatable."""
     d = Path(folder)
@@ -42,7 +50,7 @@ def list_images(folder: str | Path) -> list[Path]:
 
 def folder_images(folder: str | Path, classes: Sequence[str] = (), limit: int | None = None,
                   seed: int = 0) -> ImageSet:
-    """Images of a folder; a file's label is its parent folder's name when that is one of ``classes``.
+    """Images of a folder, labelled by :func:`label_of` when their folder or name prefix is a class.
 
     With ``limit``, a fixed-seed sample keeps both classes represented instead of the first N of one.
     """
@@ -52,7 +60,7 @@ def folder_images(folder: str | Path, classes: Sequence[str] = (), limit: int | 
     if limit is not None and len(paths) > limit:
         idx = np.random.default_rng(seed).choice(len(paths), size=limit, replace=False)
         paths = [paths[i] for i in sorted(idx)]
-    labels = [p.parent.name if p.parent.name in classes else None for p in paths]
+    labels = [label_of(p, classes) for p in paths]
     return ImageSet(paths, labels, str(folder))
 
 

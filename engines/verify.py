@@ -14,7 +14,7 @@ import numpy as np
 
 from engines.base import Engine
 from engines.errors import UserError
-from engines.imagesets import ImageSet, folder_images, preprocessed_batches, synthetic_batch
+from engines.imagesets import ImageSet, folder_images, label_of, preprocessed_batches, synthetic_batch
 from engines.meta import ModelMeta
 
 log = logging.getLogger(__name__)
@@ -25,8 +25,8 @@ SPLIT_KEYS = ("splits", "split")
 def split_images(meta: ModelMeta, split: str = "val") -> ImageSet | None:
     """The checkpoint's own held-out images, when its metadata names them.
 
-    Training records ``extra["splits"][split]`` as image paths (absolute, or relative to
-    ``extra["data_dir"]``); class labels are the parent folder names. Files no longer present are skipped.
+    Training records ``extra["split"][split]`` as image paths relative to the dataset root
+    ``extra["data"]["root"]`` (or ``extra["data_dir"]``). Files no longer present are skipped.
     """
     extra = meta.extra or {}
     splits = next((extra[k] for k in SPLIT_KEYS if isinstance(extra.get(k), dict)), None)
@@ -34,20 +34,21 @@ def split_images(meta: ModelMeta, split: str = "val") -> ImageSet | None:
     files = next((splits[n] for n in names if splits and isinstance(splits.get(n), list)), None)
     if not files:
         return None
-    root = Path(extra.get("data_dir") or ".")
+    data = extra.get("data") if isinstance(extra.get("data"), dict) else {}
+    root = Path(extra.get("data_dir") or data.get("root") or ".")
     paths = [p if p.is_absolute() else root / p for p in (Path(f) for f in files)]
     present = [p for p in paths if p.is_file()]
     if len(present) < len(paths):
         log.warning("%d of %d %s images not found under %s", len(paths) - len(present), len(paths), split, root)
     if not present:
         return None
-    labels = [p.parent.name if p.parent.name in meta.classes else None for p in present]
-    return ImageSet(present, labels, f"{split} split ({len(present)} images under {root})")
+    labels = [label_of(p, meta.classes) for p in present]
+    return ImageSet(present, labels, f"{split} split of {root} ({len(present)} images)")
 
 
 def check_images(meta: ModelMeta, images: str | Path | None = None, split: str = "val",
                  limit: int | None = 256) -> ImageSet | None:
-    """``images`` (a folder), else the metadata's split, else its data folder; ``None`` means synthetic."""
+    """``images`` (a folder), else the metadata's split; ``None`` means synthetic (and is said so)."""
     if images:
         return folder_images(images, meta.classes, limit=limit)
     found = split_images(meta, split)
@@ -56,9 +57,6 @@ def check_images(meta: ModelMeta, images: str | Path | None = None, split: str =
             idx = sorted(np.random.default_rng(0).choice(len(found), size=limit, replace=False))
             found = ImageSet([found.paths[i] for i in idx], [found.labels[i] for i in idx], found.source)
         return found
-    data_dir = (meta.extra or {}).get("data_dir")
-    if data_dir and Path(data_dir).is_dir():
-        return folder_images(data_dir, meta.classes, limit=limit)
     return None
 
 

@@ -85,3 +85,24 @@ def test_build_engine_cli_fp32_check_and_no_tensorrt_message(tiny_checkpoint, en
     assert "on 32 images" in out
     assert "Build the .engine on the target" in out
     assert (tmp_path / "tiny.onnx").is_file() and (tmp_path / "tiny.onnx.json").is_file()
+
+
+def test_build_engine_checks_on_the_checkpoints_own_split(tiny_checkpoint, engine_images, tmp_path, capsys):
+    """Training records val/test file keys relative to the dataset root; build-engine compares on val."""
+    import shutil
+
+    from engines.checkpoint import load_checkpoint, update_checkpoint_meta
+    from engines.verify import check_images
+
+    ckpt = tmp_path / "model.pt"
+    shutil.copy(tiny_checkpoint, ckpt)
+    meta, _, _ = load_checkpoint(ckpt)
+    keys = sorted(str(p.relative_to(engine_images)) for p in engine_images.rglob("*.png"))
+    meta.extra = {"data": {"root": str(engine_images), "layout": "folders"},
+                  "split": {"method": "test", "val": keys[::2], "test": keys[1::2] + ["def_front/gone.png"]}}
+    update_checkpoint_meta(ckpt, meta)
+    test = check_images(meta, split="test")
+    assert len(test) == 16 and test.labels.count("def_front") == 8 and None not in test.labels
+    assert main(["build-engine", "--checkpoint", str(ckpt), "--out", str(tmp_path / "out"), "--onnx-only"]) == 0
+    out = capsys.readouterr().out
+    assert f"on 16 images (val split of {engine_images}" in out and "verdicts that differ:     0" in out
