@@ -71,6 +71,9 @@ class DetectionConfig(Section):
     max_area: int | None = Field(None, ge=1, description="largest blob area in px (None: no limit)")
     margin: int = Field(8, ge=0, description="px added around each part's box for the crop")
     morph: int = Field(5, ge=0, description="morphological open/close kernel (px, 0 or 1 = none) on the mask")
+    downscale: int = Field(
+        2, ge=1, le=8, description="segment at 1/N resolution (speed; boxes are scaled back, +-N px)"
+    )
     background_frames: int = Field(
         15, ge=1, description="method 'background': frames of empty belt to learn the background from"
     )
