@@ -33,7 +33,10 @@ GST_INSTALL = (
     "install GStreamer: `sudo apt-get install gstreamer1.0-tools gstreamer1.0-plugins-base "
     "gstreamer1.0-plugins-good gstreamer1.0-libav` (on a Jetson it comes with JetPack)"
 )
-TAIL = ["!", "videoconvert", "!", "video/x-raw,format=I420", "!", "y4menc", "!", "fdsink", "fd=1"]
+# Through RGB first: GStreamer 1.22's videoconvert copies YUV to YUV without converting the range, so a full-range
+# source (jpegdec) would reach us as if it were the limited-range BT.601 that OpenCV's I420 conversion expects.
+TAIL = "! videoconvert ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=I420,colorimetry=bt601 " \
+       "! y4menc ! fdsink fd=1".split()
 # Sources that produce frames as fast as they are read (recordings, test patterns): every frame counts.
 FILE_LIKE = frozenset({"filesrc", "multifilesrc", "videotestsrc", "appsrc"})
 OPEN_TIMEOUT_S = 10.0  # first frame; a CSI camera's ISP takes a few seconds to start

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
 from pathlib import Path
 
 import cv2
@@ -25,6 +26,8 @@ MAX_BAD_READS = 8  # consecutive undecodable frames before a video file counts a
 STREAM_OPEN_TIMEOUT_MS = 5000
 # Low latency for network streams: TCP (no lost UDP packets smearing frames), no demuxer buffering.
 FFMPEG_STREAM_OPTIONS = "rtsp_transport;tcp|fflags;nobuffer|flags;low_delay"
+FFMPEG_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+_ENV_LOCK = threading.Lock()
 
 
 class FrameSource:
@@ -136,11 +139,19 @@ class StreamSource(CvSource):
     live = True
 
     def __init__(self, uri: str, cfg: SourceConfig) -> None:
-        # OpenCV reads this variable at every open; an operator's own setting wins.
-        os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", FFMPEG_STREAM_OPTIONS)
         read_ms = int(max(cfg.stall_timeout_s, 0.5) * 1000)
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, read_ms]
-        cap = cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
+        # OpenCV reads these options from the environment at open; set them for this open only (left set,
+        # they would also change how recordings decode: low_delay loses a file's last frame). An operator's
+        # own setting wins.
+        with _ENV_LOCK:
+            own = os.environ.get(FFMPEG_ENV)
+            os.environ[FFMPEG_ENV] = own or FFMPEG_STREAM_OPTIONS
+            try:
+                cap = cv2.VideoCapture(uri, cv2.CAP_FFMPEG, params)
+            finally:
+                if own is None:
+                    del os.environ[FFMPEG_ENV]
         if not cap.isOpened():
             raise UserError(
                 f"stream {redact(uri)}: cannot open it within {STREAM_OPEN_TIMEOUT_MS / 1000:.0f} s; check the "

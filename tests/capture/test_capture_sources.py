@@ -126,3 +126,11 @@ def test_unreadable_file(mjpg_video):
     path.chmod(0)
     with pytest.raises(UserError, match="permission denied"):
         open_source(str(path), CFG)
+
+
+def test_stream_options_apply_to_the_stream_only(monkeypatch):
+    """Left in the environment, FFmpeg's low-delay options would change how later recordings decode."""
+    monkeypatch.delenv("OPENCV_FFMPEG_CAPTURE_OPTIONS", raising=False)
+    with pytest.raises(UserError):
+        open_source(f"rtsp://127.0.0.1:{_free_port()}/cam", CFG)
+    assert "OPENCV_FFMPEG_CAPTURE_OPTIONS" not in os.environ
