@@ -127,7 +127,7 @@ def build_engine(onnx_path: Path, out_dir: Path, precision: str = "fp16", max_ba
         config.add_optimization_profile(profile)
 
         if precision in ("fp16", "int8"):
-            if not builder.platform_has_fast_fp16:
+            if not getattr(builder, "platform_has_fast_fp16", True):  # deprecated in later TensorRT 10 releases
                 report(f"warning: {gpu} has no fast FP16; the engine may be no faster than FP32")
             config.set_flag(trt.BuilderFlag.FP16)  # INT8 layers fall back to FP16, not FP32
         calibrator = None
