@@ -13,7 +13,7 @@ from inspector.records import Verdict
 
 def make_cfg(**sections) -> InspectorConfig:
     base = {
-        "detection": {"method": "threshold", "threshold": 100, "min_area": 800, "blur": 0, "morph": 3},
+        "detection": {"method": "threshold", "threshold": 100, "min_area": 800, "blur": 0, "morph": 3, "downscale": 1},
         "roi": {"direction": "right", "trigger": 0.5},
         "tracking": {"max_distance_px": 60},
     }

@@ -1,0 +1,319 @@
+"""`inspector run`: inspect a line - find each part, classify it once, signal the gate, log every verdict.
+
+Start order: engine -> sinks (gate, events, defect log, summary) -> capture -> view; shutdown is the reverse,
+on the source's end, q in the window, Ctrl-C or SIGTERM. With no source (or ``source.uri: demo``) it runs the
+demo line, like `inspector demo`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from engines.errors import UserError
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[2]  # the repository / install root (models/, demo/)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="FILE", help="YAML configuration (default: built-in defaults)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--camera", metavar="N", type=int, help="camera index (USB/V4L2)")
+    src.add_argument("--source", metavar="URI", help="video file, image folder, rtsp://..., 'gst:PIPELINE' or 'demo'")
+    p.add_argument("--model", metavar="PATH", help="model: .onnx (default models/casting_seedcnn.onnx), .engine, .pt")
+    p.add_argument("--events", metavar="FILE.jsonl", help="write one JSON line per part here")
+    p.add_argument("--truth", metavar="truth.csv", help="score the run against a simulator truth file")
+    p.add_argument("--no-display", action="store_true", help="no window: a dashboard in the terminal instead")
+    p.add_argument("--realtime", action="store_true", help="files: pace frames at the recorded rate")
+    p.add_argument("--serial", metavar="PORT", help="reject gate serial port (or loop://, 'sim')")
+    p.add_argument("--log-db", metavar="PATH", help="SQLite defect log")
+    p.add_argument("--max-frames", metavar="N", type=int, help="stop after N frames")
+    p.add_argument("--snapshot-dir", metavar="DIR", default=".", help="where the window's s key saves PNGs")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run",
+        help="inspect a line: find each part, classify it once, signal the gate",
+        description="Inspect a line. CLI flags override the configuration file.",
+    )
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = build_config(args)
+    truth = getattr(args, "truth", None)
+    if truth and not Path(truth).is_file():
+        raise UserError(f"--truth {truth}: file not found; give the truth CSV written by `inspector simulate`")
+    if cfg.source.uri == "demo":
+        from inspector.commands.demo import prepare_demo
+
+        cfg, demo_truth = prepare_demo(cfg)
+        truth = truth or demo_truth
+    return inspect(cfg, args, truth=truth)
+
+
+def build_config(args: argparse.Namespace):
+    from inspector.config import InspectorConfig, load_config
+
+    cfg = load_config(args.config) if getattr(args, "config", None) else InspectorConfig()
+    if getattr(args, "camera", None) is not None:
+        cfg.source.uri = str(args.camera)
+    if getattr(args, "source", None):
+        cfg.source.uri = args.source
+    if getattr(args, "realtime", False):
+        cfg.source.realtime = True
+    if getattr(args, "model", None):
+        cfg.model.path = args.model
+    if getattr(args, "serial", None):
+        cfg.gate.port = args.serial
+    if getattr(args, "log_db", None):
+        cfg.log.db = args.log_db
+    if getattr(args, "no_display", False):
+        cfg.display.enabled = "off"
+    return cfg
+
+
+def resolve_model(path: str) -> Path:
+    """As given (or relative to cwd); a relative path not found there is tried against the install root."""
+    p = Path(path).expanduser()
+    if p.exists() or p.is_absolute():
+        return p
+    alt = ROOT / p
+    return alt if alt.exists() else p
+
+
+def inspect(cfg, args: argparse.Namespace, truth: str | None = None) -> int:
+    from rich.console import Console
+
+    from engines.base import load_engine
+    from inspector.events import EventsFile, Summary, summary_table
+    from inspector.pipeline import LoopStats, Pipeline, run_loop
+
+    console = Console()
+    model_path = resolve_model(cfg.model.path)
+    opts = {"threads": cfg.model.threads} if cfg.model.threads else {}
+    engine = load_engine(model_path, **opts)
+    closers: list[tuple[str, Any]] = [("engine", engine)]
+    stop = threading.Event()
+    old_term = _on_sigterm(stop)
+    interrupted = False
+    stats = LoopStats()
+    capture = None
+    try:
+        _check_input_size(cfg, engine)
+        summary = Summary()
+        events_path = getattr(args, "events", None)
+        events = EventsFile(events_path) if events_path else _MemoryEvents()
+        sinks = [s for s in (_gate(cfg), events, _defect_log(cfg, model_path), summary) if s is not None]
+        closers += [(f"sink {type(s).__name__}", s) for s in sinks]
+        undistorter = _undistorter(cfg)
+        pipeline = Pipeline(cfg, engine, sinks, undistorter=undistorter)
+        capture = _open_capture(cfg)
+        closers.append(("capture", capture))
+        view = _make_view(cfg, args)
+        closers.append(("view", view))
+        stats.summary = summary
+        log.info("inspecting %s with %s (%s)", cfg.source.uri, model_path, engine.backend)
+        try:
+            run_loop(pipeline, capture, view=view, stats=stats, stop=stop, max_frames=getattr(args, "max_frames", None))
+        except KeyboardInterrupt:
+            interrupted = True
+            pipeline.flush("run interrupted before the part was classified")
+    finally:
+        _shutdown(closers)
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
+
+    cstats = getattr(capture, "stats", None)
+    corrupt = int(getattr(cstats, "corrupt", 0) or 0)
+    if stats.frames == 0 and not interrupted and not stop.is_set():
+        extra = f" ({corrupt} corrupt frame(s) skipped)" if corrupt else ""
+        raise UserError(f"source {cfg.source.uri}: no frame could be read{extra}; check the file or camera")
+    result = summary.to_dict(
+        stats.frames, stats.elapsed, stats.dropped,
+        stalls=stats.stalls, corrupt_frames=corrupt, model=f"{model_path.name} ({engine.backend})",
+    )
+    console.print(summary_table(result))
+    out_dir = Path(events_path).parent if events_path else Path.cwd()
+    if events_path:
+        (out_dir / (Path(events_path).stem + ".summary.json")).write_text(json.dumps(result, indent=2) + "\n")
+    if truth:
+        _scorecard(console, events.events, truth, out_dir)
+    return 130 if interrupted else 0
+
+
+# --- pieces -------------------------------------------------------------------------------------------------
+class _MemoryEvents:
+    """No --events file: keep the events for the scorecard only."""
+
+    def __init__(self) -> None:
+        from inspector.events import part_event
+
+        self._conv = part_event
+        self.events: list[dict] = []
+
+    def on_part(self, part) -> None:
+        self.events.append(self._conv(part))
+
+    def close(self) -> None:
+        pass
+
+
+def _check_input_size(cfg, engine) -> None:
+    want = cfg.model.input_size
+    if want is not None and want != engine.meta.input_size:
+        raise UserError(
+            f"model.input_size is {want} but {engine.path.name} takes {engine.meta.input_size}; "
+            "fix the configuration or use the intended model"
+        )
+
+
+def _gate(cfg):
+    if not cfg.gate.port:
+        return None
+    try:
+        from inspector.gate import open_actuator
+    except ImportError:
+        raise UserError("gate.port is set but the reject gate module is not available in this install") from None
+    return open_actuator(cfg.gate)
+
+
+def _defect_log(cfg, model_path: Path):
+    if not cfg.log.db:
+        return None
+    try:
+        from inspector.defectlog import open_log
+    except ImportError:
+        raise UserError("log.db is set but the defect log module is not available in this install") from None
+    model_hash = hashlib.sha256(model_path.read_bytes()).hexdigest()[:16]
+    config_hash = hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()[:16]
+    return open_log(cfg.log, model_hash, config_hash)
+
+
+def _undistorter(cfg):
+    if not cfg.calibration.camera:
+        return None
+    try:
+        from calibration.camera import load_undistorter
+    except ImportError:
+        raise UserError(
+            f"calibration.camera {cfg.calibration.camera}: the calibration package is not available; "
+            "remove calibration.camera or install it"
+        ) from None
+
+    class _Lazy:
+        """The undistortion maps need the frame size: built on the first frame."""
+
+        def __init__(self) -> None:
+            self.u = None
+
+        def apply(self, frame):
+            if self.u is None:
+                self.u = load_undistorter(cfg.calibration.camera, (frame.shape[1], frame.shape[0]))
+            return self.u.apply(frame)
+
+    return _Lazy()
+
+
+def _open_capture(cfg):
+    try:
+        from inspector.capture import CaptureThread
+    except ImportError:
+        return _SyncCapture(cfg)
+    cap = CaptureThread(cfg.source, cfg.source.uri)
+    cap.start()
+    return cap
+
+
+class _SyncCapture:
+    """Stand-in while the capture thread is not installed: reads the source on the calling thread."""
+
+    def __init__(self, cfg) -> None:
+        from inspector.capture.sources import open_source
+
+        self.source = open_source(cfg.source.uri, cfg.source)
+        self.ended = threading.Event()
+        self.stall_count = 0
+        self.stats = self
+        self.dropped = 0
+        self._seq = 0
+
+    @property
+    def corrupt(self) -> int:
+        return self.source.corrupt
+
+    def get(self, timeout: float):
+        import time
+
+        from inspector.records import Frame
+
+        if self.ended.is_set():
+            return None
+        img = self.source.read()
+        if img is None:
+            self.ended.set()
+            return None
+        f = Frame(self._seq, time.monotonic_ns(), img, self.source.pos_ms)
+        self._seq += 1
+        return f
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def _make_view(cfg, args):
+    from inspector.dashboard import Dashboard, LogView
+    from inspector.overlay import Window, display_available
+
+    mode = cfg.display.enabled
+    if mode != "off":
+        if display_available():
+            return Window(scale=cfg.display.scale, snapshot_dir=getattr(args, "snapshot_dir", "."))
+        if mode == "on":
+            raise UserError("display.enabled is 'on' but no display is available (DISPLAY unset?); use --no-display")
+    from rich.console import Console
+
+    if Console(stderr=True).is_terminal:
+        return Dashboard(source=cfg.source.uri)
+    return LogView()
+
+
+def _on_sigterm(stop: threading.Event):
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+
+def _shutdown(closers: list[tuple[str, Any]]) -> None:
+    """Reverse start order; a failing close is logged, the others still run."""
+    for name, obj in reversed(closers):
+        try:
+            obj.close()
+        except Exception as exc:  # noqa: BLE001 - keep closing the rest
+            log.error("closing %s failed: %s", name, exc)
+
+
+def _scorecard(console, events: list[dict], truth: str, out_dir: Path) -> None:
+    try:
+        from inspector.scorecard import score
+    except ImportError:
+        raise UserError("--truth needs inspector.scorecard, which is not available in this install") from None
+    card = score(events, truth)
+    console.print(card.table())
+    path = out_dir / "scorecard.json"
+    path.write_text(json.dumps(card.to_dict(), indent=2) + "\n")
+    console.print(f"scorecard saved to {path}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use: inspector run")
