@@ -26,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workspace", type=int, default=1024, help="TensorRT builder workspace in MB (default 1024)")
     p.add_argument("--images", help="check images (class folders); default: the checkpoint's validation split")
     p.add_argument("--check-images", type=int, default=256, help="compare on at most this many images")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18; 17 for TensorRT 8.6 targets)")
     p.add_argument("--onnx-only", action="store_true", help="stop after the ONNX even where TensorRT exists")
     p.set_defaults(func=run)
 
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     if args.precision == "int8" and not args.calib_data:
         raise UserError("--precision int8 needs --calib-data DIR: a folder of a few hundred representative images")
     ckpt, out = Path(args.checkpoint), Path(args.out)
-    onnx_path = export_onnx(ckpt, out / f"{ckpt.stem}.onnx")
+    onnx_path = export_onnx(ckpt, out / f"{ckpt.stem}.onnx", opset=args.opset)
     print(f"exported {onnx_path} (+ {onnx_path.name}.json), ONNX checker passed")
 
     ref = load_engine(ckpt, device="cpu", fp16=False)
