@@ -93,3 +93,27 @@ def test_missing_gst_launch_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv("INSPECTOR_GST", "launch")  # even where OpenCV has its own GStreamer
     with pytest.raises(UserError, match=r"gst-launch-1.0, which is not on PATH; install GStreamer: .*apt-get"):
         open_source("gst:videotestsrc", CFG)
+
+
+@needs_gst
+@pytest.mark.parametrize(("preset", "absent", "expected"), [
+    ("v4l2.yaml", "/dev/video0", "Cannot identify device '/dev/video0'"),
+    ("jetson_csi.yaml", "nvarguscamerasrc", 'no element "nvarguscamerasrc"'),
+])
+def test_camera_presets_are_live_and_fail_cleanly_without_their_camera(root, preset, absent, expected):
+    from inspector.config import load_config
+
+    cfg = load_config(root / "configs" / preset).source
+    assert cfg.uri.startswith("gst:") and is_live(cfg.uri[4:])
+    if Path(absent).exists() or (not absent.startswith("/") and shutil.which("gst-inspect-1.0")
+                                  and _has_element(absent)):
+        pytest.skip(f"{absent} is present on this machine")
+    with pytest.raises(UserError) as e:
+        open_source(cfg.uri, cfg)
+    assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+def _has_element(name: str) -> bool:
+    import subprocess
+
+    return subprocess.run(["gst-inspect-1.0", name], capture_output=True, timeout=30).returncode == 0

@@ -134,3 +134,25 @@ def test_stream_options_apply_to_the_stream_only(monkeypatch):
     with pytest.raises(UserError):
         open_source(f"rtsp://127.0.0.1:{_free_port()}/cam", CFG)
     assert "OPENCV_FFMPEG_CAPTURE_OPTIONS" not in os.environ
+
+
+def test_network_stream_through_ffmpeg(mjpg_video):
+    """The rtsp:// path (OpenCV's FFmpeg backend, low-latency options) on a real local HTTP stream."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    path = mjpg_video(n=10)
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(path.parent))
+    handler.log_message = lambda *a: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    try:
+        with open_source(f"http://127.0.0.1:{server.server_port}/{path.name}", CFG) as src:
+            assert src.live and src.size == SIZE
+            frames = read_all(src)
+    finally:
+        server.shutdown()
+        server.server_close()
+    seen = [frame_index(f) for f in frames]
+    assert len(seen) >= 8 and seen == list(range(seen[0], 10))  # in order; a live open may skip its first
