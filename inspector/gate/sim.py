@@ -191,7 +191,7 @@ class GateSimulator:
         line = P.encode(self._seq.next(), type_, *fields)
         if self.garble_next > 0:
             self.garble_next -= 1
-            line = line[:-4] + (b"00" if line[-3:-1] != b"00" else b"11") + b"\n"  # wrong checksum
+            line = line[:-3] + (b"00" if line[-3:-1] != b"00" else b"11") + b"\n"  # wrong checksum
         try:
             os.write(fd, line)
         except OSError as exc:  # a host that does not read (EAGAIN) or an unplugged cable
@@ -223,11 +223,11 @@ class GateSimulator:
     def _tick(self, now: int) -> None:
         while self._queue and self._queue[0][0] <= now:
             fire_at, part, scheduled = heapq.heappop(self._queue)
-            self._fire(part, now, (now - scheduled) / 1e6)
+            self._fire(part, now, (now - scheduled) / 1e6, scheduled)
         enc = self.encoder(now)
         while self._enc_queue and self._enc_queue[0][0] <= enc:
             _, part = heapq.heappop(self._enc_queue)
-            self._fire(part, now, 0.0)
+            self._fire(part, now, 0.0, now)
         if self.mode == P.MODE_RUN and now - self._last_rx > self.link_timeout_ns:
             self._set_mode(self.fail_safe, "HB_TIMEOUT")
         if now >= self._next_hb:
@@ -235,20 +235,22 @@ class GateSimulator:
             if not self.silent:
                 self._send(P.HB, self.mode, len(self._queue) + len(self._enc_queue), self.encoder(now))
 
-    def _fire(self, part: int, now: int, late_ms: float) -> None:
+    def _fire(self, part: int, now: int, late_ms: float, scheduled_ns: int) -> None:
+        """``scheduled_ns``: when the command said to fire; ``now`` minus that is this simulator's own
+        wake-up lateness (an MCU has microseconds of it; a loaded PC can have tens of ms)."""
         late = max(0, round(late_ms))
         self.counters["fired"] += 1
         if late > 0:
             self.counters["late"] += 1
         with self._cond:
             self.fired[part] = now
-        self._note("fire", part=part, late_ms=late, pulse_ms=self.pulse_ms, mode=self.mode)
+        self._note("fire", part=part, late_ms=late, scheduled_ns=scheduled_ns, pulse_ms=self.pulse_ms, mode=self.mode)
         self._send(P.FIRED, part, late)
 
     def _handle(self, line: bytes, t_rx: int) -> None:
         self.counters["rx"] += 1
         try:
-            msg = P.decode(line, P.HOST_TYPES)
+            msg = P.decode(line)
         except P.ProtocolError as exc:
             self.counters["rx_errors"] += 1
             if exc.reason == "CRC":
@@ -256,7 +258,14 @@ class GateSimulator:
             self._note("rx_error", reason=exc.reason, line=line[:40].decode("ascii", "replace"))
             self._send(P.NAK, "?", exc.reason)  # the sequence number of a bad line cannot be trusted
             return
-        self._last_rx = t_rx  # any good line proves the link
+        self._last_rx = t_rx  # any line with a good checksum proves the link
+        try:
+            P.check(msg, P.HOST_TYPES)
+        except P.ProtocolError as exc:
+            self.counters["rx_errors"] += 1
+            self._note("rx_error", reason=exc.reason, line=line[:40].decode("ascii", "replace"))
+            self._send(P.NAK, msg.seq, exc.reason)
+            return
         self._note("rx", seq=msg.seq, type=msg.type, fields=list(msg.fields), t_rx_ns=t_rx)
         if msg.type == P.HB:
             return
