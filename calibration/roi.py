@@ -167,6 +167,7 @@ class EditorState:
     ref_points: tuple[tuple[float, float], ...] = ()
     mode: str = "roi"  # roi: drag the box; trigger: click the line; ref: click two points
     _drag_from: tuple[float, float] | None = None
+    _trigger_at: tuple[float, float] | None = None  # where the trigger was clicked: it stays there
 
     def mouse(self, event: str, x: float, y: float) -> None:
         """event: 'down', 'move' (button held) or 'up', in frame px."""
@@ -180,6 +181,7 @@ class EditorState:
                 if event == "up":
                     self._drag_from = None
         elif event == "up" and self.mode == "trigger":
+            self._trigger_at = (x, y)
             self.trigger = trigger_from_point(*self.rect, self.direction, (x, y))
         elif event == "up" and self.mode == "ref":
             pts = self.ref_points if len(self.ref_points) < 2 else ()
@@ -191,6 +193,8 @@ class EditorState:
             self.mode = {"r": "roi", "t": "trigger", "m": "ref"}[ch]
         elif ch == "d":
             self.direction = DIRECTIONS[(DIRECTIONS.index(self.direction) + 1) % len(DIRECTIONS)]
+            if self._trigger_at is not None:  # keep the line through the clicked point
+                self.trigger = trigger_from_point(*self.rect, self.direction, self._trigger_at)
         elif ch in ("\r", "\n", "s"):
             return "confirm"
         elif ch in ("\x1b", "q"):

@@ -66,10 +66,15 @@ def edit_roi(
         ) from None
     cv2.setMouseCallback(WINDOW, on_mouse)
     start = time.monotonic()
+    title = ""
     try:
         while True:
             cv2.imshow(WINDOW, draw(frame, st, ref_mm))
             k = cv2.waitKey(30)
+            now = f"{WINDOW} - mode: {st.mode}, direction: {st.direction}, reference points: {len(st.ref_points)}"
+            if now != title:  # the title says what the next click does (and tells tests the key was taken)
+                cv2.setWindowTitle(WINDOW, now)
+                title = now
             if k != -1:
                 action = st.key(chr(k & 0xFF))
                 if action == "confirm":
