@@ -114,8 +114,12 @@ def inspect(cfg, args: argparse.Namespace, truth: str | None = None) -> int:
         summary = Summary()
         events_path = getattr(args, "events", None)
         events = EventsFile(events_path) if events_path else _MemoryEvents()
-        sinks = [s for s in (_gate(cfg), events, _defect_log(cfg, model_path), summary) if s is not None]
-        closers += [(f"sink {type(s).__name__}", s) for s in sinks]
+        dlog = _defect_log(cfg, model_path)
+        gate = _gate(cfg, dlog)  # the gate reports each part's outcome (sent/acked/fired) into the log
+        sinks = [s for s in (gate, events, dlog, summary) if s is not None]
+        # the gate closes first: it drains parts still on the belt and reports them to the log before it closes
+        closers += [(f"sink {type(s).__name__}", s) for s in sinks if s is not gate]
+        closers += [("gate", gate)] if gate is not None else []
         undistorter = _undistorter(cfg)
         pipeline = Pipeline(cfg, engine, sinks, undistorter=undistorter)
         capture = _open_capture(cfg)
@@ -178,14 +182,14 @@ def _check_input_size(cfg, engine) -> None:
         )
 
 
-def _gate(cfg):
+def _gate(cfg, dlog=None):
     if not cfg.gate.port:
         return None
     try:
         from inspector.gate import open_actuator
     except ImportError:
         raise UserError("gate.port is set but the reject gate module is not available in this install") from None
-    return open_actuator(cfg.gate)
+    return open_actuator(cfg.gate, on_result=getattr(dlog, "gate_result", None))
 
 
 def _defect_log(cfg, model_path: Path):
