@@ -41,7 +41,8 @@ TAIL = "! videoconvert ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,fo
 FILE_LIKE = frozenset({"filesrc", "multifilesrc", "videotestsrc", "appsrc"})
 OPEN_TIMEOUT_S = 10.0  # first frame; a CSI camera's ISP takes a few seconds to start
 READ_TIMEOUT_S = 10.0  # backstop only: the capture watchdog stops a stalled pipeline much sooner
-STOP_TIMEOUT_S = 2.0
+STOP_TIMEOUT_S = 2.0  # for gst-launch-1.0 to stop cleanly on close
+ABORT_GRACE_S = 0.5  # a stalled pipeline gets less: it is probably stuck, and frames are waited for
 
 
 @functools.cache
@@ -111,6 +112,7 @@ class GstLaunchSource(FrameSource):
         self.live = is_live(pipeline)
         self._pipeline = pipeline
         self._buf = bytearray()
+        self._index = -1
         self._err = tempfile.TemporaryFile()
         # Own session: a Ctrl-C meant for us must not kill the camera pipeline before we close it cleanly.
         self._proc: subprocess.Popen | None = subprocess.Popen(
@@ -193,7 +195,8 @@ class GstLaunchSource(FrameSource):
         deadline = time.monotonic() + READ_TIMEOUT_S
         head = self._line(deadline)
         if head is None:
-            return None  # end of stream, stopped, or the backstop timeout
+            self._why_ended()
+            return None
         if not head.startswith(b"FRAME"):
             log.error("%s: lost the frame boundary in the YUV4MPEG2 stream", self.name)
             return None
@@ -204,13 +207,34 @@ class GstLaunchSource(FrameSource):
                 return None
         size = self._frame_size
         if not self._fill(size, deadline):
+            self._why_ended()
             return None
         data = np.frombuffer(self._buf, np.uint8, count=size).copy()  # the temporary view dies here
         del self._buf[:size]
+        self._index += 1
+        if not self.live and self.fps:
+            self.pos_ms = self._index * 1000.0 / self.fps  # lets --realtime pace a file-like pipeline
         return self._to_bgr(data, *self._layouts[size])
+
+    def _why_ended(self) -> None:
+        """Log gst's own error when the pipeline died, or that it went silent; a clean end says nothing."""
+        proc = self._proc
+        if proc is None:
+            return
+        try:
+            rc = proc.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            log.error("%s: no data for %.0f s; giving up on this read", self.name, READ_TIMEOUT_S)
+            return
+        if rc not in (0, -signal.SIGINT, -signal.SIGKILL):
+            self._err.seek(0)
+            lines = self._err.read().decode("utf-8", "replace").splitlines()
+            log.error("%s: gst-launch-1.0 exited with code %d: %s", self.name, rc, _first_error(lines))
 
     def _to_bgr(self, data: np.ndarray, s0: int, s1: int, off1: int, off2: int) -> np.ndarray:
         w, h, cw, ch = self.w, self.h, (self.w + 1) // 2, (self.h + 1) // 2
+        if (s0, s1, off1) == (w, cw, w * h) and w % 2 == 0 and h % 2 == 0:  # packed: convert in place
+            return cv2.cvtColor(data[: w * h * 3 // 2].reshape(h * 3 // 2, w), cv2.COLOR_YUV2BGR_I420)
         y = data[: s0 * h].reshape(h, s0)[:, :w]
         u = data[off1 : off1 + s1 * ch].reshape(ch, s1)[:, :cw]
         v = data[off2 : off2 + s1 * ch].reshape(ch, s1)[:, :cw]
@@ -229,7 +253,7 @@ class GstLaunchSource(FrameSource):
             return
         try:
             proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=STOP_TIMEOUT_S)
+            proc.wait(timeout=ABORT_GRACE_S)
         except subprocess.TimeoutExpired:
             proc.kill()  # also ends a stopped (SIGSTOP) process
             try:

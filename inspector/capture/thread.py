@@ -60,6 +60,8 @@ class CaptureThread:
         self._stalled: FrameSource | None = None  # the source the watchdog has given up on
         self._last_ns = 0  # last frame (or open) of the current source
         self._seen_frame = False  # the current source has given a frame (the first may be slow)
+        self._attempts = 0  # reopen attempts so far, against cfg.max_reopen
+        self._streak = 0  # reopens in a row that gave no frame: sets the back-off
         self._threads: list[threading.Thread] = []
         self._closed = False
 
@@ -168,21 +170,28 @@ class CaptureThread:
             self._cond.notify_all()
 
     def _reopen(self) -> FrameSource | None:
-        """Reopen a live source, backing off between failures, until it opens, cfg.max_reopen runs out or stop."""
-        attempts, wait = 0, BACKOFF_S[0]
+        """Reopen a live source until it opens, ``cfg.max_reopen`` attempts are used up, or stop.
+
+        Waits grow (0.2 s doubling to 5 s) while opens fail or reopened sources give no frame at all, so a
+        camera that opens but never delivers is not hammered in a tight loop.
+        """
         self.source = None
+        self._streak = 0 if self._seen_frame else self._streak + 1
         while not self._stop.is_set():
-            if 0 <= self.cfg.max_reopen <= self.stats.reopens + attempts:
-                self.error = f"capture: gave up on {self.uri} after {self.cfg.max_reopen} reopen attempt(s)"
+            if self._streak:
+                self._stop.wait(min(BACKOFF_S[0] * 2 ** (self._streak - 1), BACKOFF_S[1]))
+                if self._stop.is_set():
+                    break
+            if 0 <= self.cfg.max_reopen <= self._attempts:
+                self.error = f"capture: gave up on {self.uri} after {self._attempts} reopen attempt(s)"
                 log.error(self.error)
                 return None
-            attempts += 1
+            self._attempts += 1
             try:
                 src = open_source(self.uri, self.cfg)
             except UserError as e:
-                log.warning("capture: reopen attempt %d failed: %s", attempts, e)
-                self._stop.wait(wait)
-                wait = min(wait * 2, BACKOFF_S[1])
+                log.warning("capture: reopen attempt %d failed: %s", self._attempts, e)
+                self._streak += 1
                 continue
             self.stats.reopens += 1
             self._last_ns, self._seen_frame = time.monotonic_ns(), False
