@@ -178,14 +178,12 @@ class CaptureThread:
         self.source = None
         self._streak = 0 if self._seen_frame else self._streak + 1
         while not self._stop.is_set():
-            if self._streak:
-                self._stop.wait(min(BACKOFF_S[0] * 2 ** (self._streak - 1), BACKOFF_S[1]))
-                if self._stop.is_set():
-                    break
             if 0 <= self.cfg.max_reopen <= self._attempts:
                 self.error = f"capture: gave up on {self.uri} after {self._attempts} reopen attempt(s)"
                 log.error(self.error)
                 return None
+            if self._streak and self._stop.wait(min(BACKOFF_S[0] * 2 ** (self._streak - 1), BACKOFF_S[1])):
+                break
             self._attempts += 1
             try:
                 src = open_source(self.uri, self.cfg)

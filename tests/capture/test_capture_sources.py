@@ -120,12 +120,35 @@ def test_bad_input_is_one_clear_line(tmp_path: Path, case, make_uri, expected):
     assert "secret" not in msg  # stream credentials never reach a message
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can read any file, so permissions cannot be tested")
-def test_unreadable_file(mjpg_video):
-    path = mjpg_video()
-    path.chmod(0)
-    with pytest.raises(UserError, match="permission denied"):
-        open_source(str(path), CFG)
+def test_unreadable_file_is_one_clear_line(mjpg_video):
+    """As root every file is readable, so the check runs as 'nobody' in a subprocess (setpriv)."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    if os.geteuid() != 0:
+        path = mjpg_video()
+        path.chmod(0)
+        with pytest.raises(UserError, match="permission denied"):
+            open_source(str(path), CFG)
+        return
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: cannot make a file unreadable")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)
+        path = Path(tmp) / "locked.avi"
+        path.write_bytes(mjpg_video().read_bytes())
+        path.chmod(0)
+        code = (
+            "from engines.errors import UserError\n"
+            "from inspector.capture import open_source\nfrom inspector.config import SourceConfig\n"
+            f"try:\n    open_source({str(path)!r}, SourceConfig())\nexcept UserError as e:\n    print(e)\n"
+        )
+        out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable,
+                              "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"source {path}: permission denied; make it readable by this user"
 
 
 def test_stream_options_apply_to_the_stream_only(monkeypatch):

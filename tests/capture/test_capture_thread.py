@@ -181,3 +181,36 @@ def test_close_is_idempotent_and_names_a_stuck_thread(monkeypatch):
     finally:
         src.release.set()
     assert wait_for(lambda: cap.close() == [], timeout=5.0)
+
+
+class _SilentSource(FrameSource):
+    """A device that opens but never gives a frame (pure logic: what a wrong camera format looks like)."""
+
+    live = True
+
+    def read(self) -> np.ndarray | None:
+        return None
+
+
+def test_a_source_that_never_delivers_is_reopened_with_back_off(monkeypatch):
+    opened = []
+    monkeypatch.setattr(capture_thread, "open_source", lambda uri, cfg: opened.append(1) or _SilentSource())
+    t0 = time.monotonic()
+    cap = CaptureThread(SourceConfig(max_reopen=3), "silent").start()
+    try:
+        assert drain(cap, timeout=10.0) == []
+    finally:
+        cap.close()
+    assert len(opened) == 4 and cap.stats.stalls == 4 and cap.stats.reopens == 3
+    assert "gave up" in cap.error
+    assert time.monotonic() - t0 >= 0.2 + 0.4 + 0.8  # waited between reopens instead of spinning
+
+
+@needs_gst
+def test_realtime_paces_a_file_like_pipeline():
+    uri = "gst:videotestsrc num-buffers=6 ! video/x-raw,width=32,height=24,framerate=20/1"
+    with CaptureThread(SourceConfig(realtime=True), uri) as cap:
+        frames = drain(cap)
+    t = [f.t_capture_ns / 1e9 for f in frames]
+    assert len(frames) == 6 and frames[-1].pos_ms == pytest.approx(250.0)
+    assert 0.25 * 0.95 <= t[-1] - t[0] <= 0.25 + 1.0
