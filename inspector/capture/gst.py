@@ -1,9 +1,10 @@
 """GStreamer sources: through OpenCV when it was built with GStreamer, else through `gst-launch-1.0`.
 
-OpenCV from PyPI has no GStreamer, so the usual path runs ``gst-launch-1.0 PIPELINE ! videoconvert !
-video/x-raw,format=I420 ! y4menc ! fdsink fd=1`` as a subprocess (no shell) and reads YUV4MPEG2 from its
-stdout: the stream describes itself (size, rate), so nothing has to be parsed from gst's log. A subprocess
-can also be stopped from another thread, which is how a stalled pipeline is woken up and reopened.
+OpenCV from PyPI has no GStreamer, so the usual path runs ``gst-launch-1.0 PIPELINE ! ... ! y4menc ! fdsink
+fd=1`` (see TAIL) as a subprocess (no shell) and reads YUV4MPEG2 from its stdout: the stream describes itself
+(size, rate), so nothing has to be parsed from gst's log. A subprocess can also be stopped from another
+thread, which is how a stalled pipeline is woken up and reopened. Pipelines whose first element is not
+file-like (FILE_LIKE) count as live. Not counted: frames a gst decoder drops as corrupt (it skips them silently).
 """
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ class CaptureThread:
                     break
                 if self._stalled is src or (img is None and src.live):
                     if self._stalled is not src:
-                        self._count_stall(src, "the source failed")
+                        self._count_stall(src, "the source ended or failed")
                     src.close()  # a frame arriving after the stall is stale: reopen anyway
                     src = None
                     continue
@@ -135,6 +135,9 @@ class CaptureThread:
                 self._last_ns, self._seen_frame = t, True
                 self._put(Frame(seq, t, img, None if src.live else src.pos_ms), src.live)
                 seq += 1
+        except UserError as e:  # a looped file that went away
+            self.error = str(e)
+            log.error("capture: %s", e)
         except Exception as e:  # the reader must report, not die silently
             self.error = f"capture failed: {e}"
             log.exception("capture: reader stopped on an error")
