@@ -127,6 +127,8 @@ class CameraSource(CvSource):
         if cfg.fps:
             cap.set(cv2.CAP_PROP_FPS, cfg.fps)
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not one from a stale driver queue
+        # Bound a read on a silent camera where the backend honours it (else its own select() timeout).
+        cap.set(cv2.CAP_PROP_READ_TIMEOUT_MSEC, max(cfg.stall_timeout_s, 0.5) * 1000)
         super().__init__(cap, path)
         want = (cfg.width, cfg.height)
         if all(want) and self.size != want:
