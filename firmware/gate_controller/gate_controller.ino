@@ -337,10 +337,10 @@ void setup() {
 
 void loop() {
   wdt_reset();
-  uint32_t now = millis();
   read_serial();
+  uint32_t now = millis();  // after reading: last_rx_ms must not be newer than now
   fire_due(now);
-  if (mode == MODE_RUN && (uint32_t)(now - last_rx_ms) > link_timeout_ms) set_mode(fail_safe, "HB_TIMEOUT");
+  if (mode == MODE_RUN && (int32_t)(now - last_rx_ms) > (int32_t)link_timeout_ms) set_mode(fail_safe, "HB_TIMEOUT");
   if ((int32_t)(now - next_hb_ms) >= 0) {
     next_hb_ms = now + heartbeat_ms;
     char b[MAX_LINE] = "HB,";
