@@ -6,6 +6,8 @@ A thin OpenCV loop around :class:`calibration.roi.EditorState`; runs on the main
 from __future__ import annotations
 
 import logging
+import os
+import sys
 
 import cv2
 import numpy as np
@@ -57,6 +59,12 @@ def edit_roi(
         if name is not None:
             st.mouse(name, float(x), float(y))
 
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        # Qt would abort the whole process without a display; say what to do instead
+        raise UserError(
+            "no display for the ROI window (DISPLAY unset); give the numbers instead: "
+            "--roi x,y,w,h --trigger F --direction D --ref-px N --ref-mm M"
+        )
     try:
         cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
     except cv2.error as exc:

@@ -153,8 +153,13 @@ def run_roi(args: argparse.Namespace) -> int:
             raise UserError(f"--frame-size {args.frame_size!r}: expected WxH, e.g. 1280x720") from None
     else:
         raise UserError("give --source (a video, camera or image) or, headless, --frame-size WxH with --roi")
-    direction = args.direction or cfg.roi.direction
-    trigger = cfg.roi.trigger if args.trigger is None else args.trigger
+    start = cfg.roi
+    if cfg.roi.file:  # recalibrating: start from the artefact the config uses
+        from calibration.roi import load_roi
+
+        start = load_roi(cfg.roi.file, size)
+    direction = args.direction or start.direction
+    trigger = start.trigger if args.trigger is None else args.trigger
     if args.roi:
         roi = make_roi(size, parse_rect(args.roi), direction, trigger, args.ref_px, args.ref_mm)
     else:
@@ -162,10 +167,15 @@ def run_roi(args: argparse.Namespace) -> int:
             raise UserError("the ROI window needs a frame: give --source, or --roi x,y,w,h to run headless")
         from calibration.roi_window import edit_roi
 
-        w0 = cfg.roi.width or size[0] - cfg.roi.x
-        h0 = cfg.roi.height or size[1] - cfg.roi.y
-        st = EditorState(size, (cfg.roi.x, cfg.roi.y, w0, h0), direction, trigger)
-        roi = edit_roi(frame, st, args.ref_mm, timeout_s=args.timeout)
+        w0 = start.width or size[0] - start.x
+        h0 = start.height or size[1] - start.y
+        st = EditorState(size, (start.x, start.y, w0, h0), direction, trigger)
+        ref_mm = args.ref_mm
+        reference = getattr(start, "reference", None)
+        if reference is not None:
+            st.ref_points = (reference.p1, reference.p2)
+            ref_mm = reference.mm if ref_mm is None else ref_mm
+        roi = edit_roi(frame, st, ref_mm, timeout_s=args.timeout)
     out = save_roi(roi, args.out)
     scale = f"{roi.px_per_mm:.4f} px/mm" if roi.px_per_mm else "no px/mm (give --ref-px/--ref-mm)"
     print(

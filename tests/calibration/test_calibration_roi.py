@@ -15,6 +15,7 @@ import yaml
 
 from calibration.roi import (
     EditorState,
+    Reference,
     load_roi,
     make_roi,
     rect_from_drag,
@@ -152,6 +153,17 @@ def test_bad_roi_file_names_file_and_field(tmp_path, change, message):
     assert str(path) in str(exc.value) and message in str(exc.value)
 
 
+def test_no_display_is_a_clear_error_not_an_abort(tmp_path):
+    frame = tmp_path / "frame.png"
+    cv2.imwrite(str(frame), np.full((120, 160, 3), 60, np.uint8))
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    res = subprocess.run([sys.executable, "-m", "inspector", "calibrate", "roi", "--source", str(frame),
+                          "--out", str(tmp_path / "roi.yaml")], env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1
+    assert "no display for the ROI window" in res.stderr and "--roi x,y,w,h" in res.stderr
+    assert not (tmp_path / "roi.yaml").exists()
+
+
 # --- the window, driven like a person would, on a virtual display ---------------------------------------------
 
 
@@ -223,3 +235,30 @@ def test_window_drag_click_and_confirm(xdisplay, tmp_path):
     assert roi.trigger_line() == ((300, 50), (300, 300))
     assert roi.px_per_mm == pytest.approx(200 / 50)
     assert "wrote" in stdout
+
+
+def test_window_starts_from_the_configured_artefact(xdisplay, tmp_path):
+    frame = tmp_path / "frame.png"
+    cv2.imwrite(str(frame), np.full((240, 320, 3), 60, np.uint8))
+    ref = Reference(p1=(20, 200), p2=(120, 200), mm=25.0)
+    old = save_roi(make_roi((320, 240), (10, 30, 300, 150), "down", 0.7, reference=ref), tmp_path / "old.yaml")
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"roi": {"file": str(old)}}))
+    out = tmp_path / "new.yaml"
+    app = subprocess.Popen(
+        [sys.executable, "-m", "inspector", "calibrate", "roi", "--source", str(frame), "--config",
+         str(tmp_path / "c.yaml"), "--out", str(out), "--timeout", "60"],
+        env=xdisplay, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        found = subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--name", "reference points: 2"],
+                               env=xdisplay, capture_output=True, text=True, timeout=30)
+        subprocess.run(["xdotool", "key", "--window", found.stdout.split()[0], "Return"], env=xdisplay, check=True,
+                       timeout=10)
+        _, stderr = app.communicate(timeout=30)
+    finally:
+        if app.poll() is None:
+            app.kill()
+            app.wait()
+    assert app.returncode == 0, stderr
+    new, before = load_roi(out, (320, 240)), load_roi(old, (320, 240))
+    assert new.model_dump(exclude={"created"}) == before.model_dump(exclude={"created"})
