@@ -4,7 +4,8 @@ OpenCV from PyPI has no GStreamer, so the usual path runs ``gst-launch-1.0 PIPEL
 fd=1`` (see TAIL) as a subprocess (no shell) and reads YUV4MPEG2 from its stdout: the stream describes itself
 (size, rate), so nothing has to be parsed from gst's log. A subprocess can also be stopped from another
 thread, which is how a stalled pipeline is woken up and reopened. Pipelines whose first element is not
-file-like (FILE_LIKE) count as live. Not counted: frames a gst decoder drops as corrupt (it skips them silently).
+file-like (FILE_LIKE) count as live. Not counted: frames a gst decoder drops as corrupt (it skips them
+silently).
 """
 
 from __future__ import annotations
@@ -34,10 +35,13 @@ GST_INSTALL = (
     "install GStreamer: `sudo apt-get install gstreamer1.0-tools gstreamer1.0-plugins-base "
     "gstreamer1.0-plugins-good gstreamer1.0-libav` (on a Jetson it comes with JetPack)"
 )
-# Through RGB first: GStreamer 1.22's videoconvert copies YUV to YUV without converting the range, so a full-range
-# source (jpegdec) would reach us as if it were the limited-range BT.601 that OpenCV's I420 conversion expects.
-TAIL = "! videoconvert ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=I420,colorimetry=bt601 " \
-       "! y4menc ! fdsink fd=1".split()
+# Through RGB first: GStreamer 1.22's videoconvert copies YUV to YUV without converting the range, so a
+# full-range source (jpegdec) would reach us as if it were the limited-range BT.601 that OpenCV's I420
+# conversion expects.
+TAIL = (
+    "! videoconvert ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=I420,colorimetry=bt601 "
+    "! y4menc ! fdsink fd=1".split()
+)
 # Sources that produce frames as fast as they are read (recordings, test patterns): every frame counts.
 FILE_LIKE = frozenset({"filesrc", "multifilesrc", "videotestsrc", "appsrc"})
 OPEN_TIMEOUT_S = 10.0  # first frame; a CSI camera's ISP takes a few seconds to start
@@ -60,7 +64,9 @@ def is_live(pipeline: str) -> bool:
 
 def open_gst(pipeline: str, cfg: SourceConfig) -> FrameSource:
     if not pipeline:
-        raise UserError("source 'gst:': empty pipeline; write it after 'gst:', e.g. gst:videotestsrc ! videoconvert")
+        raise UserError(
+            "source 'gst:': empty pipeline; write it after 'gst:', e.g. gst:videotestsrc ! videoconvert"
+        )
     if opencv_has_gstreamer() and os.environ.get("INSPECTOR_GST") != "launch":
         return CvGstSource(pipeline)
     return GstLaunchSource(pipeline)
@@ -72,10 +78,14 @@ class CvGstSource(CvSource):
     def __init__(self, pipeline: str) -> None:
         self.live = is_live(pipeline)
         sink = "appsink drop=true max-buffers=1 sync=false" if self.live else "appsink sync=false"
-        cap = cv2.VideoCapture(f"{pipeline} ! videoconvert ! video/x-raw,format=BGR ! {sink}", cv2.CAP_GSTREAMER)
+        cap = cv2.VideoCapture(
+            f"{pipeline} ! videoconvert ! video/x-raw,format=BGR ! {sink}", cv2.CAP_GSTREAMER
+        )
         if not cap.isOpened():
-            raise UserError(f"gst: pipeline failed to start: {pipeline}; try it with `gst-launch-1.0 {pipeline} "
-                            "! fakesink` to see GStreamer's message")
+            raise UserError(
+                f"gst: pipeline failed to start: {pipeline}; try it with `gst-launch-1.0 {pipeline} "
+                "! fakesink` to see GStreamer's message"
+            )
         super().__init__(cap, f"gst:{pipeline}")
 
 
@@ -90,7 +100,9 @@ def _first_error(lines: list[str]) -> str:
             msg = re.sub(r"from element /GstPipeline:\w+/", "", line.strip())
             rest = lines[i + 1 : i + 5]
             if rest and rest[0].startswith("Additional debug info"):
-                detail = [ln.strip() for ln in rest[1:] if ln.strip() and ".c(" not in ln and ":" not in ln[:8]]
+                detail = [
+                    ln.strip() for ln in rest[1:] if ln.strip() and ".c(" not in ln and ":" not in ln[:8]
+                ]
                 if detail and not detail[0].startswith("ERROR"):
                     msg += f" ({detail[0]})"
             return msg
@@ -117,7 +129,10 @@ class GstLaunchSource(FrameSource):
         self._err = tempfile.TemporaryFile()
         # Own session: a Ctrl-C meant for us must not kill the camera pipeline before we close it cleanly.
         self._proc: subprocess.Popen | None = subprocess.Popen(
-            [exe, "-q", *args, *TAIL], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._err,
+            [exe, "-q", *args, *TAIL],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._err,
             start_new_session=True,
         )
         self._fd = self._proc.stdout.fileno()
@@ -163,7 +178,9 @@ class GstLaunchSource(FrameSource):
         num, _, den = tags.get("F", "0:1").partition(":")
         self.fps = int(num) / int(den) if int(num) > 0 and den.isdigit() and int(den) > 0 else None
         if not tags.get("C", "420").startswith("420"):
-            raise UserError(f"gst: unexpected colour format C{tags['C']} from y4menc; pipeline: {self._pipeline}")
+            raise UserError(
+                f"gst: unexpected colour format C{tags['C']} from y4menc; pipeline: {self._pipeline}"
+            )
         # Plane layouts: tightly packed, or GStreamer's default strides (rows padded to 4 bytes, height to 2),
         # which some y4menc versions write as they are. The first frame tells which one this one uses.
         w, h, cw, ch = self.w, self.h, (self.w + 1) // 2, (self.h + 1) // 2
@@ -188,7 +205,7 @@ class GstLaunchSource(FrameSource):
         """The frame size whose end is followed by the next FRAME header (or by the end of the stream)."""
         for size in sorted(self._layouts):
             more = self._fill(size + 5, deadline)
-            if (more and self._buf[size:size + 5] == b"FRAME") or (not more and len(self._buf) == size):
+            if (more and self._buf[size : size + 5] == b"FRAME") or (not more and len(self._buf) == size):
                 return size
         return None
 

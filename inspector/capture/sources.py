@@ -118,7 +118,9 @@ class CameraSource(CvSource):
         if cfg.fourcc:
             if len(cfg.fourcc) != 4:
                 cap.release()
-                raise UserError(f"source.fourcc {cfg.fourcc!r}: a pixel format is 4 characters, e.g. MJPG or YUYV")
+                raise UserError(
+                    f"source.fourcc {cfg.fourcc!r}: a pixel format is 4 characters, e.g. MJPG or YUYV"
+                )
             cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*cfg.fourcc))
         if cfg.width:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.width)
@@ -142,7 +144,12 @@ class StreamSource(CvSource):
 
     def __init__(self, uri: str, cfg: SourceConfig) -> None:
         read_ms = int(max(cfg.stall_timeout_s, 0.5) * 1000)
-        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_OPEN_TIMEOUT_MS, cv2.CAP_PROP_READ_TIMEOUT_MSEC, read_ms]
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            STREAM_OPEN_TIMEOUT_MS,
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            read_ms,
+        ]
         # OpenCV reads these options from the environment at open; set them for this open only (left set,
         # they would also change how recordings decode: low_delay loses a file's last frame). An operator's
         # own setting wins.
@@ -156,8 +163,8 @@ class StreamSource(CvSource):
                     del os.environ[FFMPEG_ENV]
         if not cap.isOpened():
             raise UserError(
-                f"stream {redact(uri)}: cannot open it within {STREAM_OPEN_TIMEOUT_MS / 1000:.0f} s; check the "
-                "address, port, path and credentials (try it with `ffplay` or VLC)"
+                f"stream {redact(uri)}: cannot open it within {STREAM_OPEN_TIMEOUT_MS / 1000:.0f} s; "
+                "check the address, port, path and credentials (try it with `ffplay` or VLC)"
             )
         super().__init__(cap, redact(uri))
 
@@ -206,7 +213,7 @@ def _natural_key(p: Path) -> list:
 
 
 class ImageFolderSource(FrameSource):
-    """Still images in name order (numbers sorted as numbers); other files are skipped, unreadable ones counted."""
+    """Still images in name order (numbers as numbers); other files skipped, unreadable ones counted."""
 
     def __init__(self, files: list[Path], cfg: SourceConfig, name: str) -> None:
         super().__init__()
@@ -252,8 +259,10 @@ def _open_path(uri: str, cfg: SourceConfig) -> FrameSource:
     if not os.access(path, os.R_OK):
         raise UserError(f"source {path}: permission denied; make it readable by this user")
     if path.is_dir():
-        files = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-                       key=_natural_key)
+        files = sorted(
+            (p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+            key=_natural_key,
+        )
         if not files:
             raise UserError(f"source {path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in this folder")
         return ImageFolderSource(files, cfg, str(path))
@@ -263,7 +272,7 @@ def _open_path(uri: str, cfg: SourceConfig) -> FrameSource:
 
 
 def open_source(uri: str, cfg: SourceConfig) -> FrameSource:
-    """Open what ``uri`` names: '0' or /dev/videoN, a video file, an image folder, a stream URL, 'gst:PIPELINE'."""
+    """Open what ``uri`` names: '0' or /dev/videoN, a video file, an image folder, a URL, 'gst:PIPELINE'."""
     uri = uri.strip()
     if uri.startswith("gst:"):
         from inspector.capture.gst import open_gst

@@ -240,8 +240,12 @@ class CaptureThread:
             t.join(self._join_timeout_s)
             if t.is_alive():
                 alive.append(t.name)
-                log.error("capture: thread %r still alive %.1f s after stop (blocked in %s.read())",
-                          t.name, self._join_timeout_s, type(src).__name__)
+                log.error(
+                    "capture: thread %r still alive %.1f s after stop (blocked in %s.read())",
+                    t.name,
+                    self._join_timeout_s,
+                    type(src).__name__,
+                )
         log.info("capture: closed; %s", self.stats.to_dict())
         return alive
 

@@ -30,7 +30,9 @@ def read_all(src) -> list[np.ndarray]:
 
 @needs_gst
 def test_videotestsrc_frame_count_size_and_rate():
-    with open_source("gst:videotestsrc num-buffers=12 ! video/x-raw,width=96,height=64,framerate=25/1", CFG) as src:
+    with open_source(
+        "gst:videotestsrc num-buffers=12 ! video/x-raw,width=96,height=64,framerate=25/1", CFG
+    ) as src:
         assert isinstance(src, GstLaunchSource) and not src.live
         assert src.size == (96, 64) and src.fps == 25
         frames = read_all(src)
@@ -68,7 +70,9 @@ def test_live_pipeline_is_live_and_quoted_paths_work(tmp_path):
     assert is_live("v4l2src device=/dev/video0 ! jpegdec")
     assert is_live("videotestsrc is-live=true ! videoconvert")
     assert not is_live("filesrc location=a.avi ! decodebin")
-    with open_source("gst:videotestsrc is-live=true num-buffers=3 ! video/x-raw,width=32,height=24", CFG) as src:
+    with open_source(
+        "gst:videotestsrc is-live=true num-buffers=3 ! video/x-raw,width=32,height=24", CFG
+    ) as src:
         assert src.live and len(read_all(src)) == 3
 
 
@@ -91,22 +95,28 @@ def test_bad_pipeline_is_one_line_with_gst_message(pipeline, expected):
 def test_missing_gst_launch_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # a PATH with no gst-launch-1.0 on it
     monkeypatch.setenv("INSPECTOR_GST", "launch")  # even where OpenCV has its own GStreamer
-    with pytest.raises(UserError, match=r"gst-launch-1.0, which is not on PATH; install GStreamer: .*apt-get"):
+    with pytest.raises(
+        UserError, match=r"gst-launch-1.0, which is not on PATH; install GStreamer: .*apt-get"
+    ):
         open_source("gst:videotestsrc", CFG)
 
 
 @needs_gst
-@pytest.mark.parametrize(("preset", "absent", "expected"), [
-    ("v4l2.yaml", "/dev/video0", "Cannot identify device '/dev/video0'"),
-    ("jetson_csi.yaml", "nvarguscamerasrc", 'no element "nvarguscamerasrc"'),
-])
+@pytest.mark.parametrize(
+    ("preset", "absent", "expected"),
+    [
+        ("v4l2.yaml", "/dev/video0", "Cannot identify device '/dev/video0'"),
+        ("jetson_csi.yaml", "nvarguscamerasrc", 'no element "nvarguscamerasrc"'),
+    ],
+)
 def test_camera_presets_are_live_and_fail_cleanly_without_their_camera(root, preset, absent, expected):
     from inspector.config import load_config
 
     cfg = load_config(root / "configs" / preset).source
     assert cfg.uri.startswith("gst:") and is_live(cfg.uri[4:])
-    if Path(absent).exists() or (not absent.startswith("/") and shutil.which("gst-inspect-1.0")
-                                  and _has_element(absent)):
+    if Path(absent).exists() or (
+        not absent.startswith("/") and shutil.which("gst-inspect-1.0") and _has_element(absent)
+    ):
         pytest.skip(f"{absent} is present on this machine")
     with pytest.raises(UserError) as e:
         open_source(cfg.uri, cfg)

@@ -1,4 +1,4 @@
-"""CaptureThread on real sources: every recorded frame in order, pacing, looping, live drops, stalls, shutdown."""
+"""CaptureThread on real sources: every recorded frame, pacing, looping, live drops, stalls, shutdown."""
 
 from __future__ import annotations
 
