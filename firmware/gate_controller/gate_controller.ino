@@ -26,7 +26,7 @@ const uint8_t ENCODER_PIN = 2;
 const uint32_t BAUD = 115200;
 
 const uint8_t MAX_LINE = 80;   // bytes incl. '$' and '*CC'
-const uint8_t QUEUE_SIZE = 32; // scheduled fires
+const uint8_t QUEUE_SIZE = 48; // scheduled fires: >= the defect rate x belt travel time
 const uint8_t RECENT_SIZE = 16; // part ids seen lately: a retried REJ is acknowledged, scheduled once
 
 enum Mode : uint8_t { MODE_RUN, MODE_DIVERT, MODE_STOP };

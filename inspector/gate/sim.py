@@ -88,7 +88,7 @@ class GateSimulator:
         link_timeout_ms: float = 1000.0,
         heartbeat_ms: float = 200.0,
         pulse_ms: float = 50.0,
-        queue_capacity: int = 32,
+        queue_capacity: int = 48,
         counts_per_mm: float = 10.0,
         belt_speed_mm_s: float = 200.0,
     ) -> None:
