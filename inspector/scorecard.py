@@ -2,7 +2,8 @@
 
 Every event is assigned to at most one truth part: one that is on screen at the event's frame (within
 ``tolerance_frames`` of its entry/exit), whose box lies at the same place across the belt, and whose trigger
-frame is nearest to the event's frame. Then, per truth part:
+frame is nearest to the event's frame. A no-verdict event may come a few frames after its part left the view
+(a lost track ends late), so it is matched by its place across the belt first. Then, per truth part:
 
 - found (at least one event) or missed (none: on a real line it would pass the gate unjudged);
 - split (more than one event within the tolerance of its trigger frame: one part seen as two blobs) or
@@ -24,6 +25,7 @@ from inspector.simulate import read_truth
 
 LABELS = ("ok", "defect")
 VERDICTS = ("ok", "defect", "no_verdict", "missed")
+NO_VERDICT_SLACK_FRAMES = 12  # a lost track ends max_missed_frames (default 5) after its last sighting
 
 
 @dataclass
@@ -160,27 +162,33 @@ def score(events: list[dict], truth_csv: str | Path | list[dict], tolerance_fram
     spurious: list[dict] = []
     for ev in events:
         f = int(ev["frame_index"])
-        best: tuple[int, int] | None = None
+        # A no-verdict is often made when a lost track ends, a few frames after the part left the view: allow
+        # for that, and tell parts apart by their place across the belt first.
+        late = ev.get("verdict") == "no_verdict"
+        slack = tolerance_frames + (NO_VERDICT_SLACK_FRAMES if late else 0)
+        best: tuple[float, int, int] | None = None
         for i, t in enumerate(truth):
+            lat_d = 0.0
             if has_box:
                 lo = int(t.get("enter_frame", t["trigger_frame"])) - tolerance_frames
-                hi = int(t.get("exit_frame", t["trigger_frame"])) + tolerance_frames
+                hi = int(t.get("exit_frame", t["trigger_frame"])) + slack
                 if not lo <= f <= hi:
                     continue
                 if ev.get("bbox") is not None and lateral_axis is not None:
                     tc = _centre((t["x"], t["y"], t["w"], t["h"]))[lateral_axis]
-                    ec = _centre(ev["bbox"])[lateral_axis]
-                    if abs(ec - tc) > 0.5 * float(t["w"] if lateral_axis == 0 else t["h"]):
+                    lat_d = abs(_centre(ev["bbox"])[lateral_axis] - tc)
+                    if lat_d > 0.5 * float(t["w"] if lateral_axis == 0 else t["h"]):
                         continue
-            elif abs(f - int(t["trigger_frame"])) > tolerance_frames:
+            elif abs(f - int(t["trigger_frame"])) > slack:
                 continue
             d = abs(f - int(t["trigger_frame"]))
-            if best is None or d < best[0]:
-                best = (d, i)
+            key = (lat_d if late else 0.0, d, i)
+            if best is None or key < best:
+                best = key
         if best is None:
             spurious.append(ev)
         else:
-            results[best[1]].events.append(ev)
+            results[best[2]].events.append(ev)
     card = Scorecard(results, spurious, tolerance_frames)
     for p in results:
         p.events.sort(key=lambda e: (e["verdict"] == "no_verdict", abs(int(e["frame_index"]) - p.trigger_frame)))

@@ -281,7 +281,7 @@ def render_line(
     rail = max(4, lateral // 20)
     s = int(round(part_scale * lateral / 2)) * 2
     band = lateral - 2 * rail
-    if s < 16 or s > band - 4:
+    if s < 16 or s > band - 2 * max(8, lateral // 40):
         raise UserError(f"part_scale {part_scale}: parts of {s} px do not fit a belt {band} px wide")
     max_gap = max(min_gap_px, int(max_gap_px if max_gap_px is not None else 2.5 * s))
     v_frame = speed_px_s / fps
@@ -296,7 +296,9 @@ def render_line(
     for i in range(parts):
         a0[i] = pos
         pos -= s + int(rng.integers(min_gap_px, max_gap + 1))
-    lat = rng.integers(rail + 2, lateral - rail - s - 1, size=parts)
+    # Guides keep parts a little off the rails, so no part touches the ROI edge (a clipped part is never judged).
+    keep_off = max(8, lateral // 40)
+    lat = rng.integers(rail + keep_off, lateral - rail - s - keep_off + 1, size=parts)
     n_frames = int(math.ceil((along - a0[-1]) / v_frame)) + int(round(tail_s * fps))
 
     # Trigger line in canvas along-coords, measured from the entry edge of the ROI (the whole belt length).

@@ -88,3 +88,18 @@ def test_reads_truth_csv_and_renders_table(tmp_path: Path) -> None:
     console.print(card.table())
     text = console.export_text()
     assert "escaped defects" in text and "missed" in text and "no_verdict" in text
+
+
+def test_late_no_verdict_goes_to_its_own_part_not_a_neighbour() -> None:
+    # Part 1 is lost; its track ends 8 frames after it left the view, when part 2 (40 px lower, trigger frame
+    # near the event) is on screen: the place across the belt says whose no-verdict it is.
+    truth = [
+        {"part_id": 1, "label": "defect", "trigger_frame": 10, "x": 270, "y": 50, "w": 100, "h": 100,
+         "enter_frame": 0, "exit_frame": 20},
+        {"part_id": 2, "label": "ok", "trigger_frame": 27, "x": 270, "y": 90, "w": 100, "h": 100,
+         "enter_frame": 17, "exit_frame": 37},
+    ]
+    events = [ev(28, "no_verdict", 52, x=560), ev(27, "ok", 90)]
+    d = score(events, truth, tolerance_frames=2).to_dict()
+    assert d["found"] == 2 and d["split"] == d["duplicated"] == d["spurious"] == 0
+    assert d["confusion"]["defect"]["no_verdict"] == 1 and d["confusion"]["ok"]["ok"] == 1

@@ -1,0 +1,80 @@
+"""End-to-end replay: render a line from held-out casting images, run `inspector run` on it with the shipped ONNX
+model, and score the events against the truth: every part exactly one verdict, none missed, accuracy >= 99%.
+
+Parts come from the shipped model's held-out test split (its metadata names the files) when the shared data
+is present, else from `demo/` (40 images of the same test split), so the model never saw them in training.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engines.meta import read_sidecar
+from inspector.cli import main
+from inspector.simulate import list_images, render_line
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model(root: Path) -> Path:
+    p = root / "models" / "casting_seedcnn.onnx"
+    assert p.is_file(), f"{p}: the shipped ONNX model is missing (training/engines deliverable)"
+    return p
+
+
+@pytest.fixture(scope="module")
+def held_out(request: pytest.FixtureRequest, model: Path, root: Path) -> list[tuple[Path, str]]:
+    """(path, class) of images the shipped model was not trained on."""
+    try:
+        data: Path | None = request.getfixturevalue("shared_data")
+    except pytest.skip.Exception:
+        data = None
+    keys = ((read_sidecar(model).extra or {}).get("split") or {}).get("test") or []
+    if data is not None and keys:
+        pool = [(data / "casting" / "train" / k, Path(k).parent.name) for k in keys]
+        pool = [(p, c) for p, c in pool if p.is_file()]
+        if len(pool) >= 200:
+            return pool
+    return list_images(root / "demo")
+
+
+def _replay(tmp: Path, images, model: Path, **line) -> dict:
+    spec = render_line(images, tmp / "line.mp4", tmp / "truth.csv", fps=30, size=(640, 480), **line)
+    cfg = spec.write_config(tmp / "line.yaml", model=str(model))
+    events = tmp / "events.jsonl"
+    rc = main(["run", "--config", str(cfg), "--no-display", "--events", str(events), "--truth", spec.truth])
+    assert rc == 0
+    card = json.loads((tmp / "scorecard.json").read_text())
+    assert card["parts"] == len(spec.parts)
+    labels = {p.label for p in spec.parts}
+    assert labels == {"ok", "defect"}, f"the line must carry both classes, got {labels}"
+    summary = json.loads((tmp / "events.summary.json").read_text())
+    assert summary["parts"] == len(spec.parts), summary
+    return card
+
+
+def _check(card: dict) -> None:
+    problems = {k: card[k] for k in ("missed", "split", "duplicated", "spurious") if card[k]}
+    assert not problems, f"parts not judged exactly once: {problems}, missed ids {card['missed_part_ids']}"
+    assert card["exactly_one_verdict"], card["confusion"]
+    assert card["accuracy"] >= 0.99, (
+        f"accuracy {card['accuracy']}: wrong part ids {card['wrong_part_ids']}, confusion {card['confusion']}"
+    )
+    assert card["verdict_frame_error_max"] <= 1, card
+
+
+def test_replay_200_parts_fast_belt(tmp_path: Path, held_out, model: Path) -> None:
+    """200 parts, 30 px/frame, noise and lighting drift, belt running right."""
+    card = _replay(tmp_path, held_out, model, parts=200, seed=11, speed_px_s=900, min_gap_px=30, max_gap_px=120)
+    _check(card)
+
+
+def test_replay_200_parts_motion_blur_belt_down(tmp_path: Path, held_out, model: Path) -> None:
+    """200 parts on a belt running down the image, with motion blur and the other default disturbances."""
+    card = _replay(tmp_path, held_out, model, parts=200, seed=12, speed_px_s=600, min_gap_px=30, max_gap_px=100,
+                   direction="down", blur=True)
+    _check(card)
