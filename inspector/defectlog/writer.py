@@ -126,7 +126,7 @@ class DefectLog:
                     row["image_note"] = "dropped: queue full"
                 else:
                     self._images_waiting += 1
-                    crop = np.array(part.crop, copy=True)  # the pipeline may reuse its buffers
+                    crop = part.crop  # the Part owns its crop (the pipeline copies it out of the frame)
         self._q.put(("part", part.part_id, row, crop))
 
     def gate_result(self, r: Any) -> None:
