@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -105,15 +107,22 @@ def _text(img: np.ndarray, s: str, org: tuple[int, int], color, scale: float) ->
     cv2.putText(img, s, org, cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
 
 
-def display_available() -> bool:
-    """A display is there and OpenCV's highgui can open a window on it."""
+_PROBE = "import cv2; cv2.namedWindow('inspector-probe'); cv2.waitKey(1); cv2.destroyAllWindows(); print('ok')"
+
+
+def display_available(timeout_s: float = 15.0) -> bool:
+    """A display is set and OpenCV's highgui can open a window on it.
+
+    Probed in a child process: Qt aborts the whole process (no exception) when it cannot reach the display.
+    """
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         return False
     try:
-        cv2.namedWindow("inspector-probe", cv2.WINDOW_AUTOSIZE)
-        cv2.destroyWindow("inspector-probe")
-        cv2.waitKey(1)
-    except cv2.error:
+        out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=timeout_s)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    if out.returncode != 0 or "ok" not in out.stdout:
+        log.warning("a display is set but OpenCV cannot open a window on it; running headless")
         return False
     return True
 

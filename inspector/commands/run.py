@@ -148,11 +148,15 @@ def inspect(cfg, args: argparse.Namespace, truth: str | None = None) -> int:
         stalls=stats.stalls, corrupt_frames=corrupt, model=f"{model_path.name} ({engine.backend})",
     )
     console.print(summary_table(result))
+    capture_error = getattr(capture, "error", None)
     out_dir = Path(events_path).parent if events_path else Path.cwd()
     if events_path:
         (out_dir / (Path(events_path).stem + ".summary.json")).write_text(json.dumps(result, indent=2) + "\n")
     if truth:
         _scorecard(console, events.events, truth, out_dir)
+    if capture_error:
+        print(f"error: {capture_error}", file=sys.stderr)
+        return 1
     return 130 if interrupted else 0
 
 
@@ -230,49 +234,9 @@ def _undistorter(cfg):
 
 
 def _open_capture(cfg):
-    try:
-        from inspector.capture import CaptureThread
-    except ImportError:
-        return _SyncCapture(cfg)
-    cap = CaptureThread(cfg.source, cfg.source.uri)
-    cap.start()
-    return cap
+    from inspector.capture import CaptureThread
 
-
-class _SyncCapture:
-    """Stand-in while the capture thread is not installed: reads the source on the calling thread."""
-
-    def __init__(self, cfg) -> None:
-        from inspector.capture.sources import open_source
-
-        self.source = open_source(cfg.source.uri, cfg.source)
-        self.ended = threading.Event()
-        self.stall_count = 0
-        self.stats = self
-        self.dropped = 0
-        self._seq = 0
-
-    @property
-    def corrupt(self) -> int:
-        return self.source.corrupt
-
-    def get(self, timeout: float):
-        import time
-
-        from inspector.records import Frame
-
-        if self.ended.is_set():
-            return None
-        img = self.source.read()
-        if img is None:
-            self.ended.set()
-            return None
-        f = Frame(self._seq, time.monotonic_ns(), img, self.source.pos_ms)
-        self._seq += 1
-        return f
-
-    def close(self) -> None:
-        self.source.close()
+    return CaptureThread(cfg.source, cfg.source.uri).start()
 
 
 def _make_view(cfg, args):
