@@ -1,0 +1,47 @@
+"""`inspector train --data DIR --out RUN_DIR`: train a good/defect (or multi-class) classifier."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a classifier on a folder of class sub-folders")
+    p.add_argument("--data", required=True, type=Path,
+                   help="dataset: DIR/<class>/<image>, or <class>_<n>.jpg names (--layout prefix), or a CSV")
+    p.add_argument("--out", required=True, type=Path, help="run folder: model.pt, history.json, curves.png")
+    p.add_argument("--arch", default="seedcnn",
+                   choices=("seedcnn", "resnet18", "mobilenet_v3_small", "efficientnet_b0"))
+    p.add_argument("--img-size", type=int, default=128, help="square model input side in pixels")
+    p.add_argument("--epochs", type=int, default=30, help="most epochs (early stopping may end sooner)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--patience", type=int, default=6, help="epochs without validation-loss gain before stopping")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--seed", type=int, default=0, help="seed for the split, shuffling and augmentation")
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    p.add_argument("--ok-class", default=None, help="class meaning a good part (default: ok/good/normal/...)")
+    p.add_argument("--layout", default="auto", choices=("auto", "folders", "prefix", "manifest"))
+    p.add_argument("--manifest", type=Path, default=None, help="CSV of path,label (paths relative to it)")
+    p.add_argument("--target-recall", type=float, default=None,
+                   help="choose the decision threshold on validation data for this defect recall")
+    p.add_argument("--weights", type=Path, default=None, help="ImageNet state dict for a backbone")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2)")
+    p.add_argument("--dup-distance", type=int, default=20,
+                   help="pHash bits (of 256) within which two images count as near-duplicates")
+    p.add_argument("--rotate", type=float, default=180.0, help="augmentation rotation range in degrees (+-)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from training.train import TrainOptions, train
+
+    opts = TrainOptions(
+        data=args.data, out=args.out, arch=args.arch, img_size=args.img_size, epochs=args.epochs,
+        batch_size=args.batch_size, patience=args.patience, seed=args.seed, lr=args.lr, resume=args.resume,
+        ok_class=args.ok_class, layout=args.layout, manifest=args.manifest, target_recall=args.target_recall,
+        weights=args.weights, threads=args.threads, dup_distance=args.dup_distance, rotate_deg=args.rotate,
+    )
+    path = train(opts)
+    print(path)
+    return 0
