@@ -6,8 +6,10 @@ discs or tiles) riding on it at random, never-overlapping spacing, slow lighting
 optional motion blur. The truth CSV says, for each part, the frame in which its centre first reaches the
 trigger line, which is where the runtime must make its verdict. Rendering is deterministic under ``seed``.
 
-The belt is dark and the parts bright, so a fixed brightness threshold separates them; :class:`LineSpec`
-carries the ROI (the belt between the rails), trigger and detection settings that make a matching config.
+Two belts. ``green`` (default): a saturated green whose brightness matches the grey surround of the casting
+photos, so colour difference separates the (grey) parts while a grey-scale model sees belt corners in a crop
+as the same grey it was trained on. ``dark``: dark rubber under bright parts, for the brightness threshold.
+:class:`LineSpec` carries the ROI (the belt between the rails), trigger and detection settings to match.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ OK_PREFIXES = ("ok", "good", "pass")
 TRUTH_FIELDS = ("part_id", "class", "label", "trigger_frame", "image", "x", "y", "w", "h", "enter_frame",
                 "exit_frame")
 
-BELT_BGR = (48, 38, 34)  # dark blue-grey rubber: grey ~40, well below the casting photos' ~120-200 surround
+BELTS = {
+    "green": (80, 185, 125),  # luminance ~155 like the photos' surround; >= ~70 away from any grey in BGR
+    "dark": (48, 38, 34),  # dark blue-grey rubber: grey ~40, well below the photos' ~120-200 surround
+}
 RAIL_BGR = (150, 150, 150)  # static steel guides, outside the ROI
 
 
@@ -66,6 +71,8 @@ class LineSpec:
     speed_px_s: float
     part_px: int
     threshold: int  # brightness between the brightest belt pixel and the darkest part edge
+    belt: str = "green"
+    belt_bgr: tuple[int, int, int] = BELTS["green"]
     parts: list[TruthPart] = field(default_factory=list)
 
     @property
@@ -80,9 +87,11 @@ class LineSpec:
             "source": {"uri": str(Path(self.video).resolve())},
             "roi": {"x": x, "y": y, "width": w, "height": h, "direction": self.direction, "trigger": self.trigger},
             "detection": {
-                "method": "threshold",
-                "threshold": self.threshold,
-                "invert": False,
+                **(
+                    {"method": "color", "belt_color": list(self.belt_bgr), "color_distance": 45.0}
+                    if self.belt == "green"
+                    else {"method": "threshold", "threshold": self.threshold, "invert": False}
+                ),
                 "blur": 5,
                 "min_area": int(area * 0.25),
                 "max_area": int(area * 1.6),
@@ -157,14 +166,15 @@ def read_truth(path: str | Path) -> list[dict]:
 class _Texture:
     """A belt texture, periodic along the travel axis, so a moving belt is a cheap slice."""
 
-    def __init__(self, lateral: int, along: int, rail: int, rng: np.random.Generator, period: int = 256) -> None:
+    def __init__(self, lateral: int, along: int, rail: int, rng: np.random.Generator, belt_bgr: tuple[int, int, int],
+                 period: int = 256) -> None:
         self.period = period
         noise = rng.normal(0.0, 1.0, (lateral, period)).astype(np.float32)
         wide = cv2.GaussianBlur(np.hstack([noise] * 3), (0, 0), 2.0)[:, period : 2 * period]
         fine = rng.normal(0.0, 1.0, (lateral, period)).astype(np.float32)
         shade = 6.0 * wide / max(1e-6, float(wide.std())) + 2.5 * fine
         shade[:, :3] -= 12.0  # a belt seam every period: makes the motion visible
-        tile = np.clip(np.asarray(BELT_BGR, np.float32)[None, None, :] + shade[:, :, None], 0, 255)
+        tile = np.clip(np.asarray(belt_bgr, np.float32)[None, None, :] + shade[:, :, None], 0, 255)
         # Side rails are uniform along the travel axis, so they stay still while the belt scrolls.
         for rows in (slice(0, rail), slice(lateral - rail, lateral)):
             tile[rows] = RAIL_BGR
@@ -253,6 +263,7 @@ def render_line(
     min_gap_px: int = 40,
     max_gap_px: int | None = None,
     mask: str = "circle",
+    belt: str = "green",
     defect_fraction: float | None = None,
     lead_s: float = 0.3,
     tail_s: float = 0.5,
@@ -262,6 +273,8 @@ def render_line(
     Writes the truth CSV (default: the video path with .csv) and returns the :class:`LineSpec`.
     Parts are ``part_scale`` x the belt's lateral extent, at least ``min_gap_px`` apart along the belt.
     """
+    if belt not in BELTS:
+        raise UserError(f"belt '{belt}': expected one of {', '.join(BELTS)}")
     if direction not in DIRECTIONS:
         raise UserError(f"direction '{direction}': expected one of {', '.join(DIRECTIONS)}")
     if not 0 < trigger < 1:
@@ -326,7 +339,7 @@ def render_line(
 
     tiles = [_load_tile(p, s) for p, _ in order]
     alpha = _part_alpha(s, mask)
-    texture = _Texture(lateral, along, rail, rng)
+    texture = _Texture(lateral, along, rail, rng, BELTS[belt])
     noise_bank = _noise_bank(rng, (h, w, 3)) if noise else None
     gains = _gains(rng, n_frames, fps) if lighting else None
     kernel = _blur_kernel(v_frame, horizontal) if blur else None
@@ -362,7 +375,7 @@ def render_line(
     spec = LineSpec(
         video=str(out_video), truth=str(truth_path), fps=float(fps), size=(w, h), frames=n_frames,
         direction=direction, trigger=trigger, roi=roi, trigger_px=trigger_px, speed_px_s=float(speed_px_s),
-        part_px=s, threshold=_threshold(), parts=truth,
+        part_px=s, threshold=_threshold(), belt=belt, belt_bgr=BELTS[belt], parts=truth,
     )
     log.info("rendered %s: %d parts, %d frames", out_video, parts, n_frames)
     return spec

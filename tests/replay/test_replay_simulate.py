@@ -50,21 +50,28 @@ def _frames(path: Path) -> list[np.ndarray]:
     return out
 
 
-def _blobs(frame: np.ndarray, roi: tuple[int, int, int, int], threshold: int, min_area: int) -> list[tuple]:
-    """Part boxes found independently of the runtime: threshold the ROI, external contours."""
-    x, y, w, h = roi
-    gray = cv2.GaussianBlur(cv2.cvtColor(frame[y : y + h, x : x + w], cv2.COLOR_BGR2GRAY), (5, 5), 0)
-    _, mask = cv2.threshold(gray, threshold, 255, cv2.THRESH_BINARY)
+def _blobs(frame: np.ndarray, spec, min_area: int) -> list[tuple]:
+    """Part boxes found independently of the runtime: threshold (or colour distance) in the ROI, contours."""
+    x, y, w, h = spec.roi
+    roi = cv2.GaussianBlur(frame[y : y + h, x : x + w], (5, 5), 0)
+    if spec.belt == "dark":
+        _, mask = cv2.threshold(cv2.cvtColor(roi, cv2.COLOR_BGR2GRAY), spec.threshold, 255, cv2.THRESH_BINARY)
+    else:
+        dist = np.linalg.norm(roi.astype(np.float32) - np.float32(spec.belt_bgr), axis=2)
+        mask = (dist > 45).astype(np.uint8) * 255
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     boxes = [cv2.boundingRect(c) for c in contours if cv2.contourArea(c) >= min_area]
     return [(bx + x, by + y, bw, bh) for bx, by, bw, bh in boxes]
 
 
-@pytest.mark.parametrize("direction", ["right", "left", "down", "up"])
-def test_truth_matches_rendered_part_positions(castings, tmp_path: Path, direction: str) -> None:
+@pytest.mark.parametrize(
+    "direction, belt, mask",
+    [("right", "green", "circle"), ("left", "dark", "square"), ("down", "dark", "circle"), ("up", "green", "square")],
+)
+def test_truth_matches_rendered_part_positions(castings, tmp_path: Path, direction: str, belt: str, mask: str) -> None:
     images = castings({"ok": 6, "defect": 6})
     spec = render_line(images, tmp_path / "l.avi", fps=25, size=(320, 240), speed_px_s=300, parts=6, seed=3,
-                       direction=direction, min_gap_px=30, max_gap_px=60)
+                       direction=direction, min_gap_px=30, max_gap_px=60, belt=belt, mask=mask)
     frames = _frames(Path(spec.video))
     assert len(frames) == spec.frames
     truth = read_truth(spec.truth)
@@ -76,7 +83,7 @@ def test_truth_matches_rendered_part_positions(castings, tmp_path: Path, directi
         tb = (row["x"], row["y"], row["w"], row["h"])
 
         def centre_of(frame_idx: int, tb: tuple = tb, pid: int = row["part_id"]) -> float:
-            boxes = _blobs(frames[frame_idx], spec.roi, spec.threshold, spec.part_px**2 // 4)
+            boxes = _blobs(frames[frame_idx], spec, spec.part_px**2 // 4)
             cs = [(bx + bw / 2, by + bh / 2) for bx, by, bw, bh in boxes]
             # the part whose lateral position matches the truth box
             lat = tb[1] + tb[3] / 2 if horizontal else tb[0] + tb[2] / 2
@@ -158,7 +165,7 @@ def test_cli_writes_video_truth_and_valid_config(tiny_dataset, tmp_path: Path) -
                "--seed", "2", "--direction", "down"])
     assert rc == 0
     cfg = load_config(tmp_path / "line.yaml")
-    assert cfg.roi.direction == "down" and cfg.detection.threshold == 90
+    assert cfg.roi.direction == "down" and cfg.detection.method == "color"
     assert cfg.source.uri == str(out.resolve())
     assert len(read_truth(tmp_path / "line.csv")) == 4
     assert main(["simulate", "--images", str(images), "--out", str(tmp_path / "x.gif")]) == 1
