@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 
+import serial
 from pydantic import ValidationError
 
 from engines.errors import UserError
@@ -56,6 +58,37 @@ class SimulatedGate:
         log.info("simulated gate: %s", self.sim.counters)
 
 
+def check_port(port: str) -> None:
+    """Refuse a port that cannot work at start-up (typo, no permission, unknown URL scheme).
+
+    Once running, a port that vanishes is a link fault (the actuator reconnects, the controller fails safe);
+    at start it is a setting to fix, so the operator is told at once instead of the line running fail-safe.
+    """
+    if port == "sim":
+        return
+    if "://" in port:
+        try:
+            serial.serial_for_url(port, do_not_open=True)
+        except (ValueError, serial.SerialException) as exc:
+            raise UserError(f"gate.port {port}: {exc}; use a device path, loop://, spy://... or 'sim'") from None
+        return
+    try:
+        fd = os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise UserError(
+            f"gate.port {port}: no such serial port; check the cable and the name (ls /dev/ttyUSB* /dev/ttyACM*),"
+            " or use --serial sim to simulate the gate"
+        ) from None
+    except PermissionError:
+        raise UserError(
+            f"gate.port {port}: permission denied; add the user to the port's group "
+            "(sudo usermod -aG dialout $USER, then log in again)"
+        ) from None
+    except OSError as exc:
+        raise UserError(f"gate.port {port}: cannot open it ({exc.strerror}); check the device") from None
+    os.close(fd)
+
+
 def open_actuator(
     cfg: GateConfig, on_result: Callable[[GateResult], None] | None = None
 ) -> GateActuator | SimulatedGate | None:
@@ -63,6 +96,7 @@ def open_actuator(
     if not cfg.port:
         return None
     travel = check_timing(cfg)
+    check_port(cfg.port)
     log.info("gate on %s: %.0f ms belt travel, fail-safe %s", cfg.port, travel, cfg.fail_safe)
     if cfg.port == "sim":
         return SimulatedGate(cfg, on_result)
