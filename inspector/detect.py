@@ -140,7 +140,10 @@ class Detector:
         self._gray = np.empty(shape, np.uint8)
         self._work = np.empty(shape, np.uint8)
         self._mask = np.empty(shape, np.uint8)
-        self._diff = np.empty((*shape, 3), np.float32) if cfg.method == "color" else None
+        self._diff = np.empty((*shape, 3), np.uint8) if cfg.method == "color" else None
+        k = cfg.color_distance**2 / 100.0
+        self._sq_lut = np.clip(np.round(np.arange(256, dtype=np.float64) ** 2 / k), 0, 255).astype(np.uint8)
+        self._ones = np.ones((1, 3), np.float32)
         self._background: np.ndarray | None = None  # float32 (h, w), method 'background'
         self._bg8 = np.empty(shape, np.uint8) if cfg.method == "background" else None
         self._absdiff = np.empty(shape, np.uint8) if cfg.method == "background" else None
@@ -226,17 +229,22 @@ class Detector:
         return mask
 
     def _color_mask(self, roi: np.ndarray) -> np.ndarray:
+        """Euclidean BGR distance from the belt colour > ``color_distance``, all in uint8 OpenCV calls.
+
+        Per channel, a lookup table maps |difference| to difference^2 scaled so that the threshold lands at 100
+        (saturating at 255, where that channel alone is already past it); the three are summed and compared.
+        """
         if roi.ndim == 2 or roi.shape[2] == 1:
             raise UserError("detection.method 'color' needs a colour source; use 'threshold' or 'background'")
         if self._belt is None:
             self._belt = np.median(roi.reshape(-1, 3), axis=0).astype(np.float32)
             log.info("belt colour taken from the first frame: BGR %s", self._belt.round().tolist())
-        src = cv2.GaussianBlur(roi, self._blur, 0) if self._blur is not None else roi
-        diff = self._diff
-        np.subtract(src, self._belt, out=diff, casting="unsafe")
-        np.multiply(diff, diff, out=diff)
-        dist2 = diff.sum(axis=2)
-        self._mask[:] = (dist2 > self.cfg.color_distance**2) * np.uint8(255)
+        cv2.absdiff(roi, (*self._belt.tolist(), 0.0), dst=self._diff)
+        cv2.LUT(self._diff, self._sq_lut, dst=self._diff)
+        cv2.transform(self._diff, self._ones, dst=self._work)
+        if self._blur is not None:
+            cv2.GaussianBlur(self._work, self._blur, 0, dst=self._work)
+        cv2.threshold(self._work, 100, 255, cv2.THRESH_BINARY, dst=self._mask)
         return self._mask
 
     def _blobs(self, mask: np.ndarray) -> list[Detection]:
