@@ -1,10 +1,11 @@
 """Line simulator: render a conveyor video with known ground truth from a labelled image folder.
 
 No recorded line video comes with labels, so end-to-end replay tests and benchmarks render one: a textured
-belt that scrolls at the belt speed between two static side rails, parts (the labelled photos, pasted as
-discs or tiles) riding on it at random, never-overlapping spacing, slow lighting drift, sensor noise and
-optional motion blur. The truth CSV says, for each part, the frame in which its centre first reaches the
-trigger line, which is where the runtime must make its verdict. Rendering is deterministic under ``seed``.
+belt that scrolls at the belt speed between two static side rails, parts riding on it at random,
+never-overlapping spacing, slow lighting drift, sensor noise and optional motion blur. A part is the labelled
+photo pasted as a square tile (the photo's own framing, so the runtime's crop is what the model was trained on)
+or as a disc. The truth CSV says, for each part, the frame in which its centre first reaches the trigger line,
+which is where the runtime must make its verdict. Rendering is deterministic under ``seed``.
 
 Two belts. ``green`` (default): a saturated green whose brightness matches the grey surround of the casting
 photos, so colour difference separates the (grey) parts while a grey-scale model sees belt corners in a crop
@@ -73,6 +74,7 @@ class LineSpec:
     threshold: int  # brightness between the brightest belt pixel and the darkest part edge
     belt: str = "green"
     belt_bgr: tuple[int, int, int] = BELTS["green"]
+    mask: str = "square"
     parts: list[TruthPart] = field(default_factory=list)
 
     @property
@@ -95,7 +97,8 @@ class LineSpec:
                 "blur": 5,
                 "min_area": int(area * 0.25),
                 "max_area": int(area * 1.6),
-                "margin": 8,
+                # A square part is the photo's own framing: crop it exactly, as the model was trained on it.
+                "margin": 0 if self.mask == "square" else 8,
             },
             "tracking": {
                 "max_distance_px": float(max(80.0, round(2.5 * self.px_per_frame, 1))),
@@ -262,7 +265,7 @@ def render_line(
     part_scale: float = 0.3,
     min_gap_px: int = 40,
     max_gap_px: int | None = None,
-    mask: str = "circle",
+    mask: str = "square",
     belt: str = "green",
     defect_fraction: float | None = None,
     lead_s: float = 0.3,
@@ -375,7 +378,7 @@ def render_line(
     spec = LineSpec(
         video=str(out_video), truth=str(truth_path), fps=float(fps), size=(w, h), frames=n_frames,
         direction=direction, trigger=trigger, roi=roi, trigger_px=trigger_px, speed_px_s=float(speed_px_s),
-        part_px=s, threshold=_threshold(), belt=belt, belt_bgr=BELTS[belt], parts=truth,
+        part_px=s, threshold=_threshold(), belt=belt, belt_bgr=BELTS[belt], mask=mask, parts=truth,
     )
     log.info("rendered %s: %d parts, %d frames", out_video, parts, n_frames)
     return spec
