@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     args.camera = None
     cfg = build_config(args)
     cfg, truth = prepare_demo(cfg)
+    args.watch_pace = True
     return inspect(cfg, args, truth=args.truth or truth)
 
 
@@ -87,7 +89,7 @@ def prepare_demo(cfg):
     key = {"images": sorted(str(q.relative_to(images)) for q in images.rglob("*") if q.is_file())}
     line = _cached(stamp, key) if video.is_file() and truth.is_file() else None
     if line is None:
-        log.warning("rendering the demo line (%d parts from %s) to %s", DEMO_PARTS, images, video)
+        print(f"rendering the demo line ({DEMO_PARTS} parts from {images}) to {video} ...", file=sys.stderr)
         spec = render_line(images, video, truth, fps=DEMO_FPS, size=DEMO_SIZE, parts=DEMO_PARTS, seed=DEMO_SEED)
         line = spec.config_dict()
         stamp.write_text(json.dumps({**key, "config": line}))

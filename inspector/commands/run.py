@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
         cfg, demo_truth = prepare_demo(cfg)
         truth = truth or demo_truth
+        args.watch_pace = True
     return inspect(cfg, args, truth=truth)
 
 
@@ -122,9 +123,12 @@ def inspect(cfg, args: argparse.Namespace, truth: str | None = None) -> int:
         closers += [("gate", gate)] if gate is not None else []
         undistorter = _undistorter(cfg)
         pipeline = Pipeline(cfg, engine, sinks, undistorter=undistorter)
+        window = _want_window(cfg)
+        if window and getattr(args, "watch_pace", False):
+            cfg.source.realtime = True  # the demo: at the line's own pace, so there is something to watch
         capture = _open_capture(cfg)
         closers.append(("capture", capture))
-        view = _make_view(cfg, args)
+        view = _make_view(cfg, args, window)
         closers.append(("view", view))
         stats.summary = summary
         log.info("inspecting %s with %s (%s)", cfg.source.uri, model_path, engine.backend)
@@ -239,18 +243,28 @@ def _open_capture(cfg):
     return CaptureThread(cfg.source, cfg.source.uri).start()
 
 
-def _make_view(cfg, args):
-    from inspector.dashboard import Dashboard, LogView
-    from inspector.overlay import Window, display_available
+def _want_window(cfg) -> bool:
+    """display.enabled: off -> no; on -> yes or a clear error; auto -> when a display works."""
+    from inspector.overlay import display_available
 
     mode = cfg.display.enabled
-    if mode != "off":
-        if display_available():
-            return Window(scale=cfg.display.scale, snapshot_dir=getattr(args, "snapshot_dir", "."))
-        if mode == "on":
-            raise UserError("display.enabled is 'on' but no display is available (DISPLAY unset?); use --no-display")
+    if mode == "off":
+        return False
+    if display_available():
+        return True
+    if mode == "on":
+        raise UserError("display.enabled is 'on' but no display is available (DISPLAY unset?); use --no-display")
+    return False
+
+
+def _make_view(cfg, args, window: bool):
     from rich.console import Console
 
+    from inspector.dashboard import Dashboard, LogView
+    from inspector.overlay import Window
+
+    if window:
+        return Window(scale=cfg.display.scale, snapshot_dir=getattr(args, "snapshot_dir", "."))
     if Console(stderr=True).is_terminal:
         return Dashboard(source=cfg.source.uri)
     return LogView()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ def inspector(*args, env=None, timeout=120, cwd=None) -> subprocess.CompletedPro
     env = {**os.environ, **(env or {})}
     env.pop("DISPLAY", None)
     return subprocess.run([sys.executable, "-m", "inspector", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env=env, cwd=cwd)
+                          errors="replace", timeout=timeout, env=env, cwd=cwd)
 
 
 def crossing(sprite, trigger_x=320) -> int:
@@ -134,7 +135,7 @@ def test_bad_input_is_one_clear_line(name, make_args, expect, tmp_path, tiny_onn
 
 def test_a_file_with_no_decodable_frame_is_one_clear_line(tmp_path, tiny_onnx):
     bad = tmp_path / "garbage.avi"
-    bad.write_bytes(b"RIFF\x00\x00\x00\x00AVI LIST" + os.urandom(20000))
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00AVI LIST" + random.Random(7).randbytes(20000))
     r = inspector("run", "--source", bad, "--model", tiny_onnx, "--no-display", timeout=60)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert len([x for x in r.stderr.splitlines() if x.startswith("error:")]) == 1
@@ -144,7 +145,7 @@ def test_corrupt_frames_inside_a_video_do_not_stop_the_run(line_video, line_conf
     data = bytearray(line_video.read_bytes())
     for frac in (0.3, 0.31, 0.6):  # overwrite bytes inside a few MJPG frames
         i = int(len(data) * frac)
-        data[i : i + 3000] = os.urandom(3000)
+        data[i : i + 3000] = random.Random(i).randbytes(3000)
     clip = tmp_path / "corrupt.avi"
     clip.write_bytes(bytes(data))
     events = tmp_path / "ev.jsonl"
