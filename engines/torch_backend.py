@@ -30,7 +30,10 @@ class TorchEngine(Engine):
             torch.set_num_threads(threads)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.fp16 = (self.device.type == "cuda") if fp16 is None else fp16
-        net = build_network(self.meta)
+        try:
+            net = build_network(self.meta)
+        except UserError as exc:  # say which file, and what to do with it
+            raise UserError(f"{path}: {exc}; this checkpoint needs a newer inspector, or retrain it") from None
         try:
             net.load_state_dict(state)
         except RuntimeError as exc:

@@ -65,8 +65,10 @@ def _describe(err: dict, lines: dict[tuple, int], path: Path) -> str:
     if kind == "missing":
         return f"{where}: missing required field '{field}'"
     got = err.get("input")
-    got_s = repr(got) if not isinstance(got, dict) else "a mapping"
-    return f"{where}: field '{field}': {err['msg']} (got {got_s[:80]})"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if isinstance(got, dict):  # a whole section failed a cross-field check: the message says why
+        return f"{where}: field '{field}': {msg}"
+    return f"{where}: field '{field}': {msg} (got {repr(got)[:80]})"
 
 
 def load_model(model: type[M], path: str | Path) -> M:
