@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engines.meta import ModelMeta
+from inspector.config import InspectorConfig
 from inspector.records import Frame
 
 BELT = 40
@@ -84,3 +85,15 @@ class ListSink:
 
     def close(self) -> None:
         self.closed = True
+
+
+def make_cfg(**sections) -> InspectorConfig:
+    """Settings that fit the drawn frames: fixed threshold, full-resolution segmentation (exact frames)."""
+    base = {
+        "detection": {"method": "threshold", "threshold": 100, "min_area": 800, "blur": 0, "morph": 3, "downscale": 1},
+        "roi": {"direction": "right", "trigger": 0.5},
+        "tracking": {"max_distance_px": 60},
+    }
+    for k, v in sections.items():
+        base[k] = {**base.get(k, {}), **v}
+    return InspectorConfig.model_validate(base)

@@ -4,22 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from runtime_synth import DEFECT_GRAY, FakeEngine, ListSink, as_frames, moving, render
+from runtime_synth import DEFECT_GRAY, FakeEngine, ListSink, as_frames, make_cfg, moving, render
 
-from inspector.config import InspectorConfig
 from inspector.pipeline import Pipeline
 from inspector.records import Verdict
-
-
-def make_cfg(**sections) -> InspectorConfig:
-    base = {
-        "detection": {"method": "threshold", "threshold": 100, "min_area": 800, "blur": 0, "morph": 3, "downscale": 1},
-        "roi": {"direction": "right", "trigger": 0.5},
-        "tracking": {"max_distance_px": 60},
-    }
-    for k, v in sections.items():
-        base[k] = {**base.get(k, {}), **v}
-    return InspectorConfig.model_validate(base)
 
 
 def run(images, cfg=None, engine=None):
