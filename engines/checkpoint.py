@@ -42,7 +42,7 @@ def load_checkpoint(path: str | Path) -> tuple[ModelMeta, dict, dict]:
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        found = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) ([\w.]+)", str(exc))
         first = f"it names {found.group(1)}" if found else "unsupported content"
         raise UserError(
             f"{p}: refused, the checkpoint holds pickled objects that weights_only loading does not allow "
