@@ -22,11 +22,12 @@ log = logging.getLogger(__name__)
 SPLIT_KEYS = ("splits", "split")
 
 
-def split_images(meta: ModelMeta, split: str = "val") -> ImageSet | None:
+def split_images(meta: ModelMeta, split: str = "val", data_root: str | Path | None = None) -> ImageSet | None:
     """The checkpoint's own held-out images, when its metadata names them.
 
     Training records ``extra["split"][split]`` as image paths relative to the dataset root
-    ``extra["data"]["root"]`` (or ``extra["data_dir"]``). Files no longer present are skipped.
+    ``extra["data"]["root"]`` (or ``extra["data_dir"]``); ``data_root`` overrides it where the data set lives
+    elsewhere on this machine. Files no longer present are skipped.
     """
     extra = meta.extra or {}
     splits = next((extra[k] for k in SPLIT_KEYS if isinstance(extra.get(k), dict)), None)
@@ -35,7 +36,7 @@ def split_images(meta: ModelMeta, split: str = "val") -> ImageSet | None:
     if not files:
         return None
     data = extra.get("data") if isinstance(extra.get("data"), dict) else {}
-    root = Path(extra.get("data_dir") or data.get("root") or ".")
+    root = Path(data_root or extra.get("data_dir") or data.get("root") or ".")
     paths = [p if p.is_absolute() else root / p for p in (Path(f) for f in files)]
     present = [p for p in paths if p.is_file()]
     if len(present) < len(paths):
@@ -47,11 +48,11 @@ def split_images(meta: ModelMeta, split: str = "val") -> ImageSet | None:
 
 
 def check_images(meta: ModelMeta, images: str | Path | None = None, split: str = "val",
-                 limit: int | None = 256) -> ImageSet | None:
+                 limit: int | None = 256, data_root: str | Path | None = None) -> ImageSet | None:
     """``images`` (a folder), else the metadata's split; ``None`` means synthetic (and is said so)."""
     if images:
         return folder_images(images, meta.classes, limit=limit)
-    found = split_images(meta, split)
+    found = split_images(meta, split, data_root)
     if found is not None:
         if limit is not None and len(found) > limit:
             idx = sorted(np.random.default_rng(0).choice(len(found), size=limit, replace=False))

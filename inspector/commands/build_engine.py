@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=8, help="largest batch the TensorRT engine accepts (default 8)")
     p.add_argument("--workspace", type=int, default=1024, help="TensorRT builder workspace in MB (default 1024)")
     p.add_argument("--images", help="check images (class folders); default: the checkpoint's validation split")
+    p.add_argument("--data-root", help="the data set folder on this machine (default: recorded at training)")
     p.add_argument("--check-images", type=int, default=256, help="compare on at most this many images")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18; 17 for TensorRT 8.6 targets)")
     p.add_argument("--onnx-only", action="store_true", help="stop after the ONNX even where TensorRT exists")
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     ref = load_engine(ckpt, device="cpu", fp16=False)
     ort = load_engine(onnx_path, providers=["CPUExecutionProvider"])
-    images = check_images(ref.meta, args.images, "val", args.check_images)
+    images = check_images(ref.meta, args.images, "val", args.check_images, args.data_root)
     cmp = compare_engines(ref, ort, images)
     print("\n".join(cmp.lines("PyTorch", "ONNX Runtime")))
     if cmp.flips:
