@@ -136,3 +136,15 @@ def test_cli_prints_one_line_and_exits_1(command, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "missing.pt" in err and "not found" in err
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--precision", "int8"], "--precision int8 needs --calib-data DIR"),
+     (["--batch", "0"], "--batch and --workspace must be positive")],
+)
+def test_build_engine_option_errors(extra, message, tiny_checkpoint, tmp_path, capsys):
+    assert main(["build-engine", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path), *extra]) == 1
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not any(tmp_path.iterdir())  # refused before exporting anything
