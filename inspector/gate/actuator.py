@@ -33,7 +33,7 @@ MS = 1_000_000
 
 @dataclass(slots=True)
 class GateResult:
-    """What the gate did with one part: reported once, after its gate time (plus a grace for the echo)."""
+    """What the gate did with one part: reported once, pulse_ms + link_timeout_ms after its gate time."""
 
     part_id: int
     rejected: bool  # a reject was wanted (defect, no verdict, or a late verdict under late_policy=reject)
@@ -85,6 +85,7 @@ class GateActuator:
         self.wire_ns: deque[int] = deque(maxlen=100_000)  # verdict -> REJ written, per first send
         self.connected = threading.Event()  # port open and the controller talking
         self.running = threading.Event()  # controller in RUN mode (as last reported)
+        self.encoder_ready = threading.Event()  # two encoder readings seen: REJE can be used (timebase encoder)
         self._inbox: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._ser: serial.SerialBase | None = None
@@ -121,7 +122,7 @@ class GateActuator:
     def close(self, drain_s: float | None = None) -> None:
         """Wait (bounded) for parts in flight to pass the gate, then stop; the controller then goes fail-safe."""
         if drain_s is None:
-            drain_s = self.travel_ns / 1e9 + (self.cfg.pulse_ms + self.cfg.ack_timeout_ms) / 1e3 + 0.5
+            drain_s = self.travel_ns / 1e9 + (self.cfg.pulse_ms + self.cfg.link_timeout_ms) / 1e3 + 0.5
         self._inbox.put(("drain", None, time.monotonic_ns() + int(drain_s * 1e9)))
         self._thread.join(timeout=drain_s + 3.0)
         if self._thread.is_alive():
@@ -317,6 +318,8 @@ class GateActuator:
             if msg.type == P.HB:
                 self._set_ctrl_mode(msg.fields[0], t)
                 self._enc.append((t, msg.field_int(2)))
+                if len(self._enc) == 2:
+                    self.encoder_ready.set()
             elif msg.type == P.MODE:
                 self._set_ctrl_mode(msg.fields[0], t)
             elif msg.type == P.ACK:
@@ -397,7 +400,7 @@ class GateActuator:
                         self.stats["ack_timeouts"] += 1
                         track.result.reason = "ACK timeout"
                     self._send_reject(track, now)
-            grace = int((self.cfg.pulse_ms + self.cfg.ack_timeout_ms + 20) * MS)
+            grace = int((self.cfg.pulse_ms + self.cfg.link_timeout_ms) * MS)  # time for the FIRED echo
             if now >= track.gate_ns + grace:
                 self._finalise(track, now)
 

@@ -75,8 +75,8 @@ class PtyLink:
 class GateSimulator:
     """The simulated controller. ``start()`` runs it on a thread; ``close()`` stops it.
 
-    Fault injection for tests (each a count of messages to affect): ``drop_acks``, ``nak_next`` (with
-    ``nak_reason``), ``garble_next``; ``silent`` stops its heartbeats.
+    Fault injection for tests (each a count of messages to affect): ``drop_acks`` (of REJ/REJE),
+    ``nak_next`` (with ``nak_reason``), ``garble_next`` (outgoing checksums); ``silent`` stops its heartbeats.
     """
 
     def __init__(
@@ -279,7 +279,7 @@ class GateSimulator:
         except P.ProtocolError as exc:
             self._send(P.NAK, msg.seq, exc.reason)
             return
-        if self.drop_acks > 0:
+        if self.drop_acks > 0 and msg.type in (P.REJ, P.REJE):  # lost ACKs of rejects (the fault under test)
             self.drop_acks -= 1
             return
         self._send(P.ACK, msg.seq)

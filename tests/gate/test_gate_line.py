@@ -85,3 +85,18 @@ def test_parts_before_the_controller_runs_are_failsafe(line) -> None:
     r = ln.results.by_part[5]
     assert r.late_verdict and r.rejected  # late_policy reject: a late verdict is a reject
     assert ln.actuator.stats["late_verdicts"] == 1
+
+
+def test_encoder_timebase_fires_at_the_belt_position(line) -> None:
+    """REJE: the host maps capture time to an encoder count from the controller's heartbeats."""
+    ln = line(timebase="encoder", counts_per_mm=10.0)  # the simulator's encoder: 10 counts/mm at 200 mm/s
+    ln.wait_running()
+    assert ln.actuator.encoder_ready.wait(3.0)  # two heartbeats with encoder counts seen
+    parts = [make_part(i, True) for i in range(3)]
+    for p in parts:
+        ln.actuator.on_part(p)
+    assert ln.results.wait(3, timeout=3.0)
+    assert {e["type"] for e in ln.sim.events if e["event"] == "rx"} >= {"REJE"}
+    for p in parts:
+        off = ln.sim.fired[p.part_id] - (p.t_capture_ns + ln.actuator.travel_ns)
+        assert abs(off) <= FRAME_NS, f"part {p.part_id} fired {off / 1e6:+.1f} ms off"
