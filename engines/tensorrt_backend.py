@@ -45,7 +45,8 @@ def check_engine_file(path: Path, info: dict) -> None:
 class TensorRTEngine(Engine):
     backend = "tensorrt"
 
-    def __init__(self, path: Path, device: int = 0, threads: int | None = None) -> None:
+    def __init__(self, path: Path, device: int = 0, threads: int | None = None, modules=None) -> None:
+        """``modules``: (tensorrt, pycuda.driver) already imported; default: probe for them."""
         del threads  # accepted so one `model.threads` setting fits every backend; TensorRT runs on the GPU
         self.path = Path(path)
         self.meta = read_sidecar(self.path)
@@ -53,7 +54,9 @@ class TensorRTEngine(Engine):
         check_engine_file(self.path, info)
         from engines.trt_build import gpu_name, probe_tensorrt
 
-        modules, why = probe_tensorrt()
+        why = ""
+        if modules is None:
+            modules, why = probe_tensorrt()
         if modules is None:
             raise UserError(f"{self.path}: cannot run a TensorRT engine here: {why}; use the .onnx model instead")
         trt, cuda = modules

@@ -126,3 +126,40 @@ def test_probe_says_why_tensorrt_is_unusable():
         import tensorrt  # noqa: F401
     except ImportError:
         assert modules is None and "tensorrt" in why
+
+
+class _FakeCuda:
+    """Stand-in for pycuda.driver that only names the GPU: the refusal must come before TensorRT reads the file."""
+
+    class Device:
+        def __init__(self, index: int) -> None:
+            self.index = index
+
+        def name(self) -> str:
+            return "NVIDIA GeForce RTX 3060"
+
+        def retain_primary_context(self):
+            from types import SimpleNamespace
+
+            return SimpleNamespace(push=lambda: None, pop=lambda: None)
+
+
+@pytest.mark.parametrize(
+    ("trt_version", "message"),
+    [("10.7.0", r"built with TensorRT 10\.3\.0, this machine has TensorRT 10\.7\.0; rebuild it on this machine: "
+                r"inspector build-engine"),
+     ("10.3.0", r"built on GPU 'Orin \(nvgpu\)', this machine has 'NVIDIA GeForce RTX 3060'; rebuild")],
+)
+def test_load_engine_refuses_other_tensorrt_or_gpu(trt_version, message, tmp_path):
+    from types import SimpleNamespace
+
+    from engines.base import load_engine
+    from engines.export import file_sha256
+    from engines.meta import write_sidecar
+
+    path = tmp_path / "casting_seedcnn.trt10.3.0.orin-nvgpu.fp16.b8.engine"
+    path.write_bytes(b"serialized engine bytes")
+    write_sidecar(path, META, tensorrt={**INFO, "engine_sha256": file_sha256(path)})
+    trt = SimpleNamespace(__version__=trt_version)  # no Runtime: deserializing would fail the test loudly
+    with pytest.raises(UserError, match=message):
+        load_engine(path, modules=(trt, _FakeCuda))
