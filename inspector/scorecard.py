@@ -94,6 +94,10 @@ class Scorecard:
             and all(p.verdict in LABELS for p in self.parts)
         )
 
+    def verdicts(self) -> dict[int, str]:
+        """part_id -> the verdict of its primary event ('missed' when none)."""
+        return {p.part_id: p.verdict for p in self.parts}
+
     def to_dict(self) -> dict[str, Any]:
         errs = self.frame_errors
         return {
