@@ -122,8 +122,10 @@ class GateConfig(Section):
     fail_safe: Literal["divert", "stop"] = Field("divert", description="what the controller does when the link dies")
     worst_latency_ms: float = Field(100.0, gt=0, description="worst-case capture-to-command latency to allow for")
     pulse_ms: float = Field(50.0, gt=0, description="how long the diverter stays out for one part")
-    timebase: Literal["time", "encoder"] = Field(
-        "time", description="'time': fire N ms after receipt; 'encoder': fire at an encoder count on the controller"
+    timebase: Literal["clock", "time", "encoder"] = Field(
+        "clock",
+        description="'clock': fire at a time on the controller's clock (synchronised by heartbeats); 'time': "
+        "fire N ms after receipt; 'encoder': fire at an encoder count on the controller",
     )
     counts_per_mm: float | None = Field(None, gt=0, description="encoder counts per mm of belt (timebase encoder)")
     wire_delay_ms: float = Field(

@@ -6,8 +6,9 @@
 //   ENCODER_PIN   input, one pulse per encoder count (interrupt 0, pin 2)      -> optional belt encoder
 //   LED_BUILTIN   lit while in fail-safe
 //
-// Behaviour: boots in fail-safe; the host configures it (CFG) and releases it (RUN). REJ schedules a
-// diversion N ms after receipt; REJE at an absolute encoder count. When no valid line arrives for
+// Behaviour: boots in fail-safe; the host configures it (CFG) and releases it (RUN). REJT schedules a
+// diversion at a time on this board's millis() clock (the host learns it from our heartbeats), REJ N ms
+// after receipt, REJE at an absolute encoder count. When no valid line arrives for
 // link_timeout_ms it enters fail-safe (hold the diverter out, or stop the line) until the host sends RUN
 // again. A full fire queue is refused (NAK FULL) and also enters fail-safe. The AVR watchdog resets a hung
 // sketch, which boots in fail-safe again.
@@ -178,6 +179,13 @@ bool parse_long(const char *s, long *out) {
   return *end == '\0';
 }
 
+bool parse_ulong(const char *s, uint32_t *out) {
+  if (!s || !*s || *s == '-') return false;
+  char *end;
+  *out = strtoul(s, &end, 10);
+  return *end == '\0';
+}
+
 bool seen_recently(int32_t part) {
   for (uint8_t i = 0; i < recent_count; i++)
     if (recent[i] == part) return true;
@@ -198,15 +206,23 @@ void handle(char **f, uint8_t nf, uint32_t rx_ms) {
     if (nf != 3) send_nak(seq, "SYNTAX");
     return;  // heartbeats are not acknowledged; the controller's own HB answers
   }
-  if (strcmp(type, "REJ") == 0 || strcmp(type, "REJE") == 0) {
-    long part, value;
-    if (nf != 4 || !parse_long(f[2], &part) || !parse_long(f[3], &value)) return send_nak(seq, "SYNTAX");
+  if (strcmp(type, "REJ") == 0 || strcmp(type, "REJT") == 0 || strcmp(type, "REJE") == 0) {
+    long part, value = 0;
+    uint32_t at = 0;
+    bool by_enc = type[3] == 'E', by_clock = type[3] == 'T';
+    bool ok = nf == 4 && parse_long(f[2], &part);
+    if (ok && (by_enc || by_clock)) ok = parse_ulong(f[3], &at);
+    else if (ok) ok = parse_long(f[3], &value);
+    if (!ok) return send_nak(seq, "SYNTAX");
     if (!seen_recently(part)) {
-      bool by_enc = type[3] == 'E';
-      if (!by_enc && value <= 0) {  // late: fire now (the part may still be in the gate's window)
-        remember(part);
-        fire(part, -value);
-        return send_ack(seq);
+      if (!by_enc) {
+        if (!by_clock) at = rx_ms + (uint32_t)value;
+        long ahead = (int32_t)(at - rx_ms);
+        if (ahead <= 0) {  // late: fire now (the part may still be in the gate's window)
+          remember(part);
+          fire(part, -ahead);
+          return send_ack(seq);
+        }
       }
       int8_t slot = -1;
       for (uint8_t i = 0; i < QUEUE_SIZE; i++)
@@ -219,7 +235,7 @@ void handle(char **f, uint8_t nf, uint32_t rx_ms) {
       queue_[slot].used = true;
       queue_[slot].by_encoder = by_enc;
       queue_[slot].part = part;
-      queue_[slot].at = by_enc ? (uint32_t)value : rx_ms + (uint32_t)value;
+      queue_[slot].at = at;
     }
     return send_ack(seq);
   }
@@ -346,7 +362,8 @@ void loop() {
     char b[MAX_LINE] = "HB,";
     add_str(b, MODE_NAMES[mode]); add_str(b, ",");
     add_ulong(b, queue_depth()); add_str(b, ",");
-    add_ulong(b, encoder_now());
+    add_ulong(b, encoder_now()); add_str(b, ",");
+    add_ulong(b, millis());  // our clock: the host schedules REJT on it
     send_body(b);
   }
   apply_outputs(now);

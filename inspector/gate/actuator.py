@@ -24,6 +24,7 @@ import serial
 
 from inspector.config import GateConfig
 from inspector.gate import protocol as P
+from inspector.gate.clock import ClockSync
 from inspector.records import Part
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ class GateActuator:
         self._next_open = 0
         self._backoff_s = 0.05
         self._reconnect_max_s = reconnect_max_s
-        self._enc: deque[tuple[int, int]] = deque(maxlen=2)  # (t_rx_ns, encoder count) from controller HB
+        self.clock = ClockSync()  # the controller's clock and encoder, from its heartbeats
         self._thread = threading.Thread(target=self._run, name="gate-io", daemon=True)
         self._thread.start()
 
@@ -186,6 +187,8 @@ class GateActuator:
         self._reader.start()
         self._next_hb = now
         self._sync_due = now  # configure the controller and bring it out of fail-safe
+        self.clock.reset()
+        self.encoder_ready.clear()
 
     def _close_port(self) -> None:
         ser, self._ser = self._ser, None
@@ -285,14 +288,16 @@ class GateActuator:
     def _send_reject(self, track: _Track, now: int) -> bool:
         if self._ser is None or self._ctrl_mode is None:
             return False  # no link: sent when it is back (if still in time); meanwhile the fail-safe holds
-        part = track.part
-        if self.cfg.timebase == "encoder" and len(self._enc) == 2:
-            (t0, c0), (t1, c1) = self._enc
-            rate = (c1 - c0) / max(1, t1 - t0)
-            target = c1 + (part.t_capture_ns - t1) * rate + self.cfg.camera_to_gate_mm * (self.cfg.counts_per_mm or 0)
-            seq = self._write(P.REJE, part.part_id, round(target))
-        else:
-            delay_ms = round((track.gate_ns - now) / MS - self.cfg.wire_delay_ms)
+        part, c = track.part, self.cfg
+        enc = self.clock.encoder_at(part.t_capture_ns) if c.timebase == "encoder" else None
+        ctrl_ms = self.clock.ctrl_ms_at(track.gate_ns - int(c.wire_delay_ms * MS)) if c.timebase == "clock" else None
+        if enc is not None:  # fire at a belt position: speed changes after capture do not move it
+            target = (enc + round(c.camera_to_gate_mm * (c.counts_per_mm or 0))) % P.CLOCK_MOD
+            seq = self._write(P.REJE, part.part_id, target)
+        elif ctrl_ms is not None:  # fire at a time on the controller's clock: transfer delay does not matter
+            seq = self._write(P.REJT, part.part_id, ctrl_ms)
+        else:  # fire N ms after receipt (also before the first heartbeat): transfer delay adds to the error
+            delay_ms = round((track.gate_ns - now) / MS - c.wire_delay_ms)
             seq = self._write(P.REJ, part.part_id, delay_ms)
         if seq is None:
             return False
@@ -317,8 +322,8 @@ class GateActuator:
         try:
             if msg.type == P.HB:
                 self._set_ctrl_mode(msg.fields[0], t)
-                self._enc.append((t, msg.field_int(2)))
-                if len(self._enc) == 2:
+                self.clock.add(t, msg.field_int(3), msg.field_int(2))
+                if self.clock.encoder_at(t) is not None:
                     self.encoder_ready.set()
             elif msg.type == P.MODE:
                 self._set_ctrl_mode(msg.fields[0], t)

@@ -16,11 +16,12 @@ SEQ_MOD = 65536
 # Host -> controller
 HB = "HB"  # HB,<host_ms>                          heartbeat (not acknowledged)
 REJ = "REJ"  # REJ,<part>,<delay_ms>                 fire <delay_ms> after receipt (<= 0: now, late)
+REJT = "REJT"  # REJT,<part>,<ctrl_ms>               fire when the controller's clock reads ctrl_ms (32-bit)
 REJE = "REJE"  # REJE,<part>,<encoder_count>         fire when the encoder reaches this count
 CFG = "CFG"  # CFG,<D|S>,<link_timeout_ms>,<pulse_ms>,<heartbeat_ms>
 RUN = "RUN"  # RUN                                   leave fail-safe (sent after pending rejects)
 STQ = "ST?"  # ST?                                   ask for a STATUS line
-HOST_TYPES = {HB: 2, REJ: 3, REJE: 3, CFG: 5, RUN: 1, STQ: 1}  # type -> field count incl. type
+HOST_TYPES = {HB: 2, REJ: 3, REJT: 3, REJE: 3, CFG: 5, RUN: 1, STQ: 1}  # type -> field count incl. type
 # Controller -> host
 ACK = "ACK"  # ACK,<host_seq>
 NAK = "NAK"  # NAK,<host_seq|?>,<reason>
@@ -28,7 +29,9 @@ FIRED = "FIRED"  # FIRED,<part>,<late_ms>
 ST = "ST"  # ST,<mode>,<queue>,<fired>,<late>,<rx_errors>,<failsafe_entries>
 MODE = "MODE"  # MODE,<mode>,<reason>
 ERR = "ERR"  # ERR,<code>,<text>
-CTRL_TYPES = {HB: 4, ACK: 2, NAK: 3, FIRED: 3, ST: 7, MODE: 3, ERR: 3}  # HB,<mode>,<queue>,<encoder>
+CTRL_TYPES = {HB: 5, ACK: 2, NAK: 3, FIRED: 3, ST: 7, MODE: 3, ERR: 3}  # HB,<mode>,<queue>,<encoder>,<ctrl_ms>
+REJECTS = (REJ, REJT, REJE)
+CLOCK_MOD = 2**32  # the controller's millisecond clock and encoder count wrap here
 
 # Controller modes and NAK reasons
 MODE_RUN, MODE_DIVERT, MODE_STOP = "RUN", "DIVERT", "STOP"

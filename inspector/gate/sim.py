@@ -139,7 +139,11 @@ class GateSimulator:
             self._record = None
 
     def encoder(self, t_ns: int | None = None) -> int:
-        return int(((t_ns or time.monotonic_ns()) - self._t0) * self.counts_per_ns)
+        return int(((t_ns or time.monotonic_ns()) - self._t0) * self.counts_per_ns) % P.CLOCK_MOD
+
+    def clock_ms(self, t_ns: int | None = None) -> int:
+        """The controller's own millisecond clock: it starts at boot, like millis() on the board."""
+        return ((t_ns or time.monotonic_ns()) - self._t0) // 1_000_000 % P.CLOCK_MOD
 
     def wait_for(self, predicate: Callable[[GateSimulator], bool], timeout: float) -> bool:
         """Wait until ``predicate(self)`` holds (checked on every event), at most ``timeout`` s."""
@@ -233,7 +237,8 @@ class GateSimulator:
         if now >= self._next_hb:
             self._next_hb = now + self.heartbeat_ns
             if not self.silent:
-                self._send(P.HB, self.mode, len(self._queue) + len(self._enc_queue), self.encoder(now))
+                self._send(P.HB, self.mode, len(self._queue) + len(self._enc_queue), self.encoder(now),
+                           self.clock_ms(now))
 
     def _fire(self, part: int, now: int, late_ms: float, scheduled_ns: int) -> None:
         """``scheduled_ns``: when the command said to fire; ``now`` minus that is this simulator's own
@@ -279,13 +284,13 @@ class GateSimulator:
         except P.ProtocolError as exc:
             self._send(P.NAK, msg.seq, exc.reason)
             return
-        if self.drop_acks > 0 and msg.type in (P.REJ, P.REJE):  # lost ACKs of rejects (the fault under test)
+        if self.drop_acks > 0 and msg.type in P.REJECTS:  # lost ACKs of rejects (the fault under test)
             self.drop_acks -= 1
             return
         self._send(P.ACK, msg.seq)
 
     def _command(self, msg: P.Message, t_rx: int) -> None:
-        if msg.type in (P.REJ, P.REJE):
+        if msg.type in P.REJECTS:
             part, value = msg.field_int(0), msg.field_int(1)
             if part in self._recent:
                 return  # a retry of a command we already hold: acknowledge again, schedule once
@@ -295,6 +300,10 @@ class GateSimulator:
             self._recent.append(part)
             if msg.type == P.REJ:
                 fire_at = t_rx + value * 1_000_000
+                heapq.heappush(self._queue, (max(fire_at, t_rx), part, fire_at))
+            elif msg.type == P.REJT:
+                ahead = (value - self.clock_ms(t_rx) + P.CLOCK_MOD // 2) % P.CLOCK_MOD - P.CLOCK_MOD // 2
+                fire_at = t_rx + ahead * 1_000_000 - (t_rx - self._t0) % 1_000_000  # on the ms tick
                 heapq.heappush(self._queue, (max(fire_at, t_rx), part, fire_at))
             else:
                 heapq.heappush(self._enc_queue, (value, part))

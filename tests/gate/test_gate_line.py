@@ -45,7 +45,7 @@ def test_every_defect_diverted_on_time_and_no_ok_part(sim_process) -> None:
     # The command's fire time (receipt + delay) is what the inspector controls; the simulator's own wake-up
     # lateness on a loaded PC is not part of it (a microcontroller fires within microseconds).
     fired = {e["part"]: e["scheduled_ns"] for e in events if e["event"] == "fire"}
-    rx = {int(e["fields"][0]): e["t_rx_ns"] for e in events if e["event"] == "rx" and e["type"] == "REJ"}
+    rx = {int(e["fields"][0]): e["t_rx_ns"] for e in events if e["event"] == "rx" and e["type"] in ("REJ", "REJT")}
     for p in parts:
         r = results.by_part[p.part_id]
         gate_ns = p.t_capture_ns + act.travel_ns
@@ -62,6 +62,7 @@ def test_every_defect_diverted_on_time_and_no_ok_part(sim_process) -> None:
     assert modes[1]["t_ns"] < parts[0].t_capture_ns + act.travel_ns  # the boot hold ended before the first part
     assert all(m["t_ns"] > parts[-1].t_capture_ns + act.travel_ns for m in modes[2:])  # no hold during the run
     assert act.stats["missed"] == 0 and act.stats["rx_errors"] == 0
+    assert {e["type"] for e in events if e["event"] == "rx"} >= {"REJT"}  # the default: the controller's clock
 
 
 def test_no_verdict_parts_are_rejected(line) -> None:
@@ -100,3 +101,21 @@ def test_encoder_timebase_fires_at_the_belt_position(line) -> None:
     for p in parts:
         off = ln.sim.fired[p.part_id] - (p.t_capture_ns + ln.actuator.travel_ns)
         assert abs(off) <= FRAME_NS, f"part {p.part_id} fired {off / 1e6:+.1f} ms off"
+
+
+def test_relative_timebase_commands_the_right_delay(line) -> None:
+    """REJ 'fire N ms after receipt': N is right; the transfer delay is its known error (docs/gate-protocol.md)."""
+    ln = line(timebase="time")
+    ln.wait_running()
+    parts = [make_part(i, True) for i in range(3)]
+    for p in parts:
+        ln.actuator.on_part(p)
+    assert ln.results.wait(3, timeout=3.0)
+    rx = {int(e["fields"][0]): e for e in ln.sim.events if e["event"] == "rx" and e["type"] == "REJ"}
+    for p in parts:
+        r = ln.results.by_part[p.part_id]
+        sent_ns, e = r.sent_ns, rx[p.part_id]
+        commanded = sent_ns + int(e["fields"][1]) * 1_000_000  # N counted from the host's write
+        assert abs(commanded - (p.t_capture_ns + ln.actuator.travel_ns)) <= 2_000_000  # rounding to 1 ms + write
+        fire = next(f for f in ln.sim.events if f["event"] == "fire" and f["part"] == p.part_id)
+        assert fire["scheduled_ns"] - commanded == e["t_rx_ns"] - sent_ns  # the transfer delay, exactly
