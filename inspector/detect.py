@@ -81,6 +81,16 @@ class Roi:
     def across(self, cx: float, cy: float) -> float:
         return cy if self.horizontal else cx
 
+    def point(self, along: float, across: float) -> tuple[float, float]:
+        """Inverse of :meth:`along`/:meth:`across`: full-frame (x, y)."""
+        if self.direction == "right":
+            return self.x + along, across
+        if self.direction == "left":
+            return self.x + self.w - along, across
+        if self.direction == "down":
+            return across, self.y + along
+        return across, self.y + self.h - along
+
     def trigger_segment(self) -> tuple[tuple[int, int], tuple[int, int]]:
         """The trigger line's two end points in full-frame px (for drawing)."""
         t = int(round(self.trigger_px))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from runtime_synth import DEFECT_GRAY, FakeEngine, ListSink, as_frames, make_cfg, moving, render
+from runtime_synth import DEFECT_GRAY, FakeEngine, ListSink, Sprite, as_frames, make_cfg, moving, render
 
 from inspector.pipeline import Pipeline
 from inspector.records import Verdict
@@ -158,3 +158,37 @@ def test_classify_at_centre_picks_the_frame_closest_to_the_line():
     assert parts[0].frame_index == best
     assert abs(parts[0].bbox[0] + 30 - 320) <= 9
     assert DEFECT_GRAY > 0
+
+
+def test_parts_that_touch_for_a_while_come_apart_as_themselves():
+    # A sticks at x=120 for a while; B runs into it and pushes it along, touching (one blob) for ~15 frames;
+    # then B falls behind. Each keeps its id and gets exactly one verdict; nothing is rejected for being lost.
+    a_path, b_path = {}, {}
+    ax, bx = 0.0, -200.0
+    for f in range(110):
+        if f < 15:
+            ax += 8
+        elif 30 <= f:
+            ax += 8
+        if bx + 60 < ax:
+            bx = min(bx + 12, ax - 60) if f < 38 else bx + 5
+        else:
+            bx = ax - 60 if f < 38 else bx + 5
+        a_path[f], b_path[f] = (int(ax), 90), (int(bx), 90)
+    a, b = Sprite(a_path, defect=True), Sprite(b_path)
+    touching = [f for f in range(110) if b_path[f][0] + 60 >= a_path[f][0]]
+    assert len(touching) >= 12
+    parts, _, _ = run(render([a, b], 110))
+    assert sorted(p.verdict.value for p in parts) == ["defect", "ok"]
+    assert len({p.part_id for p in parts}) == 2
+
+
+def test_a_part_that_splits_into_two_blobs_is_still_one_part():
+    # A dark band across the part splits its blob in two for some frames (deep scratch, shadow).
+    s = moving(0, -60, 90, 9, 90, defect=True)
+    images = render([s], 90)
+    for f in range(20, 40):
+        x, y = s.path[f]
+        images[f][y : y + 60, max(0, x + 12) : max(0, x + 19)] = 40  # 7 px belt-coloured gap
+    parts, _, _ = run(images)
+    assert [p.verdict for p in parts] == [Verdict.DEFECT]
