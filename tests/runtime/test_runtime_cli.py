@@ -156,14 +156,27 @@ def test_corrupt_frames_inside_a_video_do_not_stop_the_run(line_video, line_conf
     assert len({ev["part_id"] for ev in lines}) == len(lines) >= len(LINE_SPRITES) - 1
 
 
-def test_demo_runs_with_the_shipped_model(tmp_path):
+NO_TORCH = (
+    "import sys\n"
+    "for m in ('torch', 'torchvision', 'onnx', 'sklearn'): sys.modules[m] = None  # the plain install has none\n"
+    "from inspector.cli import main\n"
+    "sys.exit(main(['demo', '--no-display']))\n"
+)
+
+
+@pytest.mark.slow
+def test_demo_runs_with_the_shipped_model_and_no_torch(tmp_path):
     model = ROOT / "models" / "casting_seedcnn.onnx"
     demo = ROOT / "demo"
     if not model.is_file() or not demo.is_dir() or not any(demo.iterdir()):
         pytest.skip("shipped model or demo/ images not in this checkout yet")
-    env = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
-    r = inspector("demo", "--no-display", env=env, cwd=tmp_path, timeout=300)
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    env.pop("DISPLAY", None)
+    r = subprocess.run([sys.executable, "-c", NO_TORCH], capture_output=True, text=True, errors="replace",
+                       env=env, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "inspection summary" in r.stdout and "scorecard" in r.stdout
     card = json.loads((tmp_path / "scorecard.json").read_text())
-    assert card["found"] == card["parts"] and card["missed"] == 0
+    assert card["found"] == card["parts"] == 24 and card["missed"] == 0
+    assert card["split"] == card["duplicated"] == card["spurious"] == 0
+    assert list((tmp_path / "cache" / "inspector" / "demo").glob("*.mp4")), "the rendered line is cached"
