@@ -104,6 +104,8 @@ class GateActuator:
         self._run_seq: int | None = None
         self._next_hb = 0
         self._next_open = 0
+        self._opened_ns = 0
+        self._warned_silent = False
         self._backoff_s = 0.05
         self._reconnect_max_s = reconnect_max_s
         self.clock = ClockSync()  # the controller's clock and encoder, from its heartbeats
@@ -161,6 +163,7 @@ class GateActuator:
             self._finalise(track, time.monotonic_ns(), shutdown=True)
         self._stop.set()
         self._close_port()
+        log.info("gate %s: %s", self.port, ", ".join(f"{k} {v}" for k, v in self.stats.items() if v))
 
     def _tick_s(self, now: int) -> float:
         due = [self._next_hb, now + 10 * MS] + [t.ack_due_ns for t in self._tracks.values() if t.ack_due_ns]
@@ -181,6 +184,7 @@ class GateActuator:
             self.stats["reconnects"] += 1
             log.warning("gate port %s reopened", self.port)
         self._ser, self._backoff_s = ser, 0.05
+        self._opened_ns, self._warned_silent = now, False
         self._rx_stop = threading.Event()
         self._reader = threading.Thread(target=self._read_loop, args=(ser, self._rx_stop), name="gate-rx",
                                         daemon=True)
@@ -385,6 +389,11 @@ class GateActuator:
 
     # -- housekeeping ------------------------------------------------------------------------------------
     def _service(self, now: int) -> None:
+        if self._ser is not None and self._ctrl_mode is None and not self._warned_silent \
+                and now - self._opened_ns > 2_000 * MS:
+            self._warned_silent = True
+            log.warning("gate port %s is open but the controller has not spoken for 2 s (wrong port or baud rate, "
+                        "or it is still booting?); until it does, parts are diverted by its fail-safe", self.port)
         if self._ser is not None and self._ctrl_mode is not None:
             if now - self._last_ctrl_rx > self.cfg.link_timeout_ms * MS:
                 log.warning("gate controller silent for %.0f ms", (now - self._last_ctrl_rx) / MS)

@@ -205,3 +205,8 @@ def test_loop_url_opens_and_reports_parts_failsafe() -> None:
     gate.on_part(make_part(1, True))
     gate.close()
     assert [r.status for r in got] == ["failsafe"] and gate.stats["rx_errors"] > 0  # our own lines echoed
+
+
+def test_a_missing_device_is_a_user_error(tmp_path) -> None:
+    with pytest.raises(UserError, match=r"gate.port .*ttyNOPE: no such serial port"):
+        open_actuator(GateConfig(**FAST, port=str(tmp_path / "ttyNOPE")))
