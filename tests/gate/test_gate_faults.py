@@ -210,3 +210,28 @@ def test_loop_url_opens_and_reports_parts_failsafe() -> None:
 def test_a_missing_device_is_a_user_error(tmp_path) -> None:
     with pytest.raises(UserError, match=r"gate.port .*ttyNOPE: no such serial port"):
         open_actuator(GateConfig(**FAST, port=str(tmp_path / "ttyNOPE")))
+
+
+def test_spy_url_logs_the_traffic(tmp_path) -> None:
+    """pyserial's spy:// wrapper around the pty: the gate works and every byte is in the spy's hex dump."""
+    from conftest import Results
+
+    from inspector.gate.actuator import GateActuator
+    from inspector.gate.sim import GateSimulator, PtyLink
+
+    link = PtyLink(tmp_path / "ttySPY")
+    sim = GateSimulator(link).start()
+    dump = tmp_path / "spy.txt"
+    results = Results()
+    act = GateActuator(GateConfig(**FAST), f"spy://{link.port}?file={dump}", results)
+    try:
+        assert act.running.wait(3.0)
+        act.on_part(make_part(1, True))
+        assert results.wait(1, timeout=3.0)
+    finally:
+        act.close(drain_s=0.0)
+        sim.close()
+        link.close()
+    assert results.by_part[1].status == "fired"
+    text = dump.read_text()
+    assert "REJT" in text and "FIRED" in text  # both directions, readable
