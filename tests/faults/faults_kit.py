@@ -81,3 +81,28 @@ def run_cli(*argv: str, cwd: Path | None = None, env: dict | None = None, user: 
         cmd = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", *cmd]
         e["HOME"] = "/tmp"
     return subprocess.run(cmd, cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
+
+
+def corrupt_jpeg_frames(path: Path, which: tuple[int, ...]) -> Path:
+    """Overwrite the start of the chosen JPEG frames of an MJPG AVI so they cannot be decoded (bit rot, a bad
+    USB transfer): the container stays valid, the frames do not."""
+    data = bytearray(path.read_bytes())
+    starts = [i for i in range(len(data) - 2) if data[i : i + 3] == b"\xff\xd8\xff"]
+    for k in which:
+        data[starts[k] : starts[k] + 300] = bytes(300)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def write_config(path: Path, kit: Kit, uri: str, extra: str = "") -> Path:
+    """The YAML twin of faults_line.line_config for `inspector run` in a child process."""
+    path.write_text(
+        f"source:\n  uri: {uri}\n"
+        "roi:\n  direction: right\n  trigger: 0.5\n"
+        "detection:\n  method: threshold\n  threshold: 100\n  min_area: 800\n"
+        f"model:\n  path: {kit.onnx}\n  threshold: 0.99\n"
+        "gate:\n  camera_to_gate_mm: 60\n  belt_speed_mm_s: 200\n  worst_latency_ms: 50\n  heartbeat_ms: 40\n"
+        "  link_timeout_ms: 200\n  ack_timeout_ms: 30\n  pulse_ms: 20\n"
+        "display:\n  enabled: 'off'\n" + extra
+    )
+    return path

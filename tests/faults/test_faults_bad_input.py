@@ -312,16 +312,6 @@ def unquote(cell: str) -> str:
 
 
 # --- the tests ----------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def kit():
-    d = Path(tempfile.mkdtemp(prefix="inspector-faults-"))
-    d.chmod(0o755)
-    try:
-        yield make_kit(d / "kit")
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
 def test_doc_lists_exactly_these_cases() -> None:
     """The doc has one row per case here and no other row; at least 20 cases."""
     assert len(CASES) >= 20
