@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from engines.errors import UserError
 from inspector.records import Part, Verdict
 
 log = logging.getLogger(__name__)
+
+MAX_LATENCIES = 100_000  # latency percentiles over the last this many parts
 
 
 def part_event(part: Part) -> dict[str, Any]:
@@ -47,12 +50,9 @@ class EventsFile:
             self._f = self.path.open("w", encoding="utf-8", buffering=1)
         except OSError as exc:
             raise UserError(f"--events {self.path}: cannot write there ({exc.strerror}); pick another path") from None
-        self.events: list[dict[str, Any]] = []
 
     def on_part(self, part: Part) -> None:
-        ev = part_event(part)
-        self.events.append(ev)
-        self._f.write(json.dumps(ev, separators=(",", ":")) + "\n")
+        self._f.write(json.dumps(part_event(part), separators=(",", ":")) + "\n")
 
     def close(self) -> None:
         if not self._f.closed:
@@ -69,7 +69,7 @@ class Summary:
 
     def __init__(self) -> None:
         self.counts = {v: 0 for v in Verdict}
-        self.latencies: list[float] = []
+        self.latencies: deque[float] = deque(maxlen=MAX_LATENCIES)  # the most recent parts
         self.last_defect: Part | None = None
         self.recent: dict[int, Part] = {}  # part_id -> part, the last few (overlay colours)
 

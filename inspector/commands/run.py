@@ -114,7 +114,8 @@ def inspect(cfg, args: argparse.Namespace, truth: str | None = None) -> int:
         _check_input_size(cfg, engine)
         summary = Summary()
         events_path = getattr(args, "events", None)
-        events = EventsFile(events_path) if events_path else _MemoryEvents()
+        # Without --truth nothing is kept in memory: a line may run for weeks.
+        events = EventsFile(events_path) if events_path else (_MemoryEvents() if truth else None)
         dlog = _defect_log(cfg, model_path)
         gate = _gate(cfg, dlog)  # the gate reports each part's outcome (sent/acked/fired) into the log
         sinks = [s for s in (gate, events, dlog, summary) if s is not None]
@@ -157,7 +158,9 @@ def inspect(cfg, args: argparse.Namespace, truth: str | None = None) -> int:
     if events_path:
         (out_dir / (Path(events_path).stem + ".summary.json")).write_text(json.dumps(result, indent=2) + "\n")
     if truth:
-        _scorecard(console, events.events, truth, out_dir)
+        from inspector.events import read_events
+
+        _scorecard(console, read_events(events_path) if events_path else events.events, truth, out_dir)
     if capture_error:
         print(f"error: {capture_error}", file=sys.stderr)
         return 1
