@@ -80,7 +80,7 @@ class Summary:
         if part.verdict is Verdict.DEFECT:
             self.last_defect = part
         self.recent[part.part_id] = part
-        if len(self.recent) > 256:
+        if len(self.recent) > 64:
             del self.recent[next(iter(self.recent))]
 
     def close(self) -> None:
