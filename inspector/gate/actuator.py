@@ -117,8 +117,13 @@ class GateActuator:
         """Enqueue and return: the I/O thread does the rest. A full inbox is counted (never blocks)."""
         if self._inbox.qsize() >= self.cfg.queue_size:
             self.stats["overflow"] += 1
+            self.stats["missed"] += 1
             log.error("gate inbox full (%d): part %d not sent; the controller will not divert it",
                       self.cfg.queue_size, part.part_id)
+            if self.on_result is not None:  # on record all the same
+                self.on_result(GateResult(part.part_id, part.rejected, "missed",
+                                          part.t_capture_ns + self.travel_ns, part.t_capture_ns,
+                                          reason="gate inbox full"))
             return
         self._inbox.put(("part", part, time.monotonic_ns()))
 
@@ -414,6 +419,8 @@ class GateActuator:
                         self.stats["ack_timeouts"] += 1
                         track.result.reason = "ACK timeout"
                     self._send_reject(track, now)
+            elif track.ack_due_ns is not None and now >= track.deadline_ns:
+                track.ack_due_ns = None  # too late to resend: nothing left to wait for
             grace = int((self.cfg.pulse_ms + self.cfg.link_timeout_ms) * MS)  # time for the FIRED echo
             if now >= track.gate_ns + grace:
                 self._finalise(track, now)
