@@ -12,11 +12,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "gate-sim",
         help="run a simulated reject-gate controller on a pty (speaks the real protocol, records diversions)",
-        description="Creates a pty pair and serves the gate protocol on it. Point the inspector at the printed "
-        "path (`inspector run --serial PATH`). With --port, the pty is reached through that path (a symlink "
-        "that stays the same across restarts). Diversions and mode changes go to --record as JSON lines.",
+        description="Serves the gate protocol as a controller would. Without --port it creates a pty and prints "
+        "its path; point the inspector at it (`inspector run --serial PATH`). --port NEW_PATH: the same, reached "
+        "through a symlink at that path (stable across restarts). --port DEVICE: serve on an existing serial "
+        "device or pty (a USB-serial cable to the inspector's PC, one end of a socat pair). Diversions and mode "
+        "changes go to --record as JSON lines.",
     )
-    p.add_argument("--port", help="symlink path to create for the pty (default: print the /dev/pts path)")
+    p.add_argument("--port", help="a serial device or pty to serve on, or a new symlink path for a fresh pty")
     p.add_argument("--record", help="append every diversion, mode change and received line here (JSONL)")
     p.add_argument("--fail-safe", choices=("divert", "stop"), default="divert",
                    help="what to do when the host's heartbeats stop, until the host sends RUN (default divert)")
@@ -25,13 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from engines.errors import UserError
     from inspector.gate.sim import run_simulator
 
-    if args.port and Path(args.port).exists() and not Path(args.port).is_symlink():
-        raise UserError(f"--port {args.port}: exists and is not a symlink; give a new path (it is created)")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     if args.duration is not None:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engines.errors import UserError
 from inspector.gate import protocol as P
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,38 @@ class PtyLink:
             self.unplug()
 
 
+class DeviceLink:
+    """An existing serial device or pty (one end of a socat pair, a USB-serial cable to the inspector's PC)."""
+
+    def __init__(self, path: str, baudrate: int = 115200) -> None:
+        import termios
+
+        self.path = path
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        except OSError as exc:
+            raise UserError(f"--port {path}: cannot open ({exc.strerror}); give a serial device or pty") from None
+        if not os.isatty(fd):
+            os.close(fd)
+            raise UserError(f"--port {path}: not a serial device or pty; give one, or a new path for a symlink")
+        tty.setraw(fd)
+        speed = getattr(termios, f"B{baudrate}", None)
+        if speed is not None:
+            attrs = termios.tcgetattr(fd)
+            attrs[4] = attrs[5] = speed
+            termios.tcsetattr(fd, termios.TCSANOW, attrs)
+        self.master: int | None = fd
+
+    @property
+    def port(self) -> str:
+        return self.path
+
+    def close(self) -> None:
+        if self.master is not None:
+            os.close(self.master)
+            self.master = None
+
+
 class GateSimulator:
     """The simulated controller. ``start()`` runs it on a thread; ``close()`` stops it.
 
@@ -81,7 +114,7 @@ class GateSimulator:
 
     def __init__(
         self,
-        link: PtyLink,
+        link: PtyLink | DeviceLink,
         *,
         record: str | Path | None = None,
         fail_safe: str = P.MODE_DIVERT,
@@ -279,6 +312,11 @@ class GateSimulator:
             self.counters["nak"] += 1
             self._send(P.NAK, msg.seq, self.nak_reason)
             return
+        if msg.type == P.STQ:  # acknowledged first, then answered (as the firmware does)
+            self._send(P.ACK, msg.seq)
+            c = self.counters
+            self._send(P.ST, self.mode, len(self._queue), c["fired"], c["late"], c["rx_errors"], c["failsafe"])
+            return
         try:
             self._command(msg, t_rx)
         except P.ProtocolError as exc:
@@ -320,15 +358,17 @@ class GateSimulator:
                 self.mode = mode
         elif msg.type == P.RUN:
             self._set_mode(P.MODE_RUN, "HOST")
-        elif msg.type == P.STQ:
-            c = self.counters
-            self._send(P.ST, self.mode, len(self._queue), c["fired"], c["late"], c["rx_errors"], c["failsafe"])
 
 
 def run_simulator(port: str | None, record: str | None, fail_safe: str, stop: threading.Event,
                   on_ready: Callable[[str], None]) -> dict[str, int]:
-    """`inspector gate-sim`: serve until ``stop``; ``port`` is a symlink path to create (None: print the pty)."""
-    link = PtyLink(port)
+    """`inspector gate-sim`: serve until ``stop``. ``port``: an existing serial device or pty to serve on, or a
+    new path for a symlink to a fresh pty (None: a fresh pty, its /dev/pts path reported)."""
+    link: PtyLink | DeviceLink
+    if port and Path(port).exists() and not Path(port).is_symlink():
+        link = DeviceLink(port)
+    else:
+        link = PtyLink(port)
     sim = GateSimulator(link, record=record, fail_safe=fail_safe).start()
     try:
         on_ready(link.port)

@@ -235,3 +235,34 @@ def test_spy_url_logs_the_traffic(tmp_path) -> None:
     assert results.by_part[1].status == "fired"
     text = dump.read_text()
     assert "REJT" in text and "FIRED" in text  # both directions, readable
+
+
+def test_gate_sim_serves_on_an_existing_device() -> None:
+    """`gate-sim --port /dev/pts/N`: the simulator on a tty it did not create (here: a pty we hold the master of)."""
+    from inspector.gate.sim import DeviceLink, GateSimulator
+
+    master, slave = os.openpty()
+    link = DeviceLink(os.ttyname(slave))
+    sim = GateSimulator(link).start()
+    try:
+        os.write(master, P.encode(1, P.STQ))
+        framer, got, end = P.LineFramer(), [], time.monotonic() + 3.0
+        while time.monotonic() < end and not any(m.type == P.ST for m in got):
+            if select.select([master], [], [], 0.05)[0]:
+                got += [P.decode(raw) for raw in framer.feed(os.read(master, 4096))]
+        assert [m.fields for m in got if m.type == P.ACK] == [("1",)]
+        assert next(m for m in got if m.type == P.ST).fields[0] == P.MODE_DIVERT  # booted in fail-safe
+    finally:
+        sim.close()
+        link.close()
+        os.close(master)
+        os.close(slave)
+
+
+def test_gate_sim_cli_refuses_a_file_that_is_not_a_tty(tmp_path, capsys) -> None:
+    from inspector.cli import main
+
+    f = tmp_path / "plain.txt"
+    f.write_text("x")
+    assert main(["gate-sim", "--port", str(f), "--duration", "0.1"]) == 1
+    assert "not a serial device or pty" in capsys.readouterr().err
