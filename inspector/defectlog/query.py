@@ -14,7 +14,7 @@ from typing import IO, Any
 from engines.errors import UserError
 
 EXPORT_COLS = ("run", "part_id", "time", "frame", "verdict", "score", "class", "reason", "latency_ms",
-               "infer_ms", "model_hash", "config_hash", "image", "image_note", "gate_status", "reject_sent",
+               "infer_ms", "timings", "model_hash", "config_hash", "image", "image_note", "gate_status", "reject_sent",
                "reject_acked", "reject_fired", "sent_ms", "acked_ms", "fire_late_ms", "gate_retries",
                "gate_reason")
 _REL = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")

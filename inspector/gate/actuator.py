@@ -85,6 +85,7 @@ class GateActuator:
              "overflow", "write_errors", "fired_echo"), 0)
         self.wire_ns: deque[int] = deque(maxlen=100_000)  # verdict -> REJ written, per first send
         self.connected = threading.Event()  # port open and the controller talking
+        self.link_down = threading.Event()  # set while the link is known to be down (after it was up)
         self.running = threading.Event()  # controller in RUN mode (as last reported)
         self.encoder_ready = threading.Event()  # two encoder readings seen: REJE can be used (timebase encoder)
         self._inbox: queue.Queue = queue.Queue()
@@ -231,6 +232,7 @@ class GateActuator:
         if self._link_down_ns is None:
             self._link_down_ns = self._last_tx_ok or now  # the controller's watchdog started at our last line
         self.connected.clear()
+        self.link_down.set()
         self.running.clear()
         self._run_seq = None
         self._ctrl_mode = None
@@ -327,6 +329,7 @@ class GateActuator:
         self._last_ctrl_rx = t
         if self._ctrl_mode is None and self._ser is not None:
             self.connected.set()
+            self.link_down.clear()
             self._ctrl_mode = "?"
         try:
             if msg.type == P.HB:
