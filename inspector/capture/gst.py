@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from engines.errors import UserError
-from inspector.capture.sources import CvSource, FrameSource
+from inspector.capture.sources import CvSource, FrameSource, redact
 from inspector.config import SourceConfig
 
 log = logging.getLogger(__name__)
@@ -83,10 +83,10 @@ class CvGstSource(CvSource):
         )
         if not cap.isOpened():
             raise UserError(
-                f"gst: pipeline failed to start: {pipeline}; try it with `gst-launch-1.0 {pipeline} "
+                f"gst: pipeline failed to start: {redact(pipeline)}; try it with `gst-launch-1.0 {redact(pipeline)} "
                 "! fakesink` to see GStreamer's message"
             )
-        super().__init__(cap, f"gst:{pipeline}")
+        super().__init__(cap, f"gst:{redact(pipeline)}")
 
 
 def _round_up(v: int, n: int) -> int:
@@ -105,8 +105,8 @@ def _first_error(lines: list[str]) -> str:
                 ]
                 if detail and not detail[0].startswith("ERROR"):
                     msg += f" ({detail[0]})"
-            return msg
-    return lines[-1].strip() if lines else "no message"
+            return redact(msg)  # gst echoes stream URLs, credentials included
+    return redact(lines[-1].strip()) if lines else "no message"
 
 
 class GstLaunchSource(FrameSource):
@@ -120,8 +120,8 @@ class GstLaunchSource(FrameSource):
         try:
             args = shlex.split(pipeline)
         except ValueError as e:
-            raise UserError(f"gst: cannot split the pipeline ({e}); check its quotes: {pipeline}") from None
-        self.name = f"gst:{pipeline}"
+            raise UserError(f"gst: cannot split the pipeline ({e}); check its quotes: {redact(pipeline)}") from None
+        self.name = f"gst:{redact(pipeline)}"  # stream credentials stay out of logs and errors
         self.live = is_live(pipeline)
         self._pipeline = pipeline
         self._buf = bytearray()
@@ -171,7 +171,7 @@ class GstLaunchSource(FrameSource):
     # --- the stream ---------------------------------------------------------------------------------------
     def _parse_header(self, line: bytes | None, timeout_s: float) -> None:
         if line is None or not line.startswith(b"YUV4MPEG2 "):
-            raise UserError(f"gst: {self._failure(timeout_s)}; pipeline: {self._pipeline}")
+            raise UserError(f"gst: {self._failure(timeout_s)}; pipeline: {redact(self._pipeline)}")
         tags = {t[:1]: t[1:] for t in line.decode("ascii", "replace").split()[1:]}
         self.w, self.h = int(tags["W"]), int(tags["H"])
         self.size = (self.w, self.h)
@@ -179,7 +179,7 @@ class GstLaunchSource(FrameSource):
         self.fps = int(num) / int(den) if int(num) > 0 and den.isdigit() and int(den) > 0 else None
         if not tags.get("C", "420").startswith("420"):
             raise UserError(
-                f"gst: unexpected colour format C{tags['C']} from y4menc; pipeline: {self._pipeline}"
+                f"gst: unexpected colour format C{tags['C']} from y4menc; pipeline: {redact(self._pipeline)}"
             )
         # Plane layouts: tightly packed, or GStreamer's default strides (rows padded to 4 bytes, height to 2),
         # which some y4menc versions write as they are. The first frame tells which one this one uses.

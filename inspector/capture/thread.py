@@ -15,7 +15,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 
 from engines.errors import UserError
-from inspector.capture.sources import FrameSource, open_source
+from inspector.capture.sources import FrameSource, open_source, redact
 from inspector.config import SourceConfig
 from inspector.records import Frame
 
@@ -182,7 +182,7 @@ class CaptureThread:
         self._streak = 0 if self._seen_frame else self._streak + 1
         while not self._stop.is_set():
             if 0 <= self.cfg.max_reopen <= self._attempts:
-                self.error = f"capture: gave up on {self.uri} after {self._attempts} reopen attempt(s)"
+                self.error = f"capture: gave up on {redact(self.uri)} after {self._attempts} reopen attempt(s)"
                 log.error(self.error)
                 return None
             if self._streak and self._stop.wait(min(BACKOFF_S[0] * 2 ** (self._streak - 1), BACKOFF_S[1])):

@@ -132,7 +132,7 @@ def inspect(cfg, args: argparse.Namespace, truth: str | None = None) -> int:
         view = _make_view(cfg, args, window)
         closers.append(("view", view))
         stats.summary = summary
-        log.info("inspecting %s with %s (%s)", cfg.source.uri, model_path, engine.backend)
+        log.info("inspecting %s with %s (%s)", _redact(cfg.source.uri), model_path, engine.backend)
         try:
             run_loop(pipeline, capture, view=view, stats=stats, stop=stop, max_frames=getattr(args, "max_frames", None))
         except KeyboardInterrupt:
@@ -147,7 +147,7 @@ def inspect(cfg, args: argparse.Namespace, truth: str | None = None) -> int:
     corrupt = int(getattr(cstats, "corrupt", 0) or 0)
     if stats.frames == 0 and not interrupted and not stop.is_set():
         extra = f" ({corrupt} corrupt frame(s) skipped)" if corrupt else ""
-        raise UserError(f"source {cfg.source.uri}: no frame could be read{extra}; check the file or camera")
+        raise UserError(f"source {_redact(cfg.source.uri)}: no frame could be read{extra}; check the file or camera")
     result = summary.to_dict(
         stats.frames, stats.elapsed, stats.dropped,
         stalls=stats.stalls, corrupt_frames=corrupt, model=f"{model_path.name} ({engine.backend})",
@@ -269,8 +269,15 @@ def _make_view(cfg, args, window: bool):
     if window:
         return Window(scale=cfg.display.scale, snapshot_dir=getattr(args, "snapshot_dir", "."))
     if Console(stderr=True).is_terminal:
-        return Dashboard(source=cfg.source.uri)
+        return Dashboard(source=_redact(cfg.source.uri))
     return LogView()
+
+
+def _redact(uri: str) -> str:
+    """Stream credentials never reach a log line, an error or the screen."""
+    from inspector.capture.sources import redact
+
+    return redact(uri)
 
 
 def _on_sigterm(stop: threading.Event):
