@@ -63,6 +63,15 @@ def _where(since: float | None, until: float | None, verdict: str | None) -> tup
     return (" WHERE " + " AND ".join(clauses)) if clauses else "", args
 
 
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any) -> Any:
+    """Text a spreadsheet would run as a formula (a class name from a model's sidecar, an error message) is
+    quoted with a leading apostrophe: the export is opened in Excel (CSV injection)."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA) else value
+
+
 def export(db: str | Path, out: IO[str], *, since: float | None = None, until: float | None = None,
            verdict: str | None = None, fmt: str = "csv") -> int:
     """Write matching rows, oldest first; -> row count. Time is written as ISO 8601 local time."""
@@ -78,7 +87,7 @@ def export(db: str | Path, out: IO[str], *, since: float | None = None, until: f
         if d["time"] is not None:
             d["time"] = datetime.fromtimestamp(d["time"]).isoformat(timespec="milliseconds")
         if writer is not None:
-            writer.writerow([d[c] for c in EXPORT_COLS])
+            writer.writerow([_cell(d[c]) for c in EXPORT_COLS])
         else:
             out.write(json.dumps(d) + "\n")
         n += 1
