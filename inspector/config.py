@@ -71,9 +71,17 @@ class DetectionConfig(Section):
     max_area: int | None = Field(None, ge=1, description="largest blob area in px (None: no limit)")
     margin: int = Field(8, ge=0, description="px added around each part's box for the crop")
     morph: int = Field(5, ge=0, description="morphological open/close kernel (px, 0 or 1 = none) on the mask")
-    downscale: int = Field(
-        2, ge=1, le=8, description="segment at 1/N resolution (speed; boxes are scaled back, +-N px)"
+    downscale: int | Literal["auto"] = Field(
+        "auto",
+        description="segment at 1/N resolution (speed; boxes are scaled back, +-N px); auto: from min_area",
     )
+
+    @field_validator("downscale")
+    @classmethod
+    def _downscale(cls, v: int | str) -> int | str:
+        if v != "auto" and not 1 <= int(v) <= 8:
+            raise ValueError(f"downscale must be 1-8 or 'auto', got {v}")
+        return v
     background_frames: int = Field(
         15, ge=1, description="method 'background': frames of empty belt to learn the background from"
     )

@@ -7,7 +7,7 @@ import pytest
 
 from engines.errors import UserError
 from inspector.config import DetectionConfig, RoiConfig
-from inspector.detect import Detector, Roi
+from inspector.detect import Detector, Roi, segment_scale
 
 
 def frame(bg=(40, 40, 40), size=(320, 240), seed=0) -> np.ndarray:
@@ -93,12 +93,13 @@ def test_background_method_finds_parts_a_threshold_cannot_and_keeps_a_stopped_on
     assert len(detect(part, threshold=100)) == 5  # a brightness threshold takes the marks for parts
 
 
-def test_color_method_separates_parts_of_the_belts_brightness():
+@pytest.mark.parametrize("downscale", [1, 2, 4])
+def test_color_method_separates_parts_of_the_belts_brightness(downscale):
     belt_bgr = (60, 160, 60)  # green belt
     part_bgr = (60, 160, 220)  # same green, plus red: different colour, similar brightness
     img = box(frame(bg=belt_bgr), 120, 80, 50, 50, part_bgr)
-    dets = detect(img, method="color", color_distance=60, belt_color=list(belt_bgr))
-    assert len(dets) == 1 and np.allclose(dets[0].bbox, (120, 80, 50, 50), atol=2)
+    dets = detect(img, method="color", color_distance=60, belt_color=list(belt_bgr), downscale=downscale)
+    assert len(dets) == 1 and np.allclose(dets[0].bbox, (120, 80, 50, 50), atol=max(2, downscale))
     learned = detect(img, method="color", color_distance=60)  # belt colour learned from the frame
     assert len(learned) == 1
 
@@ -122,3 +123,17 @@ def test_roi_from_config_is_clipped_and_refused_outside_the_frame():
     assert (r.x, r.y, r.w, r.h) == (10, 20, 630, 460)
     with pytest.raises(UserError, match="roi"):
         Roi.from_config(RoiConfig(x=700, y=0), (640, 480))
+
+
+@pytest.mark.parametrize("min_area, scale", [(400, 1), (1024, 2), (3000, 2), (4096, 4), (20000, 4)])
+def test_auto_downscale_keeps_the_smallest_part_16_px_across(min_area, scale):
+    assert segment_scale(DetectionConfig(min_area=min_area)) == scale
+    assert segment_scale(DetectionConfig(min_area=min_area, downscale=1)) == 1
+
+
+def test_color_distance_is_euclidean():
+    belt = (100, 100, 100)
+    # (30, 30, 30) is 52 from the belt (under 60); (0, 0, 65) is 65 (over 60): an L1 or max-norm test would swap them
+    img = box(box(frame(bg=belt), 40, 60, 50, 50, (130, 130, 130)), 200, 60, 50, 50, (100, 100, 165))
+    dets = detect(img, method="color", color_distance=60, belt_color=list(belt), blur=0, downscale=1)
+    assert [d.bbox[0] for d in dets] == [200]
