@@ -174,8 +174,8 @@ def score(events: list[dict], truth_csv: str | Path | list[dict], tolerance_fram
         for i, t in enumerate(truth):
             lat_d = 0.0
             if has_box:
-                lo = int(t.get("enter_frame", t["trigger_frame"])) - tolerance_frames
-                hi = int(t.get("exit_frame", t["trigger_frame"])) + slack
+                lo = _frame(t, "enter_frame") - tolerance_frames
+                hi = _frame(t, "exit_frame") + slack
                 if not lo <= f <= hi:
                     continue
                 if ev.get("bbox") is not None and lateral_axis is not None:
@@ -202,6 +202,12 @@ def score(events: list[dict], truth_csv: str | Path | list[dict], tolerance_fram
             else:
                 card.duplicated += 1
     return card
+
+
+def _frame(t: dict, key: str) -> int:
+    """A truth row's entry/exit frame; a file without them falls back to the trigger frame."""
+    v = t.get(key)
+    return int(t["trigger_frame"]) if v is None or v == "" else int(v)
 
 
 def _lateral_axis(truth: list[dict]) -> int | None:

@@ -103,3 +103,10 @@ def test_late_no_verdict_goes_to_its_own_part_not_a_neighbour() -> None:
     d = score(events, truth, tolerance_frames=2).to_dict()
     assert d["found"] == 2 and d["split"] == d["duplicated"] == d["spurious"] == 0
     assert d["confusion"]["defect"]["no_verdict"] == 1 and d["confusion"]["ok"]["ok"] == 1
+
+
+def test_truth_with_boxes_but_no_entry_exit_columns(tmp_path: Path) -> None:
+    p = tmp_path / "t.csv"
+    p.write_text("part_id,label,trigger_frame,x,y,w,h\n1,ok,5,270,50,100,100\n2,defect,20,270,300,100,100\n")
+    card = score([ev(5, "ok"), ev(21, "defect", 300)], p)
+    assert card.found == 2 and card.accuracy == 1.0
