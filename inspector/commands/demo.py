@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="render a short demo line from the bundled sample and inspect it (no camera needed)",
         description="Render a short demo line from demo/ and inspect it with the shipped model.",
     )
-    add_arguments(p)
+    add_arguments(p, sources=False)
     p.set_defaults(func=run)
 
 

@@ -23,11 +23,12 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]  # the repository / install root (models/, demo/)
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser, *, sources: bool = True) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML configuration (default: built-in defaults)")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--camera", metavar="N", type=int, help="camera index (USB/V4L2)")
-    src.add_argument("--source", metavar="URI", help="video file, image folder, rtsp://..., 'gst:PIPELINE' or 'demo'")
+    if sources:
+        src = p.add_mutually_exclusive_group()
+        src.add_argument("--camera", metavar="N", type=int, help="camera index (USB/V4L2)")
+        src.add_argument("--source", metavar="URI", help="video, image folder, rtsp://..., 'gst:PIPELINE' or 'demo'")
     p.add_argument("--model", metavar="PATH", help="model: .onnx (default models/casting_seedcnn.onnx), .engine, .pt")
     p.add_argument("--events", metavar="FILE.jsonl", help="write one JSON line per part here")
     p.add_argument("--truth", metavar="truth.csv", help="score the run against a simulator truth file")
