@@ -187,6 +187,8 @@ CASES = [
          lambda k, t: ["check-config", _cfg(t, "roi:\n\tx: 1\n")]),
     Case("yaml-not-mapping", "the file is a list, not sections",
          lambda k, t: ["run", "--config", _cfg(t, "- source\n- roi\n")]),
+    Case("yaml-python-tag", "a YAML tag that would run code with an unsafe loader",
+         lambda k, t: ["run", "--config", _cfg(t, f"source:\n  uri: !!python/object/apply:os.mkdir ['{t}/PWNED']\n")]),
     Case("config-missing", "configuration file not found", lambda k, t: ["run", "--config", str(t / "nope.yaml")]),
     Case("unknown-key", "a misspelt key in a section",
          lambda k, t: ["run", "--config", _cfg(t, "source:\n  uri: demo\n  realtme: true\n")]),
@@ -231,6 +233,9 @@ CASES = [
          lambda k, t: _run(k, "--source", "rtsp://admin:s3cr3t@127.0.0.1:9/line"), forbid=("s3cr3t",)),
     Case("gst-bad-element", "GStreamer pipeline with an unknown element",
          lambda k, t: _run(k, "--source", "gst:nosuchsrc ! videoconvert")),
+    Case("gst-stream-refused", "GStreamer stream that refuses (credentials in the pipeline stay hidden)",
+         lambda k, t: _run(k, "--source", "gst:rtspsrc location=rtsp://admin:s3cr3t@127.0.0.1:9/line ! decodebin"),
+         forbid=("s3cr3t",)),
     # --- the reject gate ------------------------------------------------------------------------------------
     Case("serial-missing", "serial port that does not exist",
          lambda k, t: _run(k, "--serial", "/dev/ttyUSB97")),
