@@ -274,7 +274,7 @@ def render_line(
     """Render ``parts`` parts from ``images_dir`` (class folders, or a list of (path, class)) to ``out_video``.
 
     Writes the truth CSV (default: the video path with .csv) and returns the :class:`LineSpec`.
-    Parts are ``part_scale`` x the belt's lateral extent, at least ``min_gap_px`` apart along the belt.
+    Parts are ``part_scale`` x the frame's smaller side, at least ``min_gap_px`` apart along the belt.
     """
     if belt not in BELTS:
         raise UserError(f"belt '{belt}': expected one of {', '.join(BELTS)}")
@@ -295,7 +295,7 @@ def render_line(
     horizontal = direction in ("right", "left")
     along, lateral = (w, h) if horizontal else (h, w)
     rail = max(4, lateral // 20)
-    s = int(round(part_scale * lateral / 2)) * 2
+    s = int(round(part_scale * min(w, h) / 2)) * 2
     band = lateral - 2 * rail
     if s < 16 or s > band - 2 * max(8, lateral // 40):
         raise UserError(f"part_scale {part_scale}: parts of {s} px do not fit a belt {band} px wide")

@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trigger", type=float, default=0.5, help="trigger line as a fraction of the ROI along travel")
     p.add_argument("--min-gap", type=int, default=40, help="smallest gap between parts along the belt, px")
     p.add_argument("--max-gap", type=int, default=None, help="largest gap, px (default: 2.5 part sizes)")
-    p.add_argument("--part-scale", type=float, default=0.3, help="part size as a fraction of the belt width")
+    p.add_argument("--part-scale", type=float, default=0.3, help="part size as a fraction of the smaller frame side")
     p.add_argument("--mask", choices=("square", "circle"), default="square",
                    help="part outline: square = the whole photo (as trained), circle = the part alone")
     p.add_argument("--belt", choices=("green", "dark"), default="green",
