@@ -40,13 +40,22 @@ def held_out(request: pytest.FixtureRequest, model: Path, root: Path) -> list[tu
         data: Path | None = request.getfixturevalue("shared_data")
     except pytest.skip.Exception:
         data = None
-    keys = ((read_sidecar(model).extra or {}).get("split") or {}).get("test") or []
+    keys = _test_keys(read_sidecar(model).extra)
+    if not keys and model.with_suffix(".pt").is_file():
+        from engines.checkpoint import load_checkpoint
+
+        keys = _test_keys(load_checkpoint(model.with_suffix(".pt"))[0].extra)
     if data is not None and keys:
         pool = [(data / "casting" / "train" / k, Path(k).parent.name) for k in keys]
         pool = [(p, c) for p, c in pool if p.is_file()]
         if len(pool) >= 200:
             return pool
     return list_images(root / "demo")
+
+
+def _test_keys(extra: dict | None) -> list[str]:
+    """The test split's image paths relative to the data set root, as training recorded them."""
+    return list(((extra or {}).get("split") or {}).get("test") or [])
 
 
 def _replay(tmp: Path, images, model: Path, **line) -> dict:
