@@ -7,6 +7,7 @@ each row carries, so a row says which model and which settings made its verdict.
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 from engines.errors import UserError
@@ -44,5 +45,16 @@ def open_log(cfg: LogConfig, model_hash: str | None = None, config_hash: str | N
             from None
     except Exception as exc:  # sqlite3.DatabaseError: a file that is not a database
         if type(exc).__module__ == "sqlite3":
+            free = _free_bytes(Path(cfg.db).parent)
+            if free is not None and free < 1_000_000:  # SQLite says "disk I/O error" when it cannot grow
+                raise UserError(f"log.db {cfg.db}: the disk is full ({free // 1024} KB free); free some space "
+                                "or put the log on another disk") from None
             raise UserError(f"log.db {cfg.db}: not a usable SQLite database ({exc}); give a new file") from None
         raise
+
+
+def _free_bytes(path: Path) -> int | None:
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None

@@ -87,3 +87,18 @@ def test_log_disk_full_keeps_inspecting_and_writes_every_row_once_space_returns(
         assert image is not None or (note or "").startswith("dropped"), (pid, image, note)
         if image is not None:
             assert (small_disk / "defects_images" / image).is_file() or os.path.exists(db.parent / image)
+
+
+def test_log_disk_already_full_at_start_is_one_clear_line(kit, tmp_path, small_disk) -> None:
+    """The log's disk has no space left when `inspector run` starts.
+
+    Expected: the run does not start: exit 1, one `error:` line saying the disk is full (not a misleading
+    "not a database"), no traceback."""
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * shutil.disk_usage(small_disk).free)
+    r = subprocess.run([sys.executable, "-m", "inspector", "run", "--no-display", "--source", str(kit.video),
+                        "--model", str(kit.onnx), "--log-db", str(small_disk / "defects.db")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert r.returncode == 1 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "the disk is full" in errors[0], errors
