@@ -55,9 +55,11 @@ class Dashboard:
         self._t_last = 0.0
         self.console = console or Console(stderr=True)
         self._live = Live(console=self.console, auto_refresh=False, transient=False)
+        self._stats: LoopStats | None = None
         self._live.start()
 
     def update(self, view: FrameView | None, stats: LoopStats) -> bool:
+        self._stats = stats
         now = time.monotonic()
         if now - self._t_last >= self.min_interval:
             self._live.update(status_table(stats, self.source), refresh=True)
@@ -65,6 +67,9 @@ class Dashboard:
         return True
 
     def close(self) -> None:
+        """Show the final counts (parts rejected at shutdown included), then stop."""
+        if self._stats is not None:
+            self._live.update(status_table(self._stats, self.source), refresh=True)
         self._live.stop()
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -97,3 +99,26 @@ def make_cfg(**sections) -> InspectorConfig:
     for k, v in sections.items():
         base[k] = {**base.get(k, {}), **v}
     return InspectorConfig.model_validate(base)
+
+
+class ScriptedCapture:
+    """Hands out frames; ``stall_at`` = frame seqs after which the source reports a stall (a reopen)."""
+
+    def __init__(self, frames, stall_at=(), stop_at=None, stop=None):
+        self.frames = list(frames)
+        self.stall_at = set(stall_at)
+        self.stall_count = 0
+        self.ended = threading.Event()
+        self.stats = SimpleNamespace(dropped=3, corrupt=0)
+        self._stop_at, self._stop = stop_at, stop
+
+    def get(self, timeout):
+        if not self.frames:
+            self.ended.set()
+            return None
+        f = self.frames.pop(0)
+        if f.seq in self.stall_at:
+            self.stall_count += 1
+        if self._stop_at is not None and f.seq == self._stop_at:
+            self._stop.set()
+        return f

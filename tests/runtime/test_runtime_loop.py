@@ -3,35 +3,11 @@
 from __future__ import annotations
 
 import threading
-from types import SimpleNamespace
 
-from runtime_synth import FakeEngine, ListSink, as_frames, make_cfg, moving, render
+from runtime_synth import FakeEngine, ListSink, ScriptedCapture, as_frames, make_cfg, moving, render
 
 from inspector.pipeline import LoopStats, Pipeline, run_loop
 from inspector.records import Verdict
-
-
-class ScriptedCapture:
-    """Hands out frames; ``stall_at`` = frame seqs after which the source reports a stall (a reopen)."""
-
-    def __init__(self, frames, stall_at=(), stop_at=None, stop=None):
-        self.frames = list(frames)
-        self.stall_at = set(stall_at)
-        self.stall_count = 0
-        self.ended = threading.Event()
-        self.stats = SimpleNamespace(dropped=3, corrupt=0)
-        self._stop_at, self._stop = stop_at, stop
-
-    def get(self, timeout):
-        if not self.frames:
-            self.ended.set()
-            return None
-        f = self.frames.pop(0)
-        if f.seq in self.stall_at:
-            self.stall_count += 1
-        if self._stop_at is not None and f.seq == self._stop_at:
-            self._stop.set()
-        return f
 
 
 def setup(n=90, sprites=None):
