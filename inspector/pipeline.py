@@ -121,7 +121,8 @@ class Pipeline:
         self._frame_size = size
         self.roi = Roi.from_config(self.cfg.roi, size)
         self.detector = Detector(self.cfg.detection, self.roi)
-        self.tracker = Tracker(self.cfg.tracking, self.roi)
+        next_id = self.tracker.next_id if self.tracker is not None else 1  # part ids stay unique in a run
+        self.tracker = Tracker(self.cfg.tracking, self.roi, first_id=next_id)
         log.info("ROI %s in a %dx%d frame", self.roi, *size)
 
     def _crop(self, image: np.ndarray, bbox: tuple[int, int, int, int]) -> np.ndarray:

@@ -56,11 +56,11 @@ class TrackUpdate:
 
 
 class Tracker:
-    def __init__(self, cfg: TrackingConfig, roi: Roi) -> None:
+    def __init__(self, cfg: TrackingConfig, roi: Roi, first_id: int = 1) -> None:
         self.cfg = cfg
         self.roi = roi
         self.tracks: list[Track] = []
-        self._next_id = 1
+        self._next_id = first_id
         self._alpha = 0.5  # velocity smoothing
 
     def update(self, detections: list[Detection], frame_index: int) -> TrackUpdate:
@@ -204,6 +204,10 @@ class Tracker:
             box = (int(round(cx - bw / 2)), int(round(cy - bh / 2)), bw, bh)
             clipped = blob.clipped and not _contains_box(blob.bbox, box, inset=2)
             self._observe(t, Detection(box, (cx, cy), int(bw * bh), clipped), frame_index, merged=True)
+
+    @property
+    def next_id(self) -> int:
+        return self._next_id
 
     def flush(self) -> list[Track]:
         """End every track (source ended or stalled); -> those never classified, for a no-verdict."""

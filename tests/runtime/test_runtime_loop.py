@@ -84,3 +84,15 @@ def test_a_failing_sink_does_not_stop_inspection():
     pipe = Pipeline(make_cfg(), FakeEngine(), [Broken(), sink])
     run_loop(pipe, ScriptedCapture(as_frames(render(sprites, 90))))
     assert [p.verdict for p in sink.parts] == [Verdict.OK]
+
+
+def test_a_change_of_frame_size_restarts_tracking_with_fresh_part_ids():
+    pipe, sink, frames = setup(n=60)
+    big = as_frames(render([moving(0, -60, 90, 9, 90)], 90, size=(800, 300)))
+    for f in big:
+        f.seq += 60
+    run_loop(pipe, ScriptedCapture(frames + big))
+    ids = [p.part_id for p in sink.parts]
+    assert len(ids) == len(set(ids)) == 3
+    resized = [p for p in sink.parts if p.reason and "frame size changed" in p.reason]
+    assert len(resized) == 1  # the part in flight at the change is rejected, not judged twice
