@@ -80,7 +80,8 @@ def run_cli(*argv: str, cwd: Path | None = None, env: dict | None = None, user: 
     if user is not None:
         cmd = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", *cmd]
         e["HOME"] = "/tmp"
-    return subprocess.run(cmd, cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=cwd, env=e, capture_output=True, text=True, errors="replace",
+                          timeout=timeout)
 
 
 def corrupt_jpeg_frames(path: Path, which: tuple[int, ...]) -> Path:

@@ -38,7 +38,8 @@ def test_unplug_and_replug_during_a_run(kit, tmp_path: Path) -> None:
     cfg.write_text(cfg.read_text().replace("threshold: 0.99", "threshold: 0.0"))
     cmd = [sys.executable, "-m", "inspector", "run", "--config", str(cfg), "--realtime", "--serial", link.port,
            "--events", str(tmp_path / "ev.jsonl")]
-    child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             errors="replace")
     try:
         assert sim.wait_for(lambda s: s.mode == P.MODE_RUN, 30), "the host never brought the controller to RUN"
         time.sleep(1.2)
