@@ -63,6 +63,9 @@ class DetectionConfig(Section):
         "threshold", description="segment parts by brightness, by a learned background, or by colour difference"
     )
     threshold: int | Literal["otsu"] = Field("otsu", description="brightness threshold 0-255, or 'otsu'")
+    otsu_min_contrast: float = Field(
+        25.0, ge=0, description="otsu: the two classes' mean brightness must differ by this, else no part (empty belt)"
+    )
     invert: bool = Field(False, description="parts darker than the belt")
     belt_color: list[int] | None = Field(None, description="BGR belt colour for method 'color'")
     color_distance: float = Field(40.0, gt=0, description="colour distance from the belt that counts as a part")

@@ -232,6 +232,14 @@ class Detector:
         t = self.cfg.threshold
         if t == "otsu":
             cv2.threshold(gray, 0, 255, mode | cv2.THRESH_OTSU, dst=self._mask)
+            # Otsu always splits the histogram, even of an empty belt's noise: require real contrast.
+            n_fg = cv2.countNonZero(self._mask)
+            n = self._mask.size
+            if 0 < n_fg < n:
+                fg = cv2.mean(gray, mask=self._mask)[0]
+                bg = (cv2.mean(gray)[0] * n - fg * n_fg) / (n - n_fg)
+                if abs(fg - bg) < self.cfg.otsu_min_contrast:
+                    self._mask[:] = 0
         else:
             cv2.threshold(gray, int(t), 255, mode, dst=self._mask)
         return self._mask

@@ -137,3 +137,12 @@ def test_color_distance_is_euclidean():
     img = box(box(frame(bg=belt), 40, 60, 50, 50, (130, 130, 130)), 200, 60, 50, 50, (100, 100, 165))
     dets = detect(img, method="color", color_distance=60, belt_color=list(belt), blur=0, downscale=1)
     assert [d.bbox[0] for d in dets] == [200]
+
+
+def test_otsu_finds_nothing_on_an_empty_belt():
+    empty = frame(seed=3)
+    assert detect(empty, threshold="otsu", blur=0, morph=0, min_area=50, downscale=1) == []
+    with_part = box(frame(seed=3), 100, 80, 60, 60, (90, 90, 90))  # 50 grey levels above the belt
+    assert len(detect(with_part, threshold="otsu", min_area=50)) == 1
+    # contrast demanded is configurable: a faint part is dropped when it asks for more
+    assert detect(with_part, threshold="otsu", min_area=50, otsu_min_contrast=80) == []
