@@ -227,9 +227,11 @@ class LoopStats:
         span = now - self._win[0] if len(self._win) > 1 else 0.0
         self.fps = (len(self._win) - 1) / span if span > 0 else 0.0
 
+    t_end: float | None = None  # when the loop ended (shutdown time is not inspection time)
+
     @property
     def elapsed(self) -> float:
-        return time.monotonic() - self.t_start
+        return (self.t_end if self.t_end is not None else time.monotonic()) - self.t_start
 
 
 class NullView:
@@ -297,4 +299,5 @@ def run_loop(
             end_reason = "run stopped (--max-frames) before the part was classified"
             break
     pipeline.flush(end_reason, last_frame)
+    stats.t_end = time.monotonic()
     return stats

@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,7 @@ def inspect(cfg, args: argparse.Namespace, truth: str | None = None) -> int:
             run_loop(pipeline, capture, view=view, stats=stats, stop=stop, max_frames=getattr(args, "max_frames", None))
         except KeyboardInterrupt:
             interrupted = True
+            stats.t_end = time.monotonic()
             pipeline.flush("run interrupted before the part was classified")
     finally:
         _shutdown(closers)
