@@ -32,6 +32,9 @@ from inspector.gate import protocol as P
 log = logging.getLogger(__name__)
 
 
+MAX_EVENTS = 20_000  # events kept in memory (the --record file keeps them all); ~1 h of heartbeats
+
+
 class PtyLink:
     """A pty pair: the simulator owns the master, the host opens ``path`` (a symlink to the slave)."""
 
@@ -207,6 +210,8 @@ class GateSimulator:
         rec = {"t_ns": time.monotonic_ns(), "event": event, **fields}
         with self._cond:
             self.events.append(rec)
+            if len(self.events) > MAX_EVENTS:  # a simulator left running (gate-sim, --serial sim): bounded memory
+                del self.events[: len(self.events) - MAX_EVENTS // 2]
             self._cond.notify_all()
         if self._record:
             self._record.write(json.dumps(rec) + "\n")
