@@ -40,6 +40,8 @@ def status_table(stats: LoopStats, source: str = ""):
               if last.score is not None else f"#{last.part_id}")
     if stats.stalls:
         t.add_row("[red]source stalls", str(stats.stalls))
+    if stats.errors:
+        t.add_row("[red]frames not inspected", str(stats.errors))
     return t
 
 

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from engines.errors import UserError
 from engines.preprocess import preprocess
 from inspector.config import InspectorConfig
 from inspector.detect import Detection, Detector, Roi
@@ -25,6 +26,8 @@ from inspector.records import Frame, Part, PartSink, Verdict
 from inspector.track import Track, Tracker, unclassified_reason
 
 log = logging.getLogger(__name__)
+
+MAX_FAILURES_IN_A_ROW = 10  # frames; then the error stops the run
 
 
 @dataclass(slots=True)
@@ -215,6 +218,7 @@ class LoopStats:
     last_latency_ms: float | None = None
     dropped: int = 0
     stalls: int = 0
+    errors: int = 0  # frames that could not be inspected (parts in flight rejected)
     summary: Any = None  # events.Summary
     _win: list[float] = field(default_factory=list)
 
@@ -261,6 +265,7 @@ def run_loop(
     seen_stalls = getattr(capture, "stall_count", 0)
     last_frame: Frame | None = None
     end_reason = "run stopped before the part was classified"
+    failures = 0
     while not stop.is_set():
         if view.paused:
             if not view.update(None, stats):
@@ -284,7 +289,18 @@ def run_loop(
                 if not view.update(None, stats):
                     break
                 continue
-        pipeline.process(frame)
+        try:
+            pipeline.process(frame)
+            failures = 0
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad frame must not stop the line; many in a row do
+            failures += 1
+            stats.errors += 1
+            log.exception("frame %d could not be inspected", frame.seq)
+            pipeline.flush(f"inspection error on frame {frame.seq}: {exc}", frame)
+            if failures >= MAX_FAILURES_IN_A_ROW:
+                raise
         last_frame = frame
         stats.tick()
         st = getattr(capture, "stats", None)

@@ -153,7 +153,8 @@ def inspect(cfg, args: argparse.Namespace, truth: str | None = None) -> int:
         raise UserError(f"source {_redact(cfg.source.uri)}: no frame could be read{extra}; check the file or camera")
     result = summary.to_dict(
         stats.frames, stats.elapsed, stats.dropped,
-        stalls=stats.stalls, corrupt_frames=corrupt, model=f"{model_path.name} ({engine.backend})",
+        stalls=stats.stalls, corrupt_frames=corrupt, inspection_errors=stats.errors,
+        model=f"{model_path.name} ({engine.backend})",
     )
     console.print(summary_table(result))
     capture_error = getattr(capture, "error", None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 from runtime_synth import FakeEngine, ListSink, ScriptedCapture, as_frames, make_cfg, moving, render
 
 from inspector.pipeline import LoopStats, Pipeline, run_loop
@@ -96,3 +97,21 @@ def test_a_change_of_frame_size_restarts_tracking_with_fresh_part_ids():
     assert len(ids) == len(set(ids)) == 3
     resized = [p for p in sink.parts if p.reason and "frame size changed" in p.reason]
     assert len(resized) == 1  # the part in flight at the change is rejected, not judged twice
+
+
+def test_a_frame_that_cannot_be_inspected_rejects_parts_in_flight_and_the_line_goes_on():
+    pipe, sink, frames = setup()
+    frames[20].image = frames[20].image[:, :, :2]  # a broken frame: two channels
+    stats = run_loop(pipe, ScriptedCapture(frames))
+    assert stats.errors == 1 and stats.frames == 90
+    errors = [p for p in sink.parts if p.reason and "inspection error on frame 20" in p.reason]
+    assert len(errors) == 1 and errors[0].rejected
+    assert len({p.part_id for p in sink.parts}) == len(sink.parts) == 3  # the second part is judged normally
+
+
+def test_frames_failing_in_a_row_stop_the_run():
+    pipe, sink, frames = setup()
+    for f in frames:
+        f.image = f.image[:, :, :2]
+    with pytest.raises(Exception):  # noqa: B017 - whatever OpenCV raises, it is not swallowed
+        run_loop(pipe, ScriptedCapture(frames))
