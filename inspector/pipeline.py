@@ -96,10 +96,10 @@ class Pipeline:
             self._classify(todo)
         for t in update.ended_unclassified:
             parts.append(self._no_verdict(t, frame, unclassified_reason(t, self.roi)))
+        self._emit(parts)  # first: the tracks are marked judged, so these parts must reach the gate
         if self._centre:
             self._remember_views(image, frame)
         self.frames += 1
-        self._emit(parts)
         self.last = FrameView(image, frame.seq, self.roi, dets, list(self.tracker.tracks), parts)
         return parts
 
