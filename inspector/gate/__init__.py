@@ -86,7 +86,12 @@ def check_port(port: str) -> None:
         ) from None
     except OSError as exc:
         raise UserError(f"gate.port {port}: cannot open it ({exc.strerror}); check the device") from None
-    os.close(fd)
+    try:
+        if not os.isatty(fd):
+            raise UserError(f"gate.port {port}: not a serial port (no terminal device); give the adapter's device, "
+                            "e.g. /dev/ttyUSB0 or /dev/ttyACM0")
+    finally:
+        os.close(fd)
 
 
 def open_actuator(

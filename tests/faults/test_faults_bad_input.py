@@ -241,6 +241,8 @@ CASES = [
          lambda k, t: _run(k, "--serial", "/dev/ttyUSB97")),
     Case("serial-permission", "serial port the user may not open (run as `nobody`)", _pty_as_root,
          user="nobody", volatile=(r"/dev/pts/\d+",)),
+    Case("serial-not-a-tty", "a plain file given as the serial port",
+         lambda k, t: _run(k, "--serial", str(_touch(t / "ttyUSB0", b"")))),
     Case("serial-bad-url", "serial URL with an unknown scheme",
          lambda k, t: _run(k, "--serial", "blah://gate")),
     # --- outputs --------------------------------------------------------------------------------------------
