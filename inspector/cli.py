@@ -47,14 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(_default_to_run(argv, _registered(parser)))
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command is None:
-        args = parser.parse_args(["run", *(argv or [])]) if "run" in _registered(parser) else args
-        if args.command is None:
-            parser.print_help()
-            return 0
+        parser.print_help()
+        return 0
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
@@ -63,6 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _default_to_run(argv: list[str], commands: set[str]) -> list[str]:
+    """`inspector [-v] [run options]` with no sub-command means `inspector [-v] run [run options]`."""
+    n = 0
+    while n < len(argv) and (argv[n] == "--verbose" or (argv[n].startswith("-v") and set(argv[n][1:]) == {"v"})):
+        n += 1
+    rest = argv[n:]
+    if "run" not in commands or (rest and (rest[0] in commands or rest[0] in ("-h", "--help"))):
+        return argv
+    return [*argv[:n], "run", *rest]
 
 
 def _registered(parser: argparse.ArgumentParser) -> set[str]:

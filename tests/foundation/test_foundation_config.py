@@ -72,3 +72,19 @@ def test_check_config_exit_codes(tmp_path: Path, root: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert missing.returncode == 1 and "file not found" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [
+        ([], ["run"]),
+        (["-v", "--no-display"], ["-v", "run", "--no-display"]),
+        (["--source", "demo"], ["run", "--source", "demo"]),  # an option value that names a command
+        (["-vv", "train", "--epochs", "2"], ["-vv", "train", "--epochs", "2"]),
+        (["--help"], ["--help"]),
+    ],
+)
+def test_no_subcommand_means_run(argv: list[str], expected: list[str]) -> None:
+    from inspector.cli import _default_to_run
+
+    assert _default_to_run(argv, {"run", "demo", "train"}) == expected
