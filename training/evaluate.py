@@ -146,16 +146,15 @@ def evaluate(
     if target_recall is not None:
         metrics["threshold_choice"] = meta.extra["threshold_choice"]
         metrics["threshold_stored_in"] = threshold_note
-    (out / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "report"}, indent=2)
-                                      + "\n")
-    (out / "report.txt").write_text(metrics["report"])
     from training import plots
 
     plots.confusion_png(metrics, out / "confusion_matrix.png")
     if meta.ok_class is not None and "roc_auc" in metrics.get("defect_vs_ok", {}):
         plots.roc_pr_png(meta, scored.probs, _is_defect(meta, scored.true), out / "roc_pr.png")
-    if gradcam:
-        metrics["gradcam"] = plots.gradcam_png(Path(model), meta, scored, out / "gradcam.png")
+    metrics["gradcam"] = plots.gradcam_png(Path(model), meta, scored, out / "gradcam.png") if gradcam else "off"
+    (out / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "report"}, indent=2)
+                                      + "\n")
+    (out / "report.txt").write_text(metrics["report"])
     return metrics
 
 

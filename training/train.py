@@ -54,6 +54,7 @@ class TrainOptions:
     threads: int | None = None
     dup_distance: int = 20
     rotate_deg: float = 180.0
+    ema: float | None = None  # weight moving-average decay; None: a one-epoch horizon, 0: off
 
 
 def pretrained_weights(arch: str, weights: Path | None) -> Path | None:
@@ -199,13 +200,22 @@ class Trainer:
         self.load()
         net = build_network(self.meta, self.weights_path)
         opt = torch.optim.Adam(net.parameters(), lr=o.lr)
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        # The moving average of the weights is steadier than the last step's: it is what is validated and kept.
+        steps = max(1, len(self.idx["train"]) // o.batch_size)
+        self.ema_decay = (1.0 - 1.0 / steps) if o.ema is None else float(o.ema)
+        ema = None
+        if self.ema_decay > 0:
+            ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay), use_buffers=True)
+        judged = ema.module if ema is not None else net  # the weights validated, kept and shipped
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.3, patience=max(1, o.patience // 2))
         loss_fn = self._loss()
         state = {"epoch": 0, "history": [], "best_loss": float("inf"), "best_epoch": 0, "bad": 0,
                  "best_state": None, "train_seconds": 0.0}
         last = o.out / "last.pt"
         if o.resume:
-            state = self._resume(last, net, opt, sched)
+            state = self._resume(last, net, opt, sched, ema)
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -232,6 +242,8 @@ class Trainer:
                     loss, logits = self._batch_loss(net, loss_fn, x, y)
                     loss.backward()
                     opt.step()
+                    if ema is not None:
+                        ema.update_parameters(net)
                     with torch.no_grad():
                         if self.meta.binary:
                             correct = ((logits > 0).numpy() == self._targets(y).numpy().astype(bool)).sum()
@@ -242,14 +254,14 @@ class Trainer:
                     seen += len(b)
                     prog.update(task, advance=len(b), info=f"loss {tot_loss / seen:.4f} acc {tot_ok / seen:.4f}")
             row = {"epoch": epoch, "train_loss": tot_loss / seen, "train_acc": tot_ok / seen,
-                   **self._val(net, loss_fn), "lr": opt.param_groups[0]["lr"]}
+                   **self._val(judged, loss_fn), "lr": opt.param_groups[0]["lr"]}
             row["seconds"] = time.perf_counter() - t0
             state["train_seconds"] += row["seconds"]
             sched.step(row["val_loss"])
             improved = row["val_loss"] < state["best_loss"] - 1e-4
             if improved:
                 state.update(best_loss=row["val_loss"], best_epoch=epoch, bad=0,
-                             best_state={k: v.detach().clone() for k, v in net.state_dict().items()})
+                             best_state={k: v.detach().clone() for k, v in judged.state_dict().items()})
             else:
                 state["bad"] += 1
             state["history"].append(row)
@@ -259,6 +271,9 @@ class Trainer:
                 f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} recall {row['val_recall']:.4f}  "
                 f"{row['seconds']:.0f}s{'  *best' if improved else ''}"
             )
+            if ema is not None:
+                state["ema_state"] = ema.module.state_dict()
+                state["ema_n"] = int(ema.n_averaged)
             save_checkpoint(last, net.state_dict(), self.meta, optimizer=opt.state_dict(),
                             scheduler=sched.state_dict(), train_state=_plain(state),
                             best_state=state["best_state"], digest=self.split_info["digest"]["train"])
@@ -267,7 +282,7 @@ class Trainer:
         net.load_state_dict(state["best_state"])
         return self._finish(net, state)
 
-    def _resume(self, last: Path, net: nn.Module, opt, sched) -> dict:
+    def _resume(self, last: Path, net: nn.Module, opt, sched, ema) -> dict:
         if not last.is_file():
             raise UserError(f"--resume: {last} not found; start without --resume")
         meta, weights, payload = load_checkpoint(last)
@@ -278,6 +293,9 @@ class Trainer:
         sched.load_state_dict(payload["scheduler"])
         state = dict(payload["train_state"])
         state["best_state"] = payload["best_state"]
+        if ema is not None and "ema_state" in state:
+            ema.module.load_state_dict(state["ema_state"])
+            ema.n_averaged.fill_(state["ema_n"])
         self.console.print(f"resuming after epoch {state['epoch']} (best epoch {state['best_epoch']})")
         return state
 
@@ -299,7 +317,8 @@ class Trainer:
             split=self.split_info,
             metrics=metrics,
             training={"epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "seed": o.seed,
-                      "batch_size": o.batch_size, "lr": o.lr, "train_seconds": round(state["train_seconds"], 1),
+                      "batch_size": o.batch_size, "lr": o.lr, "ema": self.ema_decay,
+                      "train_seconds": round(state["train_seconds"], 1),
                       "pretrained": str(self.weights_path) if self.weights_path else None,
                       "augmentation": f"rotation +-{o.rotate_deg} deg, h/v flips, brightness/contrast",
                       "torch": torch.__version__},
@@ -323,7 +342,7 @@ def _brief(m: dict) -> dict:
 
 
 def _plain(state: dict) -> dict:
-    return {k: v for k, v in state.items() if k != "best_state"}
+    return {k: v for k, v in state.items() if k not in ("best_state",)}
 
 
 def plot_curves(history: list[dict], path: Path) -> None:

@@ -29,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2)")
     p.add_argument("--dup-distance", type=int, default=20,
                    help="pHash bits (of 256) within which two images count as near-duplicates")
+    p.add_argument("--ema", type=float, default=None,
+                   help="decay of the moving average of the weights that is validated and shipped "
+                   "(default: a one-epoch horizon, 1 - 1/steps per epoch; 0: off)")
     p.add_argument("--rotate", type=float, default=180.0, help="augmentation rotation range in degrees (+-)")
     p.set_defaults(func=run)
 
@@ -41,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, patience=args.patience, seed=args.seed, lr=args.lr, resume=args.resume,
         ok_class=args.ok_class, layout=args.layout, manifest=args.manifest, target_recall=args.target_recall,
         weights=args.weights, threads=args.threads, dup_distance=args.dup_distance, rotate_deg=args.rotate,
+        ema=args.ema,
     )
     path = train(opts)
     print(path)
