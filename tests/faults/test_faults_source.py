@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import threading
@@ -29,9 +30,7 @@ def _live(video: Path) -> str:
 
 @pytest.fixture
 def live_video(tmp_path: Path) -> Path:
-    if not Path("/usr/bin/gst-launch-1.0").exists() and not any(
-        Path(d, "gst-launch-1.0").exists() for d in os.environ.get("PATH", "").split(os.pathsep)
-    ):
+    if shutil.which("gst-launch-1.0") is None:
         pytest.skip("gst-launch-1.0 not installed (apt-get install gstreamer1.0-tools)")
     return line_video(tmp_path / "line.avi", PARTS, 100)
 
