@@ -97,8 +97,11 @@ class LineSpec:
                 "blur": 5,
                 "min_area": int(area * 0.25),
                 "max_area": int(area * 1.6),
-                # A square part is the photo's own framing: crop it exactly, as the model was trained on it.
+                # A square part is the photo's own framing: crop it exactly, as the model was trained on it, with
+                # boxes from full-resolution segmentation (downscaled boxes are +-N px, and a few px of framing
+                # moves the shipped model's score; see docs/BENCHMARKS.md, Runtime (replay)).
                 "margin": 0 if self.mask == "square" else 8,
+                "downscale": 1 if self.mask == "square" else "auto",
             },
             "tracking": {
                 "max_distance_px": float(max(80.0, round(2.5 * self.px_per_frame, 1))),
