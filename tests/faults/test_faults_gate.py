@@ -75,6 +75,8 @@ def test_nak_storm_rejects_are_retried_and_what_could_not_be_sent_is_reported(ki
     Expected: the host keeps retrying part 2 while it can still be reached (gate_retries > 0, NAKs counted);
     as the storm outlasts the belt, part 2 is reported gate_status missed with gate_reason "NAK FULL" (and an
     error is logged): the host cannot divert without the controller, but it never records it as diverted.
+    (If the flood of resends times out the port and drops the link, the controller's fail-safe takes over and
+    the part is recorded failsafe instead.)
     Part 1 (before) and parts 3-4 (after) are fired; the run is not disturbed: every part one verdict, one row.
     """
     video = line_video(tmp_path / "line.avi", [(0, True), (14, True), (28, True), (42, True)], 95)
