@@ -13,6 +13,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -68,6 +69,8 @@ class Pipeline:
         self.last: FrameView | None = None
         self.frames = 0
         self._sink_failed: set[int] = set()
+        self._last_capture_ns: int | None = None
+        self._intervals: deque[int] = deque(maxlen=15)  # recent capture intervals: a lost part's time to trigger
 
     # --- per frame --------------------------------------------------------------------------------------
     def process(self, frame: Frame) -> list[Part]:
@@ -76,6 +79,9 @@ class Pipeline:
         if self.undistorter is not None:
             image = self.undistorter.apply(image)
         self._ensure_geometry(image)
+        if self._last_capture_ns is not None and 0 < (dt := frame.t_capture_ns - self._last_capture_ns) < 10**9:
+            self._intervals.append(dt)
+        self._last_capture_ns = frame.t_capture_ns
         t0 = time.monotonic_ns()
         dets = self.detector.detect(image)
         update = self.tracker.update(dets, frame.seq)
@@ -186,7 +192,21 @@ class Pipeline:
         now = time.monotonic_ns()
         seq = frame.seq if frame is not None else t.last_frame
         t_cap = frame.t_capture_ns if frame is not None else now
+        t_cap += self._to_trigger_ns(t)
         return Part(t.track_id, seq, t_cap, t.det.bbox, Verdict.NO_VERDICT, reason=reason, t_verdict_ns=now)
+
+    def _to_trigger_ns(self, t: Track) -> int:
+        """A part lost short of the trigger line reaches it (and so the gate) later than its last sighting: the
+        gate's fire time (capture time + camera-to-gate travel) must aim at the part, not at where it was."""
+        roi = self.roi
+        if roi is None or not self._intervals or t.pos >= roi.trigger_px:
+            return 0
+        frame_ns = float(np.median(self._intervals))
+        v = t.velocity[0] if roi.horizontal else t.velocity[1]
+        v = -v if roi.direction in ("left", "up") else v
+        if v <= 0.5:  # not moving along the belt (px/frame): no estimate
+            return 0
+        return int((roi.trigger_px - t.pos) / v * frame_ns)
 
     def _emit(self, parts: list[Part]) -> None:
         for p in parts:

@@ -12,6 +12,7 @@ import shutil
 import signal
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -49,10 +50,15 @@ def test_stall_rejects_the_parts_in_flight_and_the_line_comes_back(kit, tmp_path
         if view is None:
             return True
         if state["in_flight"] is None:
-            pending = {t.track_id for t in view.tracks if not t.classified and t.hits >= 2}
-            if pending:
-                state["in_flight"], state["pid"] = pending, line.capture.source.pid
+            # a part well short of the trigger line, its speed known (8 px per 33.3 ms frame)
+            due = [t for t in view.tracks if not t.classified and t.hits >= 6 and t.pos < view.roi.trigger_px - 40
+                   and view.seq >= 20]  # the frame rate is known by then
+            if due:
+                state["in_flight"] = {t.track_id for t in view.tracks if not t.classified}
+                state["pid"] = line.capture.source.pid
                 os.kill(state["pid"], signal.SIGSTOP)
+                t = due[0]
+                state["eta"] = (t.track_id, time.monotonic_ns() + (view.roi.trigger_px - t.pos) / 8 * 33.3e6)
             return True
         after = [p for p in line.parts.parts if p.part_id > max(state["in_flight"]) and p.verdict is Verdict.OK]
         return len(after) < 2  # the line is back: two parts judged after the reopen
@@ -66,6 +72,10 @@ def test_stall_rejects_the_parts_in_flight_and_the_line_comes_back(kit, tmp_path
     assert all(why == "run stopped before the part was classified" for i, why in lost.items()
                if i not in state["in_flight"]), lost
     assert sum(p.verdict is Verdict.OK for p in line.parts.parts) >= 2
+    # its reject aims at when it reaches the trigger line (and so the gate), not at where it was last seen
+    pid, eta = state["eta"]
+    part = next(p for p in line.parts.parts if p.part_id == pid)
+    assert abs(part.t_capture_ns - eta) < 120e6, (part.t_capture_ns - eta) / 1e6
     rows = check_fail_safe(line)
     assert all(rows[i]["reason"] == STALLED and rows[i]["gate_status"] == "fired" for i in state["in_flight"]), rows
 
