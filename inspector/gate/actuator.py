@@ -393,7 +393,10 @@ class GateActuator:
         if track is not None:
             track.result.nacks += 1
             track.result.reason = f"NAK {msg.fields[1]}"
-            track.ack_due_ns = t + 5 * MS  # retry shortly, while the part can still be reached
+            # retry shortly, while the part can still be reached; backing off (5, 10, 20 ms ... up to the ack
+            # timeout) so a controller that NAKs everything is not flooded, nor the serial link saturated
+            backoff = min(5 * MS * 2 ** min(track.result.nacks - 1, 10), int(self.cfg.ack_timeout_ms * MS))
+            track.ack_due_ns = t + backoff
 
     # -- housekeeping ------------------------------------------------------------------------------------
     def _service(self, now: int) -> None:
