@@ -100,9 +100,9 @@ def test_nak_storm_rejects_are_retried_and_what_could_not_be_sent_is_reported(ki
     storm = rows[state["storm"].part_id]
     assert storm["gate_retries"] > 0 and storm["reject_sent"] == 1, storm
     assert line.gate.stats["nacks"] > 1, line.gate.stats
-    # The host resends a NAKed reject every 5 ms; on a loaded machine the simulator (a thread here) can fall
-    # behind, the port's write times out and the link is dropped: then the controller's fail-safe holds the
-    # gate. Either way the part is on record as not diverted by command, never as passed.
+    # On a loaded machine the simulator (a thread here) can fall behind the resends, the port's write times
+    # out and the link is dropped: then the controller's fail-safe holds the gate. Either way the part is on
+    # record as not diverted by command, never as passed.
     lost_link = line.gate.stats["link_lost"] > 0
     if lost_link:
         assert storm["gate_status"] in ("missed", "failsafe"), storm
