@@ -4,7 +4,9 @@
 :func:`run_loop` pulls frames from a capture (``get(timeout)``, ``ended``, ``stall_count``, ``stats``), feeds
 the pipeline and a view (window, terminal dashboard or nothing) on the calling thread, which must be the main
 thread when the view is an OpenCV window. Parts in flight when the source stalls or ends get a no-verdict with
-the reason, so they are rejected, never passed.
+the reason, so they are rejected, never passed; parts that pass the camera unseen while it is stalled are the
+gate's to divert: sinks with an optional ``on_line_state(ok, reason)`` (the gate actuator) are told when the
+source stalls and when frames flow again.
 """
 
 from __future__ import annotations
@@ -208,6 +210,17 @@ class Pipeline:
             return 0
         return int((roi.trigger_px - t.pos) / v * frame_ns)
 
+    def line_state(self, ok: bool, reason: str) -> None:
+        """Tell the sinks that care (``on_line_state``, optional) whether the camera sees the line."""
+        for sink in self.sinks:
+            fn = getattr(sink, "on_line_state", None)
+            if fn is None:
+                continue
+            try:
+                fn(ok, reason)
+            except Exception:  # noqa: BLE001 - one failing sink must not stop inspection
+                log.exception("sink %s failed on line state %s (%s)", sink, ok, reason)
+
     def _emit(self, parts: list[Part]) -> None:
         for p in parts:
             for i, sink in enumerate(self.sinks):
@@ -283,6 +296,7 @@ def run_loop(
     stats = stats or LoopStats()
     stop = stop or threading.Event()
     seen_stalls = getattr(capture, "stall_count", 0)
+    stalled = False  # parts pass the camera unseen: the gate holds until frames flow again
     last_frame: Frame | None = None
     end_reason = "run stopped before the part was classified"
     failures = 0
@@ -299,6 +313,9 @@ def run_loop(
             stats.stalls = stalls
             lost = pipeline.flush("source stalled; part in flight rejected", last_frame)
             log.warning("source stalled (%d so far); %d part(s) in flight rejected", stalls, len(lost))
+            if not stalled:
+                stalled = True
+                pipeline.line_state(False, "SOURCE_STALL")
         if frame is None:
             if capture.ended.is_set():
                 frame = capture.get(timeout=0)
@@ -309,6 +326,10 @@ def run_loop(
                 if not view.update(None, stats):
                     break
                 continue
+        if stalled:
+            stalled = False
+            log.warning("source back after a stall: frames flow again")
+            pipeline.line_state(True, "SOURCE_STALL")
         try:
             pipeline.process(frame)
             failures = 0

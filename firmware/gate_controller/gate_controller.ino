@@ -10,7 +10,8 @@
 // diversion at a time on this board's millis() clock (the host learns it from our heartbeats), REJ N ms
 // after receipt, REJE at an absolute encoder count. When no valid line arrives for
 // link_timeout_ms it enters fail-safe (hold the diverter out, or stop the line) until the host sends RUN
-// again. A full fire queue is refused (NAK FULL) and also enters fail-safe. The AVR watchdog resets a hung
+// again; HOLD (the host cannot vouch for what reaches the gate: camera stalled, a reject not acknowledged)
+// enters it too, until RUN. A full fire queue is refused (NAK FULL) and also enters fail-safe. The AVR watchdog resets a hung
 // sketch, which boots in fail-safe again.
 //
 // Everything is non-blocking: loop() reads what the UART has, fires what is due, sends heartbeats.
@@ -255,6 +256,11 @@ void handle(char **f, uint8_t nf, uint32_t rx_ms) {
   if (strcmp(type, "RUN") == 0) {
     if (nf != 2) return send_nak(seq, "SYNTAX");
     set_mode(MODE_RUN, "HOST");
+    return send_ack(seq);
+  }
+  if (strcmp(type, "HOLD") == 0) {  // HOLD,<reason>: the host cannot vouch for parts; fail-safe until RUN
+    if (nf != 3 || !*f[2]) return send_nak(seq, "SYNTAX");
+    set_mode(fail_safe, "HOST_HOLD");  // never refused: it needs no queue slot
     return send_ack(seq);
   }
   if (strcmp(type, "ST?") == 0) {

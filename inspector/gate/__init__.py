@@ -51,6 +51,9 @@ class SimulatedGate:
     def on_part(self, part: Part) -> None:
         self.actuator.on_part(part)
 
+    def on_line_state(self, ok: bool, reason: str) -> None:
+        self.actuator.on_line_state(ok, reason)
+
     def close(self) -> None:
         self.actuator.close()
         self.sim.close()

@@ -8,6 +8,10 @@ per connection parses the controller's lines into the same inbox, so all state l
 
 Parts whose gate time falls while the controller is (by the host's knowledge) in fail-safe are reported as
 ``failsafe``: the controller's fail-safe diverted them. See docs/gate-protocol.md.
+
+A *hold* (``hold(reason)`` / ``release()``, HOLD on the wire) puts the controller in fail-safe while the host
+cannot vouch for what reaches the gate: the camera stalled (``on_line_state``, from the pipeline), or a reject
+could not be acknowledged before its deadline (the actuator holds by itself, until that part has passed).
 """
 
 from __future__ import annotations
@@ -82,12 +86,13 @@ class GateActuator:
         self.stats: dict[str, int] = dict.fromkeys(
             ("parts", "rejects", "sent", "retries", "acked", "nacks", "ack_timeouts", "fired", "late_verdicts",
              "failsafe", "missed", "unconfirmed", "passed", "reconnects", "link_lost", "rx_errors",
-             "overflow", "write_errors", "fired_echo"), 0)
+             "overflow", "write_errors", "fired_echo", "holds", "releases"), 0)
         self.wire_ns: deque[int] = deque(maxlen=100_000)  # verdict -> REJ written, per first send
         self.connected = threading.Event()  # port open and the controller talking
         self.link_down = threading.Event()  # set while the link is known to be down (after it was up)
         self.running = threading.Event()  # controller in RUN mode (as last reported)
         self.encoder_ready = threading.Event()  # two encoder readings seen: REJE can be used (timebase encoder)
+        self.held = threading.Event()  # set while the host holds the gate in fail-safe (any reason)
         self._inbox: queue.Queue = queue.Queue()
         self._stop = threading.Event()
         self._ser: serial.SerialBase | None = None
@@ -103,6 +108,9 @@ class GateActuator:
         self._link_down_ns: int | None = time.monotonic_ns() - int(cfg.link_timeout_ms * MS)
         self._sync_due = 0
         self._run_seq: int | None = None
+        self._holds: dict[str, int | None] = {}  # hold reason -> when to release it (None: when told)
+        self._held_synced = False  # the controller has been sent HOLD since it last (re)connected
+        self._hold_due = 0
         self._next_hb = 0
         self._next_open = 0
         self._opened_ns = 0
@@ -127,6 +135,27 @@ class GateActuator:
                                           reason="gate inbox full"))
             return
         self._inbox.put(("part", part, time.monotonic_ns()))
+
+    def hold(self, reason: str) -> None:
+        """Put the controller in fail-safe (divert every part, or stop the line) until every hold is released.
+
+        Non-blocking and idempotent (a reason already held is a no-op); ``reason`` is an upper-case word."""
+        self._inbox.put(("hold", reason, time.monotonic_ns()))
+
+    def release(self, reason: str | None = None, after_s: float = 0.0) -> None:
+        """Drop hold ``reason`` (None: all) ``after_s`` from now; the last one gone, pending rejects are re-sent
+        and the controller is sent RUN. A new hold for the reason before then cancels the release."""
+        self._inbox.put(("release", reason, time.monotonic_ns() + int(after_s * 1e9)))
+
+    def on_line_state(self, ok: bool, reason: str) -> None:
+        """The pipeline's word on the line (optional sink method): ``ok`` False = the camera sees nothing.
+
+        Parts that passed the camera unseen are still on the belt when frames flow again, so the hold is
+        released one belt travel (plus a pulse) later, once the last of them has passed the gate."""
+        if not ok:
+            self.hold(reason)
+        else:
+            self.release(reason, after_s=(self.travel_ns + self.cfg.pulse_ms * MS) / 1e9)
 
     def close(self, drain_s: float | None = None) -> None:
         """Wait (bounded) for parts in flight to pass the gate, then stop; the controller then goes fail-safe."""
@@ -158,6 +187,10 @@ class GateActuator:
                     self._receive(obj, t)
                 elif kind == "broken" and obj[1] is self._rx_stop:  # not a stale one from an old port
                     self._lost(f"read failed: {obj[0]}")
+                elif kind == "hold":
+                    self._hold(obj, t)
+                elif kind == "release":
+                    self._release_at(obj, t)
                 elif kind == "drain":
                     drain_until = t
                 try:
@@ -197,6 +230,7 @@ class GateActuator:
         self._reader.start()
         self._next_hb = now
         self._sync_due = now  # configure the controller and bring it out of fail-safe
+        self._held_synced = False
         self.clock.reset()
         self.encoder_ready.clear()
 
@@ -236,6 +270,7 @@ class GateActuator:
         self.running.clear()
         self._run_seq = None
         self._ctrl_mode = None
+        self._held_synced = False  # it may reboot: a hold is sent again with CFG
         # unacknowledged commands go again once the link is back, if their parts can still be reached
         for track in self._tracks.values():
             if track.seq is not None and track.result.acked_ns is None:
@@ -393,6 +428,7 @@ class GateActuator:
         if track is not None:
             track.result.nacks += 1
             track.result.reason = f"NAK {msg.fields[1]}"
+            track.extra["trouble"] = True
             # retry shortly, while the part can still be reached; backing off (5, 10, 20 ms ... up to the ack
             # timeout) so a controller that NAKs everything is not flooded, nor the serial link saturated
             backoff = min(5 * MS * 2 ** min(track.result.nacks - 1, 10), int(self.cfg.ack_timeout_ms * MS))
@@ -413,20 +449,31 @@ class GateActuator:
         if self._ser is not None and now >= self._next_hb:
             self._next_hb = now + int(self.cfg.heartbeat_ms * MS)
             self._write(P.HB, (now // MS) % 2**31)
+        self._service_holds(now)
         if self._ser is not None and self._ctrl_mode not in (None, P.MODE_RUN) and self._sync_due \
-                and now >= self._sync_due:
+                and now >= self._sync_due and not (self._holds and self._held_synced):
             self._sync(now)
         for track in list(self._tracks.values()):
             if track.failsafe_at_gate is None and now >= track.gate_ns:
                 track.failsafe_at_gate = self._failsafe_at(track.gate_ns)
+                if track.failsafe_at_gate and self._holds:
+                    track.extra["held"] = "gate held: " + ",".join(self._holds)
             if track.rejected and track.result.acked_ns is None and now < track.deadline_ns:
                 if track.seq is None or (track.ack_due_ns is not None and now >= track.ack_due_ns):
                     if track.seq is not None and track.result.reason is None:
                         self.stats["ack_timeouts"] += 1
                         track.result.reason = "ACK timeout"
+                    track.extra["trouble"] = track.extra.get("trouble") or track.seq is not None
                     self._send_reject(track, now)
             elif track.ack_due_ns is not None and now >= track.deadline_ns:
                 track.ack_due_ns = None  # too late to resend: nothing left to wait for
+            if track.extra.get("trouble") and track.result.acked_ns is None and "unacked" not in track.extra \
+                    and now >= track.deadline_ns - int(self.cfg.ack_timeout_ms * MS) and now < track.gate_ns:
+                # the last retry is due and nothing got through: divert everything until this part has passed
+                track.extra["unacked"] = True
+                log.warning("gate: reject of part %d not acknowledged (%s); holding the gate until it has passed",
+                            track.part.part_id, track.result.reason)
+                self._hold(P.HOLD_REJECT_UNACKED, now)
             grace = int((self.cfg.pulse_ms + self.cfg.link_timeout_ms) * MS)  # time for the FIRED echo
             if now >= track.gate_ns + grace:
                 self._finalise(track, now)
@@ -439,8 +486,50 @@ class GateActuator:
         for track in self._tracks.values():
             if track.rejected and track.result.acked_ns is None and now < track.deadline_ns:
                 self._send_reject(track, now)
+        if self._holds:  # configured and rejects re-sent, but it stays in fail-safe
+            self._held_synced = self._write(P.HOLD, next(iter(self._holds))) is not None
+            return
         self._run_seq = self._write(P.RUN)
         self._sync_due = now + int(max(c.ack_timeout_ms, c.heartbeat_ms) * MS)
+
+    # -- holds -----------------------------------------------------------------------------------------
+    def _hold(self, reason: str, now: int) -> None:
+        if reason in self._holds and self._holds[reason] is None:
+            return  # already held for this reason
+        if reason not in self._holds:
+            self.stats["holds"] += 1
+            log.warning("gate: holding the controller in fail-safe (%s)", reason)
+        self._holds[reason] = None  # (a pending release of it is cancelled)
+        if not self.held.is_set():
+            self.held.set()
+            self._held_synced, self._hold_due = False, now
+            self._send_hold(now)
+
+    def _release_at(self, reason: str | None, t: int) -> None:
+        for r in [reason] if reason is not None else list(self._holds):
+            if r in self._holds:
+                self._holds[r] = t
+
+    def _service_holds(self, now: int) -> None:
+        for reason, at in list(self._holds.items()):
+            if reason == P.HOLD_REJECT_UNACKED and at is None and not any(
+                    t.extra.get("unacked") and now < t.gate_ns + self.cfg.pulse_ms * MS for t in self._tracks.values()):
+                at = self._holds[reason] = now  # every part that caused it has passed the gate
+            if at is not None and now >= at:
+                del self._holds[reason]
+                self.stats["releases"] += 1
+                log.warning("gate: hold %s released", reason)
+        if not self._holds:
+            if self.held.is_set():
+                self.held.clear()
+                self._held_synced, self._run_seq, self._sync_due = False, None, now  # CFG, rejects, then RUN
+            return
+        self._send_hold(now)
+
+    def _send_hold(self, now: int) -> None:
+        if self._ser is not None and self._ctrl_mode == P.MODE_RUN and now >= self._hold_due:
+            self._held_synced = self._write(P.HOLD, next(iter(self._holds))) is not None
+            self._hold_due = now + int(self.cfg.ack_timeout_ms * MS)  # again, while it still says RUN
 
     def _failsafe_at(self, t: int) -> bool:
         """Was the controller diverting at ``t``, as far as the host can tell?"""
@@ -471,6 +560,8 @@ class GateActuator:
                           r.part_id, r.reason)
         else:
             r.status = "failsafe" if failsafe else "passed"
+        if r.status == "failsafe" and "held" in track.extra:
+            r.reason = f"{r.reason}; {track.extra['held']}" if r.reason else track.extra["held"]
         self.stats[r.status] += 1
         if self.on_result is not None:
             try:

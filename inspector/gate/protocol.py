@@ -20,8 +20,9 @@ REJT = "REJT"  # REJT,<part>,<ctrl_ms>               fire when the controller's 
 REJE = "REJE"  # REJE,<part>,<encoder_count>         fire when the encoder reaches this count
 CFG = "CFG"  # CFG,<D|S>,<link_timeout_ms>,<pulse_ms>,<heartbeat_ms>
 RUN = "RUN"  # RUN                                   leave fail-safe (sent after pending rejects)
+HOLD = "HOLD"  # HOLD,<reason>                       enter fail-safe until RUN: the host cannot vouch for parts
 STQ = "ST?"  # ST?                                   ask for a STATUS line
-HOST_TYPES = {HB: 2, REJ: 3, REJT: 3, REJE: 3, CFG: 5, RUN: 1, STQ: 1}  # type -> field count incl. type
+HOST_TYPES = {HB: 2, REJ: 3, REJT: 3, REJE: 3, CFG: 5, RUN: 1, HOLD: 2, STQ: 1}  # type -> field count incl. type
 # Controller -> host
 ACK = "ACK"  # ACK,<host_seq>
 NAK = "NAK"  # NAK,<host_seq|?>,<reason>
@@ -36,6 +37,10 @@ CLOCK_MOD = 2**32  # the controller's millisecond clock and encoder count wrap h
 # Controller modes and NAK reasons
 MODE_RUN, MODE_DIVERT, MODE_STOP = "RUN", "DIVERT", "STOP"
 NAK_REASONS = ("CRC", "SYNTAX", "FULL", "UNKNOWN", "RANGE")
+# HOLD reasons (the controller reports MODE,<DIVERT|STOP>,HOST_HOLD; the reason is for its log and the host's)
+HOLD_SOURCE_STALL = "SOURCE_STALL"  # the camera stalled: parts pass it unseen, no reject is sent for them
+HOLD_REJECT_UNACKED = "REJECT_UNACKED"  # a reject could not be acknowledged before its deadline
+HOST_HOLD = "HOST_HOLD"  # the MODE reason for a hold
 
 
 class ProtocolError(ValueError):

@@ -2,9 +2,9 @@
 
 It behaves like firmware/gate_controller/gate_controller.ino: boots in fail-safe, schedules REJ commands on
 its own clock, fires, reports FIRED, heartbeats, and holds the diverter (or stops the line) when the host's
-heartbeats stop, until the host sends RUN. Every diversion and mode change is recorded (memory and JSONL)
-with ``time.monotonic_ns()`` - the same clock the inspector stamps parts with - so a test can check each
-defect left the line at its part's gate time.
+heartbeats stop or the host sends HOLD, until the host sends RUN. Every diversion and mode change is
+recorded (memory and JSONL) with ``time.monotonic_ns()`` - the same clock the inspector stamps parts with -
+so a test can check each defect left the line at its part's gate time.
 
 :class:`PtyLink` is the "cable": a pty pair whose slave is reached through a stable symlink (like udev's
 /dev/serial/by-id names), so a test can unplug it (close both ends) and plug it back (a new pair, same path).
@@ -112,7 +112,8 @@ class GateSimulator:
     """The simulated controller. ``start()`` runs it on a thread; ``close()`` stops it.
 
     Fault injection for tests (each a count of messages to affect): ``drop_acks`` (of REJ/REJE),
-    ``nak_next`` (with ``nak_reason``), ``garble_next`` (outgoing checksums); ``silent`` stops its heartbeats.
+    ``nak_next`` (with ``nak_reason``; every command but HOLD, which needs no resources), ``garble_next``
+    (outgoing checksums); ``silent`` stops its heartbeats.
     """
 
     def __init__(
@@ -312,7 +313,7 @@ class GateSimulator:
         self._note("rx", seq=msg.seq, type=msg.type, fields=list(msg.fields), t_rx_ns=t_rx)
         if msg.type == P.HB:
             return
-        if self.nak_next > 0:
+        if self.nak_next > 0 and msg.type != P.HOLD:  # a HOLD needs no queue slot: never refused, as in the sketch
             self.nak_next -= 1
             self.counters["nak"] += 1
             self._send(P.NAK, msg.seq, self.nak_reason)
@@ -363,6 +364,10 @@ class GateSimulator:
                 self.mode = mode
         elif msg.type == P.RUN:
             self._set_mode(P.MODE_RUN, "HOST")
+        elif msg.type == P.HOLD:  # the host cannot vouch for what reaches the gate: fail-safe until RUN
+            if self.mode != self.fail_safe:
+                self._note("hold", reason=msg.fields[0])
+            self._set_mode(self.fail_safe, P.HOST_HOLD)
 
 
 def run_simulator(port: str | None, record: str | None, fail_safe: str, stop: threading.Event,

@@ -68,16 +68,17 @@ def test_unplug_and_replug_during_a_run(kit, tmp_path: Path) -> None:
     assert any(h[0] >= t_unplug for h in sim.holds()), "the controller never went fail-safe while unplugged"
 
 
-def test_nak_storm_rejects_are_retried_and_what_could_not_be_sent_is_reported(kit, tmp_path: Path) -> None:
-    """The controller NAKs every command (reason FULL) from the moment part 2 is judged until part 2's gate
-    time has passed; then it recovers. Every part is a defect (threshold 0).
+def test_nak_storm_rejects_are_retried_then_the_gate_holds(kit, tmp_path: Path) -> None:
+    """The controller NAKs every command but HOLD (reason FULL) from the moment part 2 is judged until part 2's
+    gate time has passed; then it recovers. Every part is a defect (threshold 0).
 
     Expected: the host keeps retrying part 2 while it can still be reached (gate_retries > 0, NAKs counted);
-    as the storm outlasts the belt, part 2 is reported gate_status missed with gate_reason "NAK FULL" (and an
-    error is logged): the host cannot divert without the controller, but it never records it as diverted.
-    (If the flood of resends times out the port and drops the link, the controller's fail-safe takes over and
-    the part is recorded failsafe instead.)
-    Part 1 (before) and parts 3-4 (after) are fired; the run is not disturbed: every part one verdict, one row.
+    as the storm outlasts the belt, the host holds the controller in fail-safe (HOLD REJECT_UNACKED) before
+    part 2's gate time, so part 2 is diverted (the simulator's record: the diverter was out at its gate time)
+    and logged gate_status failsafe, gate_reason "NAK FULL; gate held: REJECT_UNACKED" - never missed.
+    (If the flood of resends times out the port and drops the link, the controller's own fail-safe takes over:
+    failsafe all the same.) Once part 2 has passed, the hold is released; part 1 (before) and parts 3-4
+    (after) are fired; the run is not disturbed: every part one verdict, one row.
     """
     video = line_video(tmp_path / "line.avi", [(0, True), (14, True), (28, True), (42, True)], 95)
     line = Line(tmp_path, kit, str(video), source={"realtime": True}, model={"threshold": 0.0})
@@ -101,14 +102,13 @@ def test_nak_storm_rejects_are_retried_and_what_could_not_be_sent_is_reported(ki
     assert storm["gate_retries"] > 0 and storm["reject_sent"] == 1, storm
     assert line.gate.stats["nacks"] > 1, line.gate.stats
     # On a loaded machine the simulator (a thread here) can fall behind the resends, the port's write times
-    # out and the link is dropped: then the controller's fail-safe holds the gate. Either way the part is on
-    # record as not diverted by command, never as passed.
+    # out and the link is dropped: then the controller's watchdog holds the gate. Either way it is diverted.
     lost_link = line.gate.stats["link_lost"] > 0
-    if lost_link:
-        assert storm["gate_status"] in ("missed", "failsafe"), storm
-    else:
-        assert storm["gate_status"] == "missed" and storm["gate_reason"] == "NAK FULL", storm
-        assert line.gate.stats["missed"] == 1, line.gate.stats
+    assert storm["gate_status"] == "failsafe" and line.gate.stats["missed"] == 0, (storm, line.gate.stats)
+    assert line.sim.diverted_at(state["storm"].t_capture_ns + line.gate.travel_ns, 0), line.sim.holds()
+    if not lost_link:
+        assert storm["gate_reason"] == "NAK FULL; gate held: REJECT_UNACKED", storm
+        assert line.gate.stats["holds"] == 1 and line.gate.stats["releases"] == 1, line.gate.stats
     others = [r["gate_status"] for i, r in sorted(rows.items()) if i != state["storm"].part_id]
     assert set(others) <= ({"fired", "failsafe", "unconfirmed"} if lost_link else {"fired"}), rows
     assert others[-1] == "fired", f"the gate did not recover after the storm: {rows}"

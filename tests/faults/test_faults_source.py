@@ -41,7 +41,10 @@ def test_stall_rejects_the_parts_in_flight_and_the_line_comes_back(kit, tmp_path
 
     Expected: the stall is noticed (stall_timeout_s 0.5), every part in flight at that moment gets
     NO_VERDICT "source stalled; part in flight rejected", goes to the gate as a reject and is logged with that
-    reason; the source is reopened (1 stall, 1 reopen) and later parts get real verdicts again (OK here)."""
+    reason; the source is reopened (1 stall, 1 reopen) and later parts get real verdicts again (OK here).
+    Parts that cross the camera unseen while it is frozen are diverted: the pipeline tells the gate, which
+    holds the controller (HOLD SOURCE_STALL) from the stall until one belt travel after frames flow again -
+    the simulator's record shows the diverter out over every gate time such a part could have - then RUN."""
     # 1.5 s of belt to the gate: the reject of a part lost in a 0.5 s stall can still reach it
     line = Line(tmp_path, kit, _live(live_video), source={"stall_timeout_s": 0.5}, gate={"camera_to_gate_mm": 300.0})
     state: dict = {"in_flight": None, "pid": None}
@@ -57,11 +60,13 @@ def test_stall_rejects_the_parts_in_flight_and_the_line_comes_back(kit, tmp_path
                 state["in_flight"] = {t.track_id for t in view.tracks if not t.classified}
                 state["pid"] = line.capture.source.pid
                 os.kill(state["pid"], signal.SIGSTOP)
+                state["t_stop"] = time.monotonic_ns()
                 t = due[0]
                 state["eta"] = (t.track_id, time.monotonic_ns() + (view.roi.trigger_px - t.pos) / 8 * 33.3e6)
             return True
+        state.setdefault("t_back", time.monotonic_ns())  # the first frame after the stall (or later)
         after = [p for p in line.parts.parts if p.part_id > max(state["in_flight"]) and p.verdict is Verdict.OK]
-        return len(after) < 2  # the line is back: two parts judged after the reopen
+        return len(after) < 2 or line.gate.held.is_set()  # the line is back (two parts judged) and released
 
     line.run(Hook(hook), timeout_s=40)
     assert state["in_flight"], "no part was ever in flight"
@@ -78,6 +83,13 @@ def test_stall_rejects_the_parts_in_flight_and_the_line_comes_back(kit, tmp_path
     assert abs(part.t_capture_ns - eta) < 120e6, (part.t_capture_ns - eta) / 1e6
     rows = check_fail_safe(line)
     assert all(rows[i]["reason"] == STALLED and rows[i]["gate_status"] == "fired" for i in state["in_flight"]), rows
+    # a part crossing the trigger line unseen between the freeze and the first frame back reaches the gate in
+    # [t_stop, t_back] + travel: one HOLD interval covers all of it, and it ended (RUN) after that
+    travel = line.gate.travel_ns
+    assert [e["reason"] for e in line.sim.events if e["event"] == "hold"] == ["SOURCE_STALL"], line.sim.holds()
+    held = [h for h in line.sim.holds() if h[0] <= state["t_stop"] + travel]
+    assert held and held[-1][1] is not None and held[-1][1] >= state["t_back"] + travel, (held, state, travel)
+    assert line.gate.stats["holds"] == 1 and line.gate.stats["releases"] == 1, line.gate.stats
 
 
 def test_short_freeze_under_the_stall_timeout_loses_nothing(kit, tmp_path: Path, live_video: Path) -> None:

@@ -44,8 +44,10 @@ def test_a_controller_that_never_acknowledges_is_reported(line) -> None:
     ln.actuator.on_part(make_part(3, True))
     assert ln.results.wait(1, timeout=3.0)
     r = ln.results.by_part[3]
-    assert r.status == "missed" and r.acked_ns is None and r.nacks >= 2  # retried until the deadline
-    assert ln.actuator.stats["missed"] == 1 and 3 not in ln.sim.fired
+    assert r.acked_ns is None and r.nacks >= 2  # retried until the deadline
+    # then the host held the controller in fail-safe (HOLD REJECT_UNACKED): diverted all the same, on record
+    assert r.status == "failsafe" and r.reason == "NAK RANGE; gate held: REJECT_UNACKED", r
+    assert ln.actuator.stats["missed"] == 0 and 3 not in ln.sim.fired and ln.sim.diverted_at(r.gate_ns, 0)
 
 
 def test_checksum_errors_from_the_controller_are_counted(line) -> None:
