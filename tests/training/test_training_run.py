@@ -100,3 +100,18 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error:") and err.count("\n") == 1
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--resume"]) == 1
+
+
+def test_evaluate_exported_onnx_stores_threshold_in_sidecar(tiny_dataset, tmp_path):
+    from engines.export import export_onnx
+    from engines.meta import read_sidecar
+
+    data = tiny_dataset({"ok": 20, "defect": 20})
+    model = train(_opts(data, tmp_path / "run", epochs=1))
+    onnx_path = export_onnx(model, tmp_path / "exp.onnx")
+    m = evaluate(onnx_path, data, tmp_path / "eval", target_recall=1.0)
+    assert m["split"] == "test"  # the sidecar carries the split too
+    assert m["threshold_stored_in"].endswith(".onnx.json")
+    assert read_sidecar(onnx_path).threshold == pytest.approx(m["threshold"])
+    # Grad-CAM needs the checkpoint; none sits beside the export here, so it is skipped with a reason
+    assert m["gradcam"].startswith("skipped")
