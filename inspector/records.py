@@ -59,6 +59,9 @@ class PartSink(Protocol):
     """Anything downstream of the decision: the gate actuator, the defect log, the events file.
 
     ``on_part`` is called on the inspection thread and must not block; ``close`` flushes and stops.
+    Optional: ``on_line_state(ok: bool, reason: str)``, called (non-blocking) when the source stalls (False,
+    "SOURCE_STALL") and when frames flow again (True): parts pass the camera unseen meanwhile, so the gate
+    actuator holds the controller in fail-safe. Sinks without it need nothing.
     """
 
     def on_part(self, part: Part) -> None: ...
