@@ -64,7 +64,8 @@ def test_stall_rejects_the_parts_in_flight_and_the_line_comes_back(kit, tmp_path
                 t = due[0]
                 state["eta"] = (t.track_id, time.monotonic_ns() + (view.roi.trigger_px - t.pos) / 8 * 33.3e6)
             return True
-        state.setdefault("t_back", time.monotonic_ns())  # the first frame after the stall (or later)
+        if line.capture.stats.stalls and "t_back" not in state:  # capture time of the first frame back
+            state["t_back"] = line.pipeline._last_capture_ns
         after = [p for p in line.parts.parts if p.part_id > max(state["in_flight"]) and p.verdict is Verdict.OK]
         return len(after) < 2 or line.gate.held.is_set()  # the line is back (two parts judged) and released
 

@@ -64,10 +64,9 @@ def test_simulator_diverts_every_part_while_held_and_resumes_after_run(line) -> 
 
 
 def test_stop_kind_fail_safe_stops_the_line_on_hold(line) -> None:
-    ln = line()
-    ln.sim.fail_safe = P.MODE_STOP  # its configured kind: the CFG the host sends says D, so set it after
+    ln = line(fail_safe="stop")  # the host's CFG says S: fail-safe stops the line
     ln.wait_running()
-    ln.sim.fail_safe = P.MODE_STOP
+    assert ln.sim.fail_safe == P.MODE_STOP
     ln.actuator.hold(P.HOLD_REJECT_UNACKED)
     assert ln.sim.wait_for(lambda s: s.mode == P.MODE_STOP, 2.0), ln.sim.events[-5:]
     ln.actuator.release(P.HOLD_REJECT_UNACKED)
