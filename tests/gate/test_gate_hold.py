@@ -148,3 +148,19 @@ def test_firmware_holds_and_runs_again(host_firmware: Path, tmp_path: Path) -> N
     assert rise, pin7[-5:]
     assert not [t for t, v in pin7 if v == 0 and rise[0] < t < t_release], "diverter dropped during the hold"
     assert [t for t, v in pin7 if v == 0 and t_release < t < t_run + 1_000_000_000], "diverter not dropped on RUN"
+
+
+def test_serial_sim_gate_forwards_line_state() -> None:
+    """`--serial sim` wraps the actuator: the pipeline's on_line_state reaches it (and so the controller)."""
+    from inspector.gate import SimulatedGate
+
+    gate = SimulatedGate(GateConfig(**{**FAST, "port": "sim"}))
+    try:
+        assert gate.actuator.running.wait(3.0)
+        gate.on_line_state(False, P.HOLD_SOURCE_STALL)
+        assert gate.sim.wait_for(lambda s: s.mode == P.MODE_DIVERT, 2.0), gate.sim.events[-5:]
+        assert _modes(gate.sim)[-1] == (P.MODE_DIVERT, P.HOST_HOLD)
+    finally:
+        gate.actuator.close(drain_s=0.0)
+        gate.sim.close()
+        gate.link.close()
