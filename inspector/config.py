@@ -202,6 +202,28 @@ class InspectorConfig(Section):
     log: LogConfig = Field(default_factory=LogConfig)
     display: DisplayConfig = Field(default_factory=DisplayConfig)
 
+    @model_validator(mode="after")
+    def _stall_before_gate(self) -> InspectorConfig:
+        problem = stall_gate_problem(self)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+def stall_gate_problem(cfg: InspectorConfig) -> str | None:
+    """A camera stall must be noticed, and the gate held, before an unseen part can reach the gate."""
+    if not cfg.gate.port:
+        return None
+    travel_ms = cfg.gate.camera_to_gate_mm / cfg.gate.belt_speed_mm_s * 1000.0
+    need_ms = cfg.source.stall_timeout_s * 1000.0 + cfg.gate.ack_timeout_ms
+    if need_ms < travel_ms:
+        return None
+    return (
+        f"source.stall_timeout_s {cfg.source.stall_timeout_s:g} s (+ gate.ack_timeout_ms "
+        f"{cfg.gate.ack_timeout_ms:g}) is not shorter than the {travel_ms:.0f} ms of belt travel from camera to gate, "
+        "so parts passing a frozen camera could reach the gate before it is held; lower source.stall_timeout_s"
+    )
+
 
 def load_config(path: str | Path) -> InspectorConfig:
     return load_model(InspectorConfig, path)

@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def build_config(args: argparse.Namespace):
-    from inspector.config import InspectorConfig, load_config
+    from inspector.config import InspectorConfig, load_config, stall_gate_problem
 
     cfg = load_config(args.config) if getattr(args, "config", None) else InspectorConfig()
     if getattr(args, "camera", None) is not None:
@@ -79,6 +79,8 @@ def build_config(args: argparse.Namespace):
         cfg.model.path = args.model
     if getattr(args, "serial", None):
         cfg.gate.port = args.serial
+        if problem := stall_gate_problem(cfg):  # the file was checked on load; --serial adds a gate
+            raise UserError(problem)
     if getattr(args, "log_db", None):
         cfg.log.db = args.log_db
     if getattr(args, "no_display", False):

@@ -88,3 +88,21 @@ def test_no_subcommand_means_run(argv: list[str], expected: list[str]) -> None:
     from inspector.cli import _default_to_run
 
     assert _default_to_run(argv, {"run", "demo", "train"}) == expected
+
+
+def test_stall_timeout_must_beat_the_belt_to_the_gate(tmp_path: Path) -> None:
+    """Parts pass a frozen camera unseen: the gate must be held before the first of them can reach it."""
+    path = tmp_path / "line.yaml"
+    path.write_text(
+        "source:\n  stall_timeout_s: 2.0\n"
+        "gate:\n  port: sim\n  camera_to_gate_mm: 300\n  belt_speed_mm_s: 200\n"
+    )
+    with pytest.raises(UserError, match="source.stall_timeout_s 2 s .* 1500 ms of belt travel"):
+        load_config(path)
+    path.write_text("source:\n  stall_timeout_s: 2.0\n")  # no gate: nothing to protect
+    assert load_config(path).source.stall_timeout_s == 2.0
+    res = subprocess.run(
+        [sys.executable, "-m", "inspector", "run", "--config", str(path), "--serial", "sim", "--no-display"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert res.returncode == 1 and "lower source.stall_timeout_s" in res.stderr and "Traceback" not in res.stderr
