@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_part
+from gate_kit import make_part
 
 from inspector.cli import main
 from inspector.config import LogConfig
@@ -139,7 +139,7 @@ def test_retention_by_age_and_by_size(tmp_path: Path) -> None:
 WRITER = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, sys.argv[2])
-    from conftest import make_part
+    from gate_kit import make_part
     from inspector.config import LogConfig
     from inspector.defectlog import DefectLog
     log = DefectLog(LogConfig(db=sys.argv[1], ok_sample_fraction=0.5),

@@ -7,7 +7,7 @@ import select
 import time
 
 import pytest
-from conftest import FAST, make_part
+from gate_kit import FAST, make_part
 
 from engines.errors import UserError
 from inspector.config import GateConfig, LogConfig
@@ -214,7 +214,7 @@ def test_a_missing_device_is_a_user_error(tmp_path) -> None:
 
 def test_spy_url_logs_the_traffic(tmp_path) -> None:
     """pyserial's spy:// wrapper around the pty: the gate works and every byte is in the spy's hex dump."""
-    from conftest import Results
+    from gate_kit import Results
 
     from inspector.gate.actuator import GateActuator
     from inspector.gate.sim import GateSimulator, PtyLink

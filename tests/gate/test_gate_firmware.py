@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FAST, FRAME_NS, Results, make_part
+from gate_kit import FAST, FRAME_NS, Results, make_part
 
 from inspector.config import GateConfig
 from inspector.gate import protocol as P

@@ -7,7 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from conftest import FAST, Results, make_part
+from gate_kit import FAST, Results, make_part
 from test_gate_firmware import host_firmware  # noqa: F401 - the module fixture that builds the sketch on the PC
 
 from inspector.config import GateConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from conftest import FAST, FRAME_NS, Results, make_part
+from gate_kit import FAST, FRAME_NS, Results, make_part
 
 from inspector.config import GateConfig
 from inspector.gate.actuator import GateActuator

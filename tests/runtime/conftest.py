@@ -13,10 +13,7 @@ import cv2
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from runtime_synth import moving, render  # noqa: E402
-
-LINE_FRAMES = 150
-LINE_SPRITES = [moving(0, -60 - 150 * i, 20 + 110 * (i % 2), 9, LINE_FRAMES, defect=bool(i % 2)) for i in range(5)]
+from runtime_synth import LINE_FRAMES, LINE_SPRITES, render  # noqa: E402
 
 
 @pytest.fixture(scope="session")

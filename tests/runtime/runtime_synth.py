@@ -122,3 +122,8 @@ class ScriptedCapture:
         if self._stop_at is not None and f.seq == self._stop_at:
             self._stop.set()
         return f
+
+
+# The drawn line the CLI tests and fixtures share: five parts, alternating OK/defect.
+LINE_FRAMES = 150
+LINE_SPRITES = [moving(0, -60 - 150 * i, 20 + 110 * (i % 2), 9, LINE_FRAMES, defect=bool(i % 2)) for i in range(5)]

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import LINE_SPRITES
+from runtime_synth import LINE_SPRITES
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = {"part_id", "frame_index", "t_capture", "verdict", "score", "class", "latency_ms", "bbox", "reason"}
