@@ -160,7 +160,8 @@ def inspect(cfg, args: argparse.Namespace, truth: str | None = None) -> int:
     )
     console.print(summary_table(result))
     capture_error = getattr(capture, "error", None)
-    out_dir = Path(events_path).parent if events_path else Path.cwd()
+    # results go beside the events file, else beside the truth file they were scored against (never the cwd)
+    out_dir = Path(events_path).parent if events_path else Path(truth).parent if truth else Path.cwd()
     if events_path:
         (out_dir / (Path(events_path).stem + ".summary.json")).write_text(json.dumps(result, indent=2) + "\n")
     if truth:

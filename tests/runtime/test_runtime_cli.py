@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -181,7 +182,9 @@ def test_demo_runs_with_the_shipped_model_and_no_torch(tmp_path):
                        env=env, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "inspection summary" in r.stdout and "scorecard" in r.stdout
-    card = json.loads((tmp_path / "scorecard.json").read_text())
+    saved = re.search(r"scorecard saved to (\S+)", r.stdout.replace("\n", ""))
+    assert saved and not (tmp_path / "scorecard.json").exists(), "the demo must not litter the working directory"
+    card = json.loads(Path(saved.group(1)).read_text())
     assert card["found"] == card["parts"] == 24 and card["missed"] == 0
     assert card["split"] == card["duplicated"] == card["spurious"] == 0
     assert list((tmp_path / "cache" / "inspector" / "demo").glob("*.mp4")), "the rendered line is cached"
