@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from engines.base import store_metadata
 from engines.errors import UserError
-from engines.meta import ModelMeta, read_sidecar, write_sidecar
+from engines.meta import ModelMeta, read_sidecar
 from training.threshold import ThresholdChoice, choose_threshold
 
 log = logging.getLogger(__name__)
@@ -59,14 +60,11 @@ def write_threshold(model_path: str | Path, choice: ThresholdChoice, data: str |
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     if p.suffix.lower() == ".pt":
-        from engines.checkpoint import load_checkpoint, update_checkpoint_meta
+        from engines.checkpoint import load_checkpoint
 
-        meta, _, _ = load_checkpoint(p)
-        meta.threshold = float(choice.threshold)
-        meta.extra = {**meta.extra, "threshold_calibration": record}
-        update_checkpoint_meta(p, meta)
-        return p
-    meta = read_sidecar(p)
+        meta = load_checkpoint(p)[0]
+    else:
+        meta = read_sidecar(p)
     meta.threshold = float(choice.threshold)
     meta.extra = {**meta.extra, "threshold_calibration": record}
-    return write_sidecar(p, meta)
+    return store_metadata(p, meta)

@@ -90,3 +90,16 @@ def load_engine(
         engine.warm_up()
     log.info("loaded %s with %s backend", p, engine.backend)
     return engine
+
+
+def store_metadata(path: str | Path, meta: ModelMeta) -> Path:
+    """Persist changed metadata (a new threshold): inside a ``.pt`` checkpoint, else in the sidecar JSON."""
+    p = Path(path)
+    if p.suffix.lower() == ".pt":
+        from engines.checkpoint import update_checkpoint_meta
+
+        update_checkpoint_meta(p, meta)
+        return p
+    from engines.meta import write_sidecar
+
+    return write_sidecar(p, meta)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.base import load_engine
+from engines.base import load_engine, store_metadata
 from engines.errors import UserError
-from engines.meta import ModelMeta, write_sidecar
+from engines.meta import ModelMeta
 from engines.preprocess import preprocess
 from training.data import BadImage, DatasetIndex, Item, index_dataset, read_image
 from training.metrics import compute_metrics
@@ -136,7 +136,7 @@ def evaluate(
             choice = choose_threshold(meta.defect_scores(val.probs), _is_defect(meta, val.true), target_recall)
             meta.threshold = choice.threshold
             meta.extra["threshold_choice"] = {**choice.to_dict(), "chosen_on": vused}
-            threshold_note = _store_threshold(Path(model), meta)
+            threshold_note = str(store_metadata(Path(model), meta))
     engine.close()
     metrics = compute_metrics(meta, scored.probs, scored.true)
     metrics.update(
@@ -156,13 +156,3 @@ def evaluate(
                                       + "\n")
     (out / "report.txt").write_text(metrics["report"])
     return metrics
-
-
-def _store_threshold(model: Path, meta: ModelMeta) -> str:
-    """Persist a new threshold: inside a checkpoint, or in the sidecar JSON of an exported file."""
-    if model.suffix.lower() == ".pt":
-        from engines.checkpoint import update_checkpoint_meta
-
-        update_checkpoint_meta(model, meta)
-        return str(model)
-    return str(write_sidecar(model, meta))
