@@ -13,13 +13,31 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from inspector.config import InspectorConfig
+    from inspector.config import InspectorConfig, load_config
     from inspector.yamlconf import all_errors
 
     errors = all_errors(InspectorConfig, args.file)
+    if not errors:
+        errors = _artefact_errors(load_config(args.file))
     for line in errors:
         print(f"error: {line}", file=sys.stderr)
     if errors:
         return 1
     print(f"{args.file}: valid")
     return 0
+
+
+def _artefact_errors(cfg) -> list[str]:
+    """The calibration files the configuration refers to must load too (their frame size is checked at run time)."""
+    from calibration.camera import load_calibration
+    from calibration.roi import load_roi
+    from engines.errors import UserError
+
+    errors = []
+    for path, load in ((cfg.calibration.camera, load_calibration), (cfg.roi.file, load_roi)):
+        if path:
+            try:
+                load(path)
+            except UserError as exc:
+                errors.append(str(exc))
+    return errors
