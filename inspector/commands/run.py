@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def build_config(args: argparse.Namespace):
-    from inspector.config import InspectorConfig, load_config, stall_gate_problem
+    from inspector.config import InspectorConfig, load_config
 
     cfg = load_config(args.config) if getattr(args, "config", None) else InspectorConfig()
     if getattr(args, "camera", None) is not None:
@@ -79,8 +79,6 @@ def build_config(args: argparse.Namespace):
         cfg.model.path = args.model
     if getattr(args, "serial", None):
         cfg.gate.port = args.serial
-        if problem := stall_gate_problem(cfg):  # the file was checked on load; --serial adds a gate
-            raise UserError(problem)
     if getattr(args, "log_db", None):
         cfg.log.db = args.log_db
     if getattr(args, "no_display", False):
@@ -132,6 +130,11 @@ def inspect(cfg, args: argparse.Namespace, truth: str | None = None) -> int:
         if window and getattr(args, "watch_pace", False):
             cfg.source.realtime = True  # the demo: at the line's own pace, so there is something to watch
         capture = _open_capture(cfg)
+        from inspector.config import stall_gate_problem
+
+        if getattr(capture, "live", False) and (problem := stall_gate_problem(cfg)):
+            log.warning(problem)
+            console.print(f"[bold red]warning:[/] {problem}")
         closers.append(("capture", capture))
         view = _make_view(cfg, args, window)
         closers.append(("view", view))

@@ -90,19 +90,19 @@ def test_no_subcommand_means_run(argv: list[str], expected: list[str]) -> None:
     assert _default_to_run(argv, {"run", "demo", "train"}) == expected
 
 
-def test_stall_timeout_must_beat_the_belt_to_the_gate(tmp_path: Path) -> None:
-    """Parts pass a frozen camera unseen: the gate must be held before the first of them can reach it."""
+def test_stall_timeout_against_the_belt_to_the_gate(tmp_path: Path) -> None:
+    """Parts pass a frozen camera unseen: with a live camera the gate must be held before they can reach it.
+    `inspector run` warns (live sources only) with this message."""
+    from inspector.config import stall_gate_problem
+
     path = tmp_path / "line.yaml"
     path.write_text(
         "source:\n  stall_timeout_s: 2.0\n"
         "gate:\n  port: sim\n  camera_to_gate_mm: 300\n  belt_speed_mm_s: 200\n"
     )
-    with pytest.raises(UserError, match="source.stall_timeout_s 2 s .* 1500 ms of belt travel"):
-        load_config(path)
+    problem = stall_gate_problem(load_config(path))
+    assert problem and "source.stall_timeout_s 2 s" in problem and "1500 ms of belt travel" in problem
+    path.write_text("source:\n  stall_timeout_s: 1.0\ngate:\n  port: sim\n")
+    assert stall_gate_problem(load_config(path)) is None
     path.write_text("source:\n  stall_timeout_s: 2.0\n")  # no gate: nothing to protect
-    assert load_config(path).source.stall_timeout_s == 2.0
-    res = subprocess.run(
-        [sys.executable, "-m", "inspector", "run", "--config", str(path), "--serial", "sim", "--no-display"],
-        capture_output=True, text=True, timeout=60,
-    )
-    assert res.returncode == 1 and "lower source.stall_timeout_s" in res.stderr and "Traceback" not in res.stderr
+    assert stall_gate_problem(load_config(path)) is None
