@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 
 import cv2
 import numpy as np
@@ -168,22 +167,11 @@ def test_no_display_is_a_clear_error_not_an_abort(tmp_path):
 
 
 @pytest.fixture
-def xdisplay():
-    if not (shutil.which("Xvfb") and shutil.which("xdotool")):
-        pytest.skip("Xvfb and xdotool are needed for the window test (apt-get install xvfb xdotool)")
-    num = 90 + os.getpid() % 100
-    proc = subprocess.Popen(["Xvfb", f":{num}", "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {**os.environ, "DISPLAY": f":{num}", "QT_QPA_PLATFORM": "xcb"}
-    deadline = time.monotonic() + 10
-    while subprocess.run(["xdotool", "getmouselocation"], env=env, capture_output=True).returncode != 0:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.skip("Xvfb did not start")
-        time.sleep(0.05)
-    yield env
-    proc.terminate()
-    proc.wait(5)
+def xdisplay(xvfb):
+    """The shared Xvfb display (tests/conftest.py), with xdotool to drive the window."""
+    if not shutil.which("xdotool"):
+        pytest.skip("xdotool is needed for the window test (apt-get install xdotool)")
+    return {**xvfb, "QT_QPA_PLATFORM": "xcb"}
 
 
 def test_window_drag_click_and_confirm(xdisplay, tmp_path):

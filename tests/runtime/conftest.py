@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -54,44 +50,3 @@ def line_config(tmp_path_factory, tiny_onnx) -> Path:
         "display:\n  enabled: auto\n"
     )
     return path
-
-
-def _free_display() -> int:
-    for n in range(91, 160):
-        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
-            return n
-    pytest.skip("no free X display number")
-
-
-@pytest.fixture
-def xvfb():
-    """A private Xvfb display; yields the environment for a process that should use it."""
-    if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb not installed (apt-get install xvfb); the real-window test needs it")
-    n = _free_display()
-    proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    sock = Path(f"/tmp/.X11-unix/X{n}")
-    deadline = time.monotonic() + 10
-    while not sock.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.skip(f"Xvfb :{n} did not start")
-        time.sleep(0.05)
-    env = {**os.environ, "DISPLAY": f":{n}"}
-    env.pop("WAYLAND_DISPLAY", None)
-    probe = ["xwininfo", "-root"] if shutil.which("xwininfo") else ["xwd", "-root", "-silent"]
-    while subprocess.run(probe, env=env, capture_output=True).returncode != 0:  # the server answers
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.skip(f"Xvfb :{n} does not answer")
-        time.sleep(0.05)
-    try:
-        yield env
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
