@@ -58,12 +58,7 @@ def _torchvision(arch: str, channels: int, num_outputs: int, weights_path: Path 
         if channels != 3:
             net.conv1 = nn.Conv2d(channels, 64, 7, 2, 3, bias=False)
         net.fc = nn.Linear(net.fc.in_features, num_outputs)
-    elif arch == "mobilenet_v3_small":
-        if channels != 3:
-            old = net.features[0][0]
-            net.features[0][0] = nn.Conv2d(channels, old.out_channels, 3, 2, 1, bias=False)
-        net.classifier[-1] = nn.Linear(net.classifier[-1].in_features, num_outputs)
-    elif arch == "efficientnet_b0":
+    else:  # mobilenet_v3_small and efficientnet_b0 share the stem and classifier layout
         if channels != 3:
             old = net.features[0][0]
             net.features[0][0] = nn.Conv2d(channels, old.out_channels, 3, 2, 1, bias=False)

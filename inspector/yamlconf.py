@@ -71,33 +71,29 @@ def _describe(err: dict, lines: dict[tuple, int], path: Path) -> str:
     return f"{where}: field '{field}': {msg} (got {repr(got)[:80]})"
 
 
-def load_model(model: type[M], path: str | Path) -> M:
-    """Read YAML at ``path`` and validate it as ``model``; every error names file, line, field, expectation."""
+def _validate(model: type[M], path: str | Path) -> tuple[M | None, list[str]]:
+    """-> (the validated model, []) or (None, one line per error naming file, line, field, expectation)."""
     p = Path(path)
     data, lines = read_yaml(p)
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise UserError(f"{p}:1: expected a mapping of keys at the top level, got {type(data).__name__}")
+        return None, [f"{p}:1: expected a mapping of keys at the top level, got {type(data).__name__}"]
     try:
-        return model.model_validate(data, context={"base_dir": p.parent})
+        return model.model_validate(data, context={"base_dir": p.parent}), []
     except ValidationError as exc:
-        errors = exc.errors()
-        first = _describe(errors[0], lines, p)
+        return None, [_describe(e, lines, p) for e in exc.errors()]
+
+
+def load_model(model: type[M], path: str | Path) -> M:
+    """Read YAML at ``path`` and validate it as ``model``; the first error (and how many more) as a UserError."""
+    value, errors = _validate(model, path)
+    if errors:
         more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
-        raise UserError(first + more) from None
+        raise UserError(errors[0] + more)
+    return value
 
 
 def all_errors(model: type[M], path: str | Path) -> list[str]:
     """Every validation error, one line each (for `inspector check-config`)."""
-    p = Path(path)
-    data, lines = read_yaml(p)
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        return [f"{p}:1: expected a mapping of keys at the top level, got {type(data).__name__}"]
-    try:
-        model.model_validate(data, context={"base_dir": p.parent})
-    except ValidationError as exc:
-        return [_describe(e, lines, p) for e in exc.errors()]
-    return []
+    return _validate(model, path)[1]
