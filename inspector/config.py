@@ -43,6 +43,14 @@ class SourceConfig(Section):
     max_reopen: int = Field(-1, description="how many times to reopen a stalled live source (-1: forever)")
     loop: bool = Field(False, description="files: start again at the end (soak tests)")
 
+    @field_validator("uri")
+    @classmethod
+    def _file_uri(cls, value: str, info: ValidationInfo) -> str:
+        """A video file or image folder is relative to the configuration file, like every other path."""
+        if value == "demo" or value.strip().isdigit():
+            return value
+        return _resolve(value, info)
+
 
 class RoiConfig(Section):
     x: int = Field(0, ge=0, description="ROI left edge, px")
