@@ -67,8 +67,10 @@ class RoiConfig(Section):
 
 
 class DetectionConfig(Section):
-    method: Literal["threshold", "background", "color"] = Field(
-        "threshold", description="segment parts by brightness, by a learned background, or by colour difference"
+    method: Literal["threshold", "background", "color", "hue"] = Field(
+        "threshold",
+        description="segment parts by brightness, by a learned background, by colour difference from the belt, or "
+        "by a range of hue, saturation and value",
     )
     threshold: int | Literal["otsu"] = Field("otsu", description="brightness threshold 0-255, or 'otsu'")
     otsu_min_contrast: float = Field(
@@ -77,6 +79,12 @@ class DetectionConfig(Section):
     invert: bool = Field(False, description="parts darker than the belt")
     belt_color: list[int] | None = Field(None, description="BGR belt colour for method 'color'")
     color_distance: float = Field(40.0, gt=0, description="colour distance from the belt that counts as a part")
+    hsv_lower: list[int] | None = Field(
+        None, description="method 'hue': the lowest [H, S, V] that is a part (OpenCV: H 0-179, i.e. degrees / 2)"
+    )
+    hsv_upper: list[int] | None = Field(
+        None, description="method 'hue': the highest [H, S, V]; an H below hsv_lower's wraps past 179 (reds)"
+    )
     blur: int = Field(5, ge=0, description="Gaussian blur kernel (odd px, 0 = none) before segmentation")
     min_area: int = Field(400, ge=1, description="smallest blob area in px that counts as a part")
     max_area: int | None = Field(None, ge=1, description="largest blob area in px (None: no limit)")
@@ -93,6 +101,7 @@ class DetectionConfig(Section):
         if v != "auto" and not 1 <= int(v) <= 8:
             raise ValueError(f"downscale must be 1-8 or 'auto', got {v}")
         return v
+
     background_frames: int = Field(
         15, ge=1, description="method 'background': frames of empty belt to learn the background from"
     )
@@ -100,10 +109,29 @@ class DetectionConfig(Section):
         0.01, ge=0, le=1, description="method 'background': running-average rate over belt pixels (0: frozen)"
     )
 
+    @field_validator("hsv_lower", "hsv_upper")
+    @classmethod
+    def _hsv(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (len(v) != 3 or not 0 <= v[0] <= 179 or not all(0 <= c <= 255 for c in v[1:])):
+            raise ValueError("expected [H, S, V] with H 0-179 (OpenCV's hue: degrees / 2), S and V 0-255")
+        return v
+
     @model_validator(mode="after")
     def _areas(self) -> DetectionConfig:
         if self.max_area is not None and self.max_area < self.min_area:
             raise ValueError(f"max_area ({self.max_area}) must be >= min_area ({self.min_area})")
+        if self.method == "hue":
+            lo, hi = self.hsv_lower, self.hsv_upper
+            if lo is None or hi is None:
+                raise ValueError(
+                    "method 'hue' needs hsv_lower and hsv_upper, e.g. [100, 150, 60] and [125, 255, 255] for blue "
+                    "(OpenCV HSV: H 0-179, S and V 0-255)"
+                )
+            if lo[1] > hi[1] or lo[2] > hi[2]:
+                raise ValueError(
+                    f"hsv_lower {lo} has a higher S or V than hsv_upper {hi}, so nothing would match; swap them "
+                    "(only H may wrap: lower H > upper H means the hues past 179 and from 0)"
+                )
         return self
 
 
@@ -123,7 +151,8 @@ class ModelConfig(Section):
     path: str = Field("models/casting_seedcnn.onnx", description="model file: .onnx, .engine or .pt")
     threshold: float | None = Field(None, ge=0, le=1, description="override the model's decision threshold")
     threads: int | None = Field(
-        1, ge=1,
+        1,
+        ge=1,
         description="CPU threads per inference (ONNX Runtime, PyTorch); 1 leaves the other cores to capture and "
         "segmentation (on 2 cores ORT's default pool raised pipeline overhead from 0.95 to 1.41); None: the backend's",
     )

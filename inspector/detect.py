@@ -1,11 +1,13 @@
 """Finding parts on the belt: the ROI geometry and the per-frame segmentation (the hot path).
 
-Three ways to tell a part from the belt, chosen in the configuration's ``detection`` section:
+Four ways to tell a part from the belt, chosen in the configuration's ``detection`` section:
 
 - ``threshold``: brightness, fixed or Otsu (``invert`` for parts darker than the belt);
 - ``background``: difference from a learned belt image (the median of the first frames, then a slow running
   average over belt pixels only, so a part that stops is not absorbed into the background);
-- ``color``: distance from the belt colour (configured, or the ROI's median colour of the first frame).
+- ``color``: distance from the belt colour (configured, or the ROI's median colour of the first frame);
+- ``hue``: a range of hue, saturation and value (OpenCV HSV), for a part told apart by its own colour where
+  neither brightness nor one belt colour separates it (touching transparent bottles, by their caps).
 
 Everything works on the ROI only, into buffers allocated once, and returns boxes and centroids in full-frame
 pixels.
@@ -154,12 +156,15 @@ class Detector:
         m = max(m, 3) if cfg.morph >= 2 else 0
         self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (m, m)) if m >= 3 else None
         shape = (self.h, self.w)
-        self._small = np.empty((*shape, 3), np.uint8) if s >= 4 or (s > 1 and cfg.method == "color") else None
+        colour = cfg.method in ("color", "hue")  # per-pixel colour tests: shrink the BGR ROI, not a grey one
+        self._small = np.empty((*shape, 3), np.uint8) if s >= 4 or (s > 1 and colour) else None
         self._gray_full = np.empty((roi.h, roi.w), np.uint8) if s > 1 else None
         self._gray = np.empty(shape, np.uint8)
         self._work = np.empty(shape, np.uint8)
         self._mask = np.empty(shape, np.uint8)
         self._diff = np.empty((*shape, 3), np.uint8) if cfg.method == "color" else None
+        self._hsv = np.empty((*shape, 3), np.uint8) if cfg.method == "hue" else None
+        self._smooth = np.empty((*shape, 3), np.uint8) if cfg.method == "hue" and self._blur is not None else None
         k = cfg.color_distance**2 / 100.0
         self._sq_lut = np.clip(np.round(np.arange(256, dtype=np.float64) ** 2 / k), 0, 255).astype(np.uint8)
         self._ones = np.ones((1, 3), np.float32)
@@ -167,9 +172,7 @@ class Detector:
         self._bg8 = np.empty(shape, np.uint8) if cfg.method == "background" else None
         self._absdiff = np.empty(shape, np.uint8) if cfg.method == "background" else None
         self._learn: list[np.ndarray] = []
-        self._belt: np.ndarray | None = (
-            np.asarray(cfg.belt_color, np.float32) if cfg.belt_color is not None else None
-        )
+        self._belt: np.ndarray | None = np.asarray(cfg.belt_color, np.float32) if cfg.belt_color is not None else None
         self._min_area = cfg.min_area / (s * s)
         self._max_area = cfg.max_area / (s * s) if cfg.max_area is not None else None
         self.frames = 0
@@ -185,12 +188,12 @@ class Detector:
         roi = image[r.y : r.y + r.h, r.x : r.x + r.w]
         self.frames += 1
         method = self.cfg.method
-        if method == "color":
+        if method in ("color", "hue"):
             if self.scale > 1 and roi.ndim == 3:
                 # 4x and more: sampling (reads 1/16 of the pixels) beats averaging; the colour test is per pixel
                 interp = cv2.INTER_NEAREST if self.scale >= 4 else cv2.INTER_AREA
                 roi = cv2.resize(roi, (self.w, self.h), dst=self._small, interpolation=interp)
-            mask = self._color_mask(roi)
+            mask = self._color_mask(roi) if method == "color" else self._hue_mask(roi)
         else:
             # Grey first, then shrink: converting the full ROI and area-resizing one channel is cheaper than
             # resizing three channels of a strided ROI view.
@@ -278,6 +281,25 @@ class Detector:
         if self._blur is not None:
             cv2.GaussianBlur(self._work, self._blur, 0, dst=self._work)
         cv2.threshold(self._work, 100, 255, cv2.THRESH_BINARY, dst=self._mask)
+        return self._mask
+
+    def _hue_mask(self, roi: np.ndarray) -> np.ndarray:
+        """Pixels whose HSV lies in [hsv_lower, hsv_upper]; a lower hue above the upper one wraps past 179 (red).
+
+        The BGR ROI is blurred first, so that noise in the hue of dark or grey pixels does not speckle the mask.
+        """
+        if roi.ndim == 2 or roi.shape[2] == 1:
+            raise UserError("detection.method 'hue' needs a colour source; use 'threshold' or 'background'")
+        if self._smooth is not None:
+            roi = cv2.GaussianBlur(roi, self._blur, 0, dst=self._smooth)
+        hsv = cv2.cvtColor(roi, cv2.COLOR_BGR2HSV, dst=self._hsv)
+        (h0, s0, v0), (h1, s1, v1) = self.cfg.hsv_lower, self.cfg.hsv_upper
+        if h0 <= h1:
+            cv2.inRange(hsv, (h0, s0, v0), (h1, s1, v1), dst=self._mask)
+        else:
+            cv2.inRange(hsv, (h0, s0, v0), (179, s1, v1), dst=self._mask)
+            cv2.inRange(hsv, (0, s0, v0), (h1, s1, v1), dst=self._work)
+            cv2.bitwise_or(self._mask, self._work, dst=self._mask)
         return self._mask
 
     def _blobs(self, mask: np.ndarray) -> list[Detection]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from engines.errors import UserError
-from inspector.config import DetectionConfig, RoiConfig
+from inspector.config import DetectionConfig, RoiConfig, load_config
 from inspector.detect import Detector, Roi, segment_scale
 
 
@@ -146,3 +148,106 @@ def test_otsu_finds_nothing_on_an_empty_belt():
     assert len(detect(with_part, threshold="otsu", min_area=50)) == 1
     # contrast demanded is configurable: a faint part is dropped when it asks for more
     assert detect(with_part, threshold="otsu", min_area=50, otsu_min_contrast=80) == []
+
+
+# --- method 'hue' ---------------------------------------------------------------------------------------
+BLUE_CAP = (200, 80, 10)  # BGR; OpenCV HSV (109, 242, 200)
+
+
+def hue(img, lower, upper, **det):
+    return detect(img, method="hue", hsv_lower=lower, hsv_upper=upper, **det)
+
+
+@pytest.mark.parametrize("downscale", [1, 2, 4])
+def test_hue_method_finds_parts_by_their_own_colour(downscale):
+    img = frame(bg=(120, 120, 120))
+    box(img, 30, 40, 50, 50, BLUE_CAP)
+    box(img, 110, 40, 50, 50, (20, 20, 200))  # red
+    box(img, 190, 40, 50, 50, (235, 235, 235))  # white: brighter than anything, no hue
+    box(img, 30, 140, 50, 50, (200, 170, 150))  # pale blue: the right hue, saturation 64
+    box(img, 200, 140, 60, 60, (120, 40, 0))  # dark blue: HSV (110, 255, 120)
+    dets = sorted(hue(img, [100, 150, 60], [125, 255, 255], downscale=downscale), key=lambda d: d.bbox[1])
+    tol = max(2, downscale)
+    assert len(dets) == 2, [d.bbox for d in dets]
+    assert np.allclose(dets[0].bbox, (30, 40, 50, 50), atol=tol) and np.allclose(
+        dets[1].bbox, (200, 140, 60, 60), atol=tol
+    )
+    assert abs(dets[0].area - 2500) <= 250
+    # the value bound: a lower V of 150 drops the dark blue part
+    assert [d.bbox[1] for d in hue(img, [100, 150, 150], [125, 255, 255], downscale=downscale)] == [40]
+
+
+def test_hue_range_wraps_past_179_for_reds():
+    img = frame(bg=(120, 120, 120))
+    box(img, 30, 40, 50, 50, (60, 0, 200))  # H 171
+    box(img, 130, 40, 50, 50, (0, 40, 200))  # H 6
+    box(img, 230, 40, 50, 50, BLUE_CAP)
+    assert sorted(d.bbox[0] for d in hue(img, [165, 120, 60], [10, 255, 255], downscale=1)) == [30, 130]
+    assert [d.bbox[0] for d in hue(img, [165, 120, 60], [179, 255, 255], downscale=1)] == [30]
+    assert [d.bbox[0] for d in hue(img, [0, 120, 60], [10, 255, 255], downscale=1)] == [130]
+
+
+def test_hue_separates_touching_transparent_bottles_by_their_caps():
+    """Touching bright bottles form one blob for brightness; their blue caps, a few px apart, are five parts."""
+    img = frame(bg=(70, 70, 70), size=(400, 200))
+    for i in range(5):
+        box(img, 20 + 70 * i, 60, 70, 120, (215, 220, 210))  # bottle bodies, no belt between them
+        box(img, 35 + 70 * i, 30, 40, 30, BLUE_CAP)  # as dark as the belt in grey
+    assert len(detect(img, threshold="otsu")) == 1
+    caps = sorted(hue(img, [100, 150, 60], [125, 255, 255]), key=lambda d: d.bbox[0])
+    assert [d.bbox[0] for d in caps] == pytest.approx([35 + 70 * i for i in range(5)], abs=2)
+    assert all(np.allclose(d.bbox[1:], (30, 40, 30), atol=2) for d in caps)
+
+
+def test_hue_method_needs_a_colour_source():
+    with pytest.raises(UserError, match="colour source"):
+        hue(frame()[:, :, 0], [100, 150, 60], [125, 255, 255])
+
+
+@pytest.mark.parametrize(
+    "bounds, message",
+    [
+        ({}, "needs hsv_lower and hsv_upper"),
+        ({"hsv_lower": [100, 150, 60]}, "needs hsv_lower and hsv_upper"),
+        ({"hsv_lower": [100, 150], "hsv_upper": [125, 255, 255]}, r"expected \[H, S, V\]"),
+        ({"hsv_lower": [180, 150, 60], "hsv_upper": [125, 255, 255]}, "H 0-179"),
+        ({"hsv_lower": [100, -1, 60], "hsv_upper": [125, 255, 255]}, "S and V 0-255"),
+        ({"hsv_lower": [100, 150, 60], "hsv_upper": [125, 255, 256]}, "S and V 0-255"),
+        ({"hsv_lower": [100, 200, 60], "hsv_upper": [125, 150, 255]}, "higher S or V than hsv_upper"),
+    ],
+)
+def test_hue_bounds_are_validated(bounds, message):
+    with pytest.raises(ValidationError, match=message):
+        DetectionConfig(method="hue", **bounds)
+
+
+def test_hue_bounds_error_names_file_line_and_field(tmp_path):
+    path = tmp_path / "line.yaml"
+    path.write_text("detection:\n  method: hue\n  hsv_lower: [100, 150, 300]\n  hsv_upper: [125, 255, 255]\n")
+    with pytest.raises(UserError) as err:
+        load_config(path)
+    assert f"{path}:3: field 'detection.hsv_lower'" in str(err.value) and "S and V 0-255" in str(err.value)
+    path.write_text("detection:\n  method: hue\n")
+    with pytest.raises(UserError, match="needs hsv_lower and hsv_upper"):
+        load_config(path)
+
+
+def test_hue_method_finds_each_blue_cap_on_real_bottling_frames(shared_data, root):
+    """The shipped bottling clip configuration on real frames: one blob per cap, at the caps placed by eye.
+
+    Cap centres (x) were read off the frames with the boxes drawn; the cap at the ROI's left edge is clipped.
+    """
+    cfg = load_config(root / "configs" / "clips" / "bottling_bottles.yaml")
+    cap = cv2.VideoCapture(str(shared_data / "videos" / "bottling_line_bottles.mp4"))
+    frames = {}
+    for i in range(201):
+        ok, img = cap.read()
+        assert ok, f"bottling clip ended at frame {i}"
+        frames[i] = img
+    cap.release()
+    by_eye = {0: [411, 454, 508], 50: [398, 439, 480], 150: [398, 438, 485], 200: [419, 464]}
+    for i, xs in by_eye.items():
+        det = Detector(cfg.detection, Roi.from_config(cfg.roi, (596, 336)))
+        whole = sorted((d for d in det.detect(frames[i]) if not d.clipped), key=lambda d: d.centroid[0])
+        assert [d.centroid[0] for d in whole] == pytest.approx(xs, abs=3), (i, [d.centroid for d in whole])
+        assert all(500 <= d.area <= 1000 for d in whole), (i, [d.area for d in whole])
