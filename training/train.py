@@ -44,7 +44,7 @@ class TrainOptions:
     batch_size: int = 32
     patience: int = 6
     seed: int = 0
-    lr: float = 1e-3
+    lr: float = 2e-3  # peak learning rate (onecycle) or starting one (plateau)
     resume: bool = False
     ok_class: str | None = None
     layout: str = "auto"
@@ -54,6 +54,10 @@ class TrainOptions:
     threads: int | None = None
     dup_distance: int = 20
     rotate_deg: float = 180.0
+    scale_jitter: float = 0.1  # +- fraction of the side
+    shift_jitter: float = 0.05  # +- fraction of the side
+    schedule: str = "onecycle"  # onecycle: warm-up then cosine decay over --epochs; plateau: x0.3 when val stalls
+    weight_decay: float = 1e-4
     ema: float | None = None  # weight moving-average decay; None: a one-epoch horizon, 0: off
 
 
@@ -87,6 +91,10 @@ class Trainer:
             raise UserError(f"unknown --arch {opts.arch!r}; supported: {', '.join(ARCHS)}")
         if opts.batch_size < 2 or opts.epochs < 1 or opts.img_size < 16:
             raise UserError("--batch-size must be >= 2, --epochs >= 1 and --img-size >= 16")
+        if opts.schedule not in ("onecycle", "plateau"):
+            raise UserError(f"--schedule {opts.schedule!r}: expected onecycle or plateau")
+        if not (0 <= opts.scale_jitter < 0.5 and 0 <= opts.shift_jitter < 0.5):
+            raise UserError("--scale-jitter and --shift-jitter are fractions of the image side: use 0 to 0.5")
         self.o = opts
         from rich.console import Console
 
@@ -199,7 +207,7 @@ class Trainer:
         torch.manual_seed(o.seed)
         self.load()
         net = build_network(self.meta, self.weights_path)
-        opt = torch.optim.Adam(net.parameters(), lr=o.lr)
+        opt = torch.optim.AdamW(net.parameters(), lr=o.lr, weight_decay=o.weight_decay)
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
         # The moving average of the weights is steadier than the last step's: it is what is validated and kept.
@@ -209,13 +217,22 @@ class Trainer:
         if self.ema_decay > 0:
             ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay), use_buffers=True)
         judged = ema.module if ema is not None else net  # the weights validated, kept and shipped
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.3, patience=max(1, o.patience // 2))
+        batches = len(range(0, len(self.idx["train"]), o.batch_size))
+        if o.schedule == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=batches * o.epochs,
+                                                        pct_start=0.15)
+        else:
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.3, patience=max(1, o.patience // 2))
+        per_step = o.schedule == "onecycle"
         loss_fn = self._loss()
         state = {"epoch": 0, "history": [], "best_loss": float("inf"), "best_epoch": 0, "bad": 0,
                  "best_state": None, "train_seconds": 0.0}
         last = o.out / "last.pt"
         if o.resume:
             state = self._resume(last, net, opt, sched, ema)
+            if per_step and sched.total_steps != batches * o.epochs:
+                raise UserError(f"--resume: {last} was started with another --epochs or --batch-size (the onecycle "
+                                "schedule spans the whole run); give the same values as the first run")
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -237,11 +254,13 @@ class Trainer:
                     if len(b) < 2:
                         continue
                     x, y = self.data.subset(b)
-                    x = augment_batch(x, rng, rotate_deg=o.rotate_deg)
+                    x = augment_batch(x, rng, rotate_deg=o.rotate_deg, scale=o.scale_jitter, shift=o.shift_jitter)
                     opt.zero_grad()
                     loss, logits = self._batch_loss(net, loss_fn, x, y)
                     loss.backward()
                     opt.step()
+                    if per_step:
+                        sched.step()
                     if ema is not None:
                         ema.update_parameters(net)
                     with torch.no_grad():
@@ -257,7 +276,8 @@ class Trainer:
                    **self._val(judged, loss_fn), "lr": opt.param_groups[0]["lr"]}
             row["seconds"] = time.perf_counter() - t0
             state["train_seconds"] += row["seconds"]
-            sched.step(row["val_loss"])
+            if not per_step:
+                sched.step(row["val_loss"])
             improved = row["val_loss"] < state["best_loss"] - 1e-4
             if improved:
                 state.update(best_loss=row["val_loss"], best_epoch=epoch, bad=0,
@@ -317,10 +337,12 @@ class Trainer:
             split=self.split_info,
             metrics=metrics,
             training={"epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "seed": o.seed,
-                      "batch_size": o.batch_size, "lr": o.lr, "ema": self.ema_decay,
+                      "batch_size": o.batch_size, "lr": o.lr, "schedule": o.schedule,
+                      "weight_decay": o.weight_decay, "ema": self.ema_decay,
                       "train_seconds": round(state["train_seconds"], 1),
                       "pretrained": str(self.weights_path) if self.weights_path else None,
-                      "augmentation": f"rotation +-{o.rotate_deg} deg, h/v flips, brightness/contrast",
+                      "augmentation": f"rotation +-{o.rotate_deg} deg, scale +-{o.scale_jitter:.0%}, "
+                                      f"shift +-{o.shift_jitter:.0%}, h/v flips, brightness/contrast",
                       "torch": torch.__version__},
         )
         model_path = o.out / "model.pt"

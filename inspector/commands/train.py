@@ -17,7 +17,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=30, help="most epochs (early stopping may end sooner)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--patience", type=int, default=6, help="epochs without validation-loss gain before stopping")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--lr", type=float, default=2e-3,
+                   help="AdamW learning rate: the peak of the onecycle schedule, the start of plateau")
+    p.add_argument("--schedule", default="onecycle", choices=("onecycle", "plateau"),
+                   help="onecycle: warm-up then cosine decay over --epochs; plateau: x0.3 when validation stalls")
+    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
     p.add_argument("--seed", type=int, default=0, help="seed for the split, shuffling and augmentation")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     p.add_argument("--ok-class", default=None, help="class meaning a good part (default: ok/good/normal/...)")
@@ -33,6 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="decay of the moving average of the weights that is validated and shipped "
                    "(default: a one-epoch horizon, 1 - 1/steps per epoch; 0: off)")
     p.add_argument("--rotate", type=float, default=180.0, help="augmentation rotation range in degrees (+-)")
+    p.add_argument("--scale-jitter", type=float, default=0.1,
+                   help="augmentation: +- this fraction of random zoom (the line's crops vary in size)")
+    p.add_argument("--shift-jitter", type=float, default=0.05,
+                   help="augmentation: +- this fraction of the side of random shift (off-centre crops)")
     p.set_defaults(func=run)
 
 
@@ -44,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, patience=args.patience, seed=args.seed, lr=args.lr, resume=args.resume,
         ok_class=args.ok_class, layout=args.layout, manifest=args.manifest, target_recall=args.target_recall,
         weights=args.weights, threads=args.threads, dup_distance=args.dup_distance, rotate_deg=args.rotate,
-        ema=args.ema,
+        ema=args.ema, scale_jitter=args.scale_jitter, shift_jitter=args.shift_jitter, schedule=args.schedule,
+        weight_decay=args.weight_decay,
     )
     path = train(opts)
     print(path)

@@ -10,6 +10,7 @@ import torch
 
 from engines.base import load_engine
 from engines.checkpoint import load_checkpoint
+from engines.errors import UserError
 from engines.preprocess import preprocess
 from inspector.cli import main
 from training.data import read_image
@@ -67,18 +68,46 @@ def test_train_writes_run_folder_and_evaluates(tiny_dataset, tmp_path):
         assert (out / name).stat().st_size > 0
 
 
-def test_resume_continues_from_last_epoch(tiny_dataset, tmp_path):
+def test_resume_extends_a_plateau_run(tiny_dataset, tmp_path):
     data = tiny_dataset({"ok": 20, "defect": 20})
     run = tmp_path / "run"
-    train(_opts(data, run, epochs=1))
+    train(_opts(data, run, epochs=1, schedule="plateau"))
+    train(_opts(data, run, epochs=2, resume=True, schedule="plateau"))
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    straight = tmp_path / "straight"
+    train(_opts(data, straight, epochs=2, schedule="plateau"))
+    again = json.loads((straight / "history.json").read_text())
+    # same seed, same data: the resumed run replays the uninterrupted one
+    assert history[1]["train_loss"] == pytest.approx(again[1]["train_loss"], rel=1e-4)
+
+
+def test_resume_after_interrupt_replays_the_onecycle_run(tiny_dataset, tmp_path, monkeypatch):
+    import training.train as tt
+
+    data = tiny_dataset({"ok": 20, "defect": 20})
+    run = tmp_path / "run"
+    real_save = tt.save_checkpoint
+
+    def save_then_die(path, *a, **kw):  # the process dies right after epoch 1 is saved (Ctrl-C, power cut)
+        real_save(path, *a, **kw)
+        if path.name == "last.pt":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(tt, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(_opts(data, run, epochs=2))
+    monkeypatch.setattr(tt, "save_checkpoint", real_save)
+    with pytest.raises(UserError, match="another --epochs"):
+        train(_opts(data, run, epochs=3, resume=True))  # the schedule spans the first run's epochs
     train(_opts(data, run, epochs=2, resume=True))
     history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     straight = tmp_path / "straight"
     train(_opts(data, straight, epochs=2))
     again = json.loads((straight / "history.json").read_text())
-    # same seed, same data: the resumed run replays the uninterrupted one
     assert history[1]["train_loss"] == pytest.approx(again[1]["train_loss"], rel=1e-4)
+    assert history[1]["lr"] == pytest.approx(again[1]["lr"])
 
 
 def test_multiclass_training_and_target_recall_in_evaluate(tiny_dataset, tmp_path):
