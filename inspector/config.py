@@ -226,6 +226,16 @@ class DisplayConfig(Section):
     scale: float = Field(1.0, gt=0, description="window scale")
 
 
+class MetricsConfig(Section):
+    enabled: bool = Field(False, description="serve Prometheus metrics at http://HOST:PORT/metrics while the line runs")
+    host: str = Field(
+        "127.0.0.1",
+        description="address to listen on: this machine only by default; '0.0.0.0' serves the network (no "
+        "authentication: firewall it)",
+    )
+    port: int = Field(9108, ge=1, le=65535, description="TCP port of the metrics endpoint")
+
+
 class CalibrationConfig(Section):
     camera: str | None = Field(None, description="camera calibration YAML from `inspector calibrate camera`")
 
@@ -242,6 +252,7 @@ class InspectorConfig(Section):
     gate: GateConfig = Field(default_factory=GateConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     display: DisplayConfig = Field(default_factory=DisplayConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
 
 def stall_gate_problem(cfg: InspectorConfig) -> str | None:
