@@ -252,6 +252,7 @@ class LoopStats:
     dropped: int = 0
     stalls: int = 0
     errors: int = 0  # frames that could not be inspected (parts in flight rejected)
+    stalled: bool = False  # the source is stalled now (set when it stalls, cleared when frames flow again)
     summary: Any = None  # events.Summary
     _win: list[float] = field(default_factory=list)
 
@@ -314,7 +315,7 @@ def run_loop(
             lost = pipeline.flush("source stalled; part in flight rejected", last_frame)
             log.warning("source stalled (%d so far); %d part(s) in flight rejected", stalls, len(lost))
             if not stalled:
-                stalled = True
+                stalled = stats.stalled = True
                 pipeline.line_state(False, "SOURCE_STALL")
         if frame is None:
             if capture.ended.is_set():
@@ -327,7 +328,7 @@ def run_loop(
                     break
                 continue
         if stalled:
-            stalled = False
+            stalled = stats.stalled = False
             log.warning("source back after a stall: frames flow again")
             pipeline.line_state(True, "SOURCE_STALL")
         try:

@@ -147,6 +147,17 @@ class DefectLog:
         if self._thread.is_alive():
             log.error("defect-log thread still alive after %.0f s; %d items unwritten", timeout, self._q.qsize())
 
+    # -- state for monitoring (read from any thread) -----------------------------------------------------
+    @property
+    def queue_depth(self) -> int:
+        """Rows, gate outcomes and crops waiting for the writer thread."""
+        return self._q.qsize()
+
+    @property
+    def images_waiting(self) -> int:
+        """Crops queued for writing (``log.queue_size`` bounds it; past that they are dropped and counted)."""
+        return self._images_waiting
+
     # -- writer thread -----------------------------------------------------------------------------------
     def _want_image(self, part: Part) -> bool:
         if part.verdict is not Verdict.OK:

@@ -166,6 +166,22 @@ class GateActuator:
         if self._thread.is_alive():
             log.error("gate-io thread still alive after close(); port %s", self.port)
 
+    # -- state for monitoring (read from any thread: each is one atomic read under the GIL) ---------------
+    @property
+    def hold_reasons(self) -> tuple[str, ...]:
+        """Why the gate is held now (empty: not held)."""
+        return tuple(self._holds)
+
+    @property
+    def in_flight(self) -> int:
+        """Parts between the camera and the gate (until their outcome is reported)."""
+        return len(self._tracks)
+
+    @property
+    def queue_depth(self) -> int:
+        """Verdicts, holds and releases waiting for the I/O thread."""
+        return self._inbox.qsize()
+
     # -- the I/O thread ----------------------------------------------------------------------------------
     def _run(self) -> None:
         drain_until: int | None = None
