@@ -39,6 +39,12 @@ def add_arguments(p: argparse.ArgumentParser, *, sources: bool = True) -> None:
     p.add_argument("--log-db", metavar="PATH", help="SQLite defect log")
     p.add_argument("--max-frames", metavar="N", type=int, help="stop after N frames")
     p.add_argument("--snapshot-dir", metavar="DIR", default=".", help="where the window's s key saves PNGs")
+    p.add_argument(
+        "--metrics-port",
+        metavar="PORT",
+        type=_port,
+        help="serve Prometheus metrics on this port (on 127.0.0.1 unless metrics.host says otherwise)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -83,7 +89,15 @@ def build_config(args: argparse.Namespace):
         cfg.log.db = args.log_db
     if getattr(args, "no_display", False):
         cfg.display.enabled = "off"
+    if getattr(args, "metrics_port", None) is not None:
+        cfg.metrics.enabled, cfg.metrics.port = True, args.metrics_port
     return cfg
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 1-65535, got '{text}'")
+    return int(text)
 
 
 def resolve_model(path: str) -> Path:
@@ -114,13 +128,14 @@ def inspect(cfg, args: argparse.Namespace, truth: str | None = None) -> int:
     capture = None
     try:
         _check_input_size(cfg, engine)
+        metrics = _metrics(cfg, model_path, engine, closers)  # binds its port now: one in use stops here
         summary = Summary()
         events_path = getattr(args, "events", None)
         # Without --truth nothing is kept in memory: a line may run for weeks.
         events = EventsFile(events_path) if events_path else (_MemoryEvents() if truth else None)
         dlog = _defect_log(cfg, model_path)
         gate = _gate(cfg, dlog)  # the gate reports each part's outcome (sent/acked/fired) into the log
-        sinks = [s for s in (gate, events, dlog, summary) if s is not None]
+        sinks = [s for s in (gate, events, dlog, summary, metrics) if s is not None]
         # the gate closes first: it drains parts still on the belt and reports them to the log before it closes
         closers += [(f"sink {type(s).__name__}", s) for s in sinks if s is not gate]
         closers += [("gate", gate)] if gate is not None else []
@@ -139,6 +154,8 @@ def inspect(cfg, args: argparse.Namespace, truth: str | None = None) -> int:
         view = _make_view(cfg, args, window)
         closers.append(("view", view))
         stats.summary = summary
+        if metrics is not None:
+            metrics.attach(stats=stats, capture=capture, gate=gate, dlog=dlog)
         log.info("inspecting %s with %s (%s)", _redact(cfg.source.uri), model_path, engine.backend)
         try:
             run_loop(pipeline, capture, view=view, stats=stats, stop=stop, max_frames=getattr(args, "max_frames", None))
@@ -201,6 +218,22 @@ def _check_input_size(cfg, engine) -> None:
             f"model.input_size is {want} but {engine.path.name} takes {engine.meta.input_size}; "
             "fix the configuration or use the intended model"
         )
+
+
+def _metrics(cfg, model_path: Path, engine, closers: list[tuple[str, Any]]):
+    """metrics.enabled: the run's Prometheus registry (a sink) and its HTTP server (closed last)."""
+    if not cfg.metrics.enabled:
+        return None
+    try:
+        from inspector.metrics import MetricsServer, RunMetrics
+    except ImportError:
+        raise UserError(
+            "metrics are enabled but prometheus_client is not installed; pip install prometheus_client "
+            "or drop --metrics-port / metrics.enabled"
+        ) from None
+    metrics = RunMetrics(model=model_path.name, backend=engine.backend)
+    closers.append(("metrics server", MetricsServer(metrics.registry, cfg.metrics.host, cfg.metrics.port)))
+    return metrics
 
 
 def _gate(cfg, dlog=None):
