@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 import textwrap
@@ -176,6 +177,16 @@ def _pty_as_root(kit: Kit, tmp: Path) -> list[str]:
     return _run(kit, "--serial", os.ttyname(slave))
 
 
+def _busy_metrics_port(kit: Kit, tmp: Path) -> list[str]:
+    """Another program already listens on the metrics port."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    port = s.getsockname()[1]
+    _FDS.append(s.detach())  # closed after the run, like the pty pair
+    return _run(kit, "--metrics-port", str(port))
+
+
 _FDS: list[int] = []
 
 
@@ -251,6 +262,8 @@ CASES = [
     Case("log-unwritable", "defect log in a place that cannot be written",
          lambda k, t: _run(k, "--log-db", "/proc/inspector/defects.db")),
     Case("truth-missing", "--truth file not found", lambda k, t: _run(k, "--truth", str(t / "nope.csv"))),
+    Case("metrics-port-busy", "metrics port already taken by another program", _busy_metrics_port,
+         volatile=(r"(?<![\d.])\d{4,5}(?![\d.])",)),
     Case("display-on", "display.enabled on without a display",
          lambda k, t: ["run", "--source", str(k.video), "--model", str(k.onnx),
                        "--config", _cfg(t, "display:\n  enabled: 'on'\n")]),
