@@ -42,7 +42,7 @@ class TrainOptions:
     img_size: int = 128
     epochs: int = 30
     batch_size: int = 32
-    patience: int = 6
+    patience: int | None = None  # None: 6 with plateau; with onecycle the schedule ends the run (no early stop)
     seed: int = 0
     lr: float = 2e-3  # peak learning rate (onecycle) or starting one (plateau)
     resume: bool = False
@@ -217,13 +217,17 @@ class Trainer:
         if self.ema_decay > 0:
             ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(self.ema_decay), use_buffers=True)
         judged = ema.module if ema is not None else net  # the weights validated, kept and shipped
-        batches = len(range(0, len(self.idx["train"]), o.batch_size))
+        # Whole batches only (drop_last): a last batch of a few images gives BatchNorm a noisy step each epoch.
+        batches = max(1, len(self.idx["train"]) // o.batch_size)
+        per_step = o.schedule == "onecycle"
+        # A onecycle run is noisy while the learning rate is high and settles as it decays to zero: stopping it
+        # early keeps weights from the noisy middle, so by default it runs its --epochs (the best epoch is kept).
+        patience = o.patience if o.patience is not None else (o.epochs if per_step else 6)
         if o.schedule == "onecycle":
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=batches * o.epochs,
                                                         pct_start=0.15)
         else:
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.3, patience=max(1, o.patience // 2))
-        per_step = o.schedule == "onecycle"
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.3, patience=max(1, patience // 2))
         loss_fn = self._loss()
         state = {"epoch": 0, "history": [], "best_loss": float("inf"), "best_epoch": 0, "bad": 0,
                  "best_state": None, "train_seconds": 0.0}
@@ -239,7 +243,7 @@ class Trainer:
                    TextColumn("{task.fields[info]}"))
         train_idx = self.idx["train"]
         for epoch in range(state["epoch"] + 1, o.epochs + 1):
-            if state["bad"] >= o.patience:
+            if state["bad"] >= patience:
                 break
             t0 = time.perf_counter()
             rng = np.random.default_rng([o.seed, epoch])  # per-epoch streams: resume replays the same run
@@ -251,7 +255,7 @@ class Trainer:
                 task = prog.add_task(f"epoch {epoch}/{o.epochs}", total=len(order), info="")
                 for a in range(0, len(order), o.batch_size):
                     b = order[a : a + o.batch_size]
-                    if len(b) < 2:
+                    if len(b) < o.batch_size and a > 0:
                         continue
                     x, y = self.data.subset(b)
                     x = augment_batch(x, rng, rotate_deg=o.rotate_deg, scale=o.scale_jitter, shift=o.shift_jitter)
@@ -280,10 +284,14 @@ class Trainer:
                 sched.step(row["val_loss"])
             improved = row["val_loss"] < state["best_loss"] - 1e-4
             if improved:
-                state.update(best_loss=row["val_loss"], best_epoch=epoch, bad=0,
-                             best_state={k: v.detach().clone() for k, v in judged.state_dict().items()})
+                state.update(best_loss=row["val_loss"], best_epoch=epoch, bad=0)
             else:
                 state["bad"] += 1
+            # Kept weights: plateau keeps the best validation epoch; onecycle keeps the latest (the schedule's end,
+            # where the rate has decayed, is what it is for; a mid-run val-loss dip is mostly noise).
+            if improved or per_step:
+                state["best_state"] = {k: v.detach().clone() for k, v in judged.state_dict().items()}
+                state["kept_epoch"] = epoch
             state["history"].append(row)
             state["epoch"] = epoch
             self.console.print(
@@ -336,7 +344,10 @@ class Trainer:
         meta.extra.update(
             split=self.split_info,
             metrics=metrics,
-            training={"epochs_run": state["epoch"], "best_epoch": state["best_epoch"], "seed": o.seed,
+            training={"epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
+                      "kept_epoch": state.get("kept_epoch", state["best_epoch"]),
+                      "kept": "last epoch (onecycle)" if o.schedule == "onecycle" else "best validation loss",
+                      "seed": o.seed,
                       "batch_size": o.batch_size, "lr": o.lr, "schedule": o.schedule,
                       "weight_decay": o.weight_decay, "ema": self.ema_decay,
                       "train_seconds": round(state["train_seconds"], 1),

@@ -16,7 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--img-size", type=int, default=128, help="square model input side in pixels")
     p.add_argument("--epochs", type=int, default=30, help="most epochs (early stopping may end sooner)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--patience", type=int, default=6, help="epochs without validation-loss gain before stopping")
+    p.add_argument("--patience", type=int, default=None,
+                   help="epochs without validation-loss gain before stopping (default: 6 with --schedule plateau; "
+                   "none with onecycle, whose decaying rate ends the run)")
     p.add_argument("--lr", type=float, default=2e-3,
                    help="AdamW learning rate: the peak of the onecycle schedule, the start of plateau")
     p.add_argument("--schedule", default="onecycle", choices=("onecycle", "plateau"),
