@@ -138,12 +138,6 @@ def test_replay_200_parts_belt_down(belt_down_card: dict) -> None:
     _check_structure(belt_down_card)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap, issue 2 open: on this line the shipped recall-first model gets 98.0% (3 false rejects, "
-    "1 escaped defect) and 96% agreement with its photo verdicts (framing sensitivity, docs/BENCHMARKS.md); "
-    "strict, so a better model turns this into a failure until the mark is removed",
-)
 def test_replay_200_parts_belt_down_model_accuracy(belt_down_card: dict, held_out) -> None:
     _real_sample(held_out)
     _check_quality(belt_down_card)
