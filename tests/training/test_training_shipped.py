@@ -30,6 +30,6 @@ def test_shipped_model_on_its_held_out_test_split(shared_data, root):
     accuracy = np.mean([p == t for p, t in zip(pred, scored.true, strict=True)])
     defects = [p for p, t in zip(pred, scored.true, strict=True) if t == meta.defect_class]
     recall = np.mean([p == meta.defect_class for p in defects])
-    # Full test split (docs/model-casting.md): recall 99.64%, accuracy 95.88% at the shipped high-recall
+    # Full test split (docs/model-casting.md): recall 99.82%, accuracy 98.39% at the shipped high-recall
     # threshold. A 120-image slice must not fall far below that.
-    assert recall >= 0.98 and accuracy >= 0.92, (accuracy, recall)
+    assert recall >= 0.98 and accuracy >= 0.95, (accuracy, recall)
