@@ -150,6 +150,13 @@ class TrackingConfig(Section):
 class ModelConfig(Section):
     path: str = Field("models/casting_seedcnn.onnx", description="model file: .onnx, .engine or .pt")
     threshold: float | None = Field(None, ge=0, le=1, description="override the model's decision threshold")
+    min_sharpness: float | None = Field(
+        None,
+        ge=0,
+        description="reject (no_verdict, reason 'blurred: ...') a part whose crop, at the model's input size, has a "
+        "variance of the Laplacian below this: motion blur or defocus hides small defects; None: off. Sharp casting "
+        "crops score >= ~300, half-frame motion blur at 25 px/frame far lower (docs/BENCHMARKS.md, Runtime (replay))",
+    )
     threads: int | None = Field(
         1,
         ge=1,

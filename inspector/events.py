@@ -2,7 +2,8 @@
 
 One JSON object per line, one line per part, written as the verdict is made: part_id, frame_index (the frame
 the verdict was made on), t_capture (monotonic seconds), verdict, score (P(defect)), class, latency_ms
-(capture to verdict), bbox (x, y, w, h in frame px) and reason (why no verdict, else null).
+(capture to verdict), bbox (x, y, w, h in frame px), reason (why no verdict, else null) and sharpness (variance
+of the Laplacian of the crop at the model's input size; null for a part never cropped, e.g. lost or in flight).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def part_event(part: Part) -> dict[str, Any]:
         "latency_ms": None if lat is None else round(lat, 3),
         "bbox": [int(v) for v in part.bbox],
         "reason": part.reason,
+        "sharpness": None if part.sharpness is None else round(part.sharpness, 1),
     }
 
 
@@ -70,6 +72,7 @@ class Summary:
     def __init__(self) -> None:
         self.counts = {v: 0 for v in Verdict}
         self.latencies: deque[float] = deque(maxlen=MAX_LATENCIES)  # the most recent parts
+        self.sharpness: deque[float] = deque(maxlen=MAX_LATENCIES)  # the judged crops' sharpness, same window
         self.last_defect: Part | None = None
         self.recent: dict[int, Part] = {}  # part_id -> part, the last few (overlay colours)
 
@@ -77,6 +80,8 @@ class Summary:
         self.counts[part.verdict] += 1
         if part.verdict is not Verdict.NO_VERDICT and part.latency_ms is not None:
             self.latencies.append(part.latency_ms)
+        if part.sharpness is not None:
+            self.sharpness.append(part.sharpness)
         if part.verdict is Verdict.DEFECT:
             self.last_defect = part
         self.recent[part.part_id] = part
@@ -97,6 +102,9 @@ class Summary:
     def latency_pct(self, q: float) -> float | None:
         return float(np.percentile(self.latencies, q)) if self.latencies else None
 
+    def sharpness_pct(self, q: float) -> float | None:
+        return float(np.percentile(self.sharpness, q)) if self.sharpness else None
+
     def to_dict(self, frames: int, seconds: float, dropped: int, **extra: Any) -> dict[str, Any]:
         return {
             "parts": self.parts,
@@ -109,12 +117,23 @@ class Summary:
             "dropped_frames": dropped,
             "latency_p50_ms": _r(self.latency_pct(50)),
             "latency_p99_ms": _r(self.latency_pct(99)),
+            "sharpness_p5": _r(self.sharpness_pct(5)),
+            "sharpness_p50": _r(self.sharpness_pct(50)),
             **extra,
         }
 
 
-_MAIN_KEYS = ("parts", "ok", "defect", "no_verdict", "frames", "frames_per_s", "dropped_frames",
-              "latency_p50_ms", "latency_p99_ms")
+_MAIN_KEYS = (
+    "parts",
+    "ok",
+    "defect",
+    "no_verdict",
+    "frames",
+    "frames_per_s",
+    "dropped_frames",
+    "latency_p50_ms",
+    "latency_p99_ms",
+)
 
 
 def summary_table(d: dict[str, Any]):

@@ -22,10 +22,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from engines.errors import UserError
-from engines.preprocess import preprocess
+from engines.preprocess import normalize, to_model_image
 from inspector.config import InspectorConfig
 from inspector.detect import Detection, Detector, Roi
 from inspector.records import Frame, Part, PartSink, Verdict
+from inspector.sharpness import blurred_reason, sharpness
 from inspector.track import Track, Tracker, unclassified_reason
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class Pipeline:
         self.meta = engine.meta
         self.sinks = list(sinks)
         self.threshold = cfg.model.threshold if cfg.model.threshold is not None else float(self.meta.threshold)
+        self.min_sharpness = cfg.model.min_sharpness
         self.undistorter = undistorter
         self.keep_crops = keep_crops
         self.roi: Roi | None = None
@@ -157,7 +159,11 @@ class Pipeline:
         for p, _ in todo:
             p.t_infer_start_ns = t0
         try:
-            batch = preprocess([c for _, c in todo], meta)
+            views = [to_model_image(c, meta) for _, c in todo]  # engines.preprocess, split to score the views
+            ts = time.monotonic_ns()
+            sharp = [sharpness(v) for v in views]
+            ts = time.monotonic_ns() - ts
+            batch = normalize(np.stack(views), meta)
             t1 = time.monotonic_ns()
             probs = np.asarray(self.engine.infer(batch))
             t2 = time.monotonic_ns()
@@ -177,7 +183,13 @@ class Pipeline:
             p.score = s if math.isfinite(s) else None
             p.t_verdict_ns = now
             p.crop = crop if self.keep_crops else None
-            p.timings.update(preprocess_ms=(t1 - t0) / 1e6, infer_ms=(t2 - t1) / 1e6, batch=float(len(todo)))
+            p.sharpness = sharp[i]
+            p.timings.update(
+                preprocess_ms=(t1 - t0) / 1e6,
+                infer_ms=(t2 - t1) / 1e6,
+                batch=float(len(todo)),
+                sharpness_ms=ts / 1e6 / len(todo),
+            )
             if meta.binary:
                 ok = s < self.threshold
             elif meta.ok_class is not None:
@@ -187,6 +199,8 @@ class Pipeline:
                 continue
             if not np.all(np.isfinite(probs[i])):
                 p.verdict, p.reason = Verdict.NO_VERDICT, "model output is not a number"
+            elif self.min_sharpness is not None and sharp[i] < self.min_sharpness:
+                p.verdict, p.reason = Verdict.NO_VERDICT, blurred_reason(sharp[i], self.min_sharpness)
             else:
                 p.verdict = Verdict.OK if ok else Verdict.DEFECT
 

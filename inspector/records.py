@@ -41,6 +41,7 @@ class Part:
     t_infer_start_ns: int | None = None
     t_verdict_ns: int | None = None
     crop: np.ndarray | None = None
+    sharpness: float | None = None  # variance of the Laplacian of the model's view of the crop (None: not judged)
     timings: dict[str, float] = field(default_factory=dict)  # extra stage timings, ms
 
     @property

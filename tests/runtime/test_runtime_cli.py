@@ -16,7 +16,8 @@ import pytest
 from runtime_synth import LINE_SPRITES
 
 ROOT = Path(__file__).resolve().parents[2]
-FIELDS = {"part_id", "frame_index", "t_capture", "verdict", "score", "class", "latency_ms", "bbox", "reason"}
+FIELDS = {"part_id", "frame_index", "t_capture", "verdict", "score", "class", "latency_ms", "bbox", "reason",
+          "sharpness"}
 
 
 def inspector(*args, env=None, timeout=120, cwd=None) -> subprocess.CompletedProcess:
