@@ -154,8 +154,9 @@ class ModelConfig(Section):
         None,
         ge=0,
         description="reject (no_verdict, reason 'blurred: ...') a part whose crop, at the model's input size, has a "
-        "variance of the Laplacian below this: motion blur or defocus hides small defects; None: off. Sharp casting "
-        "crops score >= ~300, half-frame motion blur at 25 px/frame far lower (docs/BENCHMARKS.md, Runtime (replay))",
+        "variance of the Laplacian below this: motion blur or defocus hides small defects; None: off. On simulated "
+        "casting lines sharp crops scored >= 305 and half-frame motion blur at 25 px/frame <= 201, so 250 separates "
+        "them (docs/BENCHMARKS.md, Runtime (replay)); measure your own line's events before setting it",
     )
     threads: int | None = Field(
         1,
