@@ -223,7 +223,7 @@ class Trainer:
         # A onecycle run is noisy while the learning rate is high and settles as it decays to zero: stopping it
         # early keeps weights from the noisy middle, so by default it runs its --epochs (the best epoch is kept).
         patience = o.patience if o.patience is not None else (o.epochs if per_step else 6)
-        if o.schedule == "onecycle":
+        if per_step:
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o.lr, total_steps=batches * o.epochs,
                                                         pct_start=0.15)
         else:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -127,3 +130,20 @@ class ScriptedCapture:
 # The drawn line the CLI tests and fixtures share: five parts, alternating OK/defect.
 LINE_FRAMES = 150
 LINE_SPRITES = [moving(0, -60 - 150 * i, 20 + 110 * (i % 2), 9, LINE_FRAMES, defect=bool(i % 2)) for i in range(5)]
+
+
+def watch_child(proc: subprocess.Popen, probe: Callable[[], bool], *, timeout_s: float, every_s: float,
+                exit_timeout_s: float) -> tuple[str, str]:
+    """Call ``probe()`` every ``every_s`` while ``proc`` runs, until it returns True or ``timeout_s`` passes; then
+    wait for the child to end and return its (stdout, stderr). A child still running on the way out is killed."""
+    try:
+        deadline = time.monotonic() + timeout_s
+        while proc.poll() is None and time.monotonic() < deadline:
+            if probe():
+                break
+            time.sleep(every_s)
+        return proc.communicate(timeout=exit_timeout_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

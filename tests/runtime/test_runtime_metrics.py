@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,7 +21,17 @@ import cv2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
-from runtime_synth import LINE_FRAMES, LINE_SPRITES, FakeEngine, ListSink, as_frames, make_cfg, moving, render
+from runtime_synth import (
+    LINE_FRAMES,
+    LINE_SPRITES,
+    FakeEngine,
+    ListSink,
+    as_frames,
+    make_cfg,
+    moving,
+    render,
+    watch_child,
+)
 
 from inspector.config import InspectorConfig
 
@@ -114,20 +123,17 @@ def test_scraped_while_running_and_the_counts_match_the_summary(line: Path, tmp_
     )
     scrapes: list[dict[str, float]] = []
     listen: set[str] = set()
-    try:
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline:
-            if (m := scrape(port)) is not None:
-                scrapes.append(m)
-                if not listen:
-                    conns = psutil.Process(proc.pid).net_connections(kind="tcp")
-                    listen = {c.laddr.ip for c in conns if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
-            time.sleep(0.05)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+
+    def probe() -> bool:  # scrape until the run ends
+        nonlocal listen
+        if (m := scrape(port)) is not None:
+            scrapes.append(m)
+            if not listen:
+                conns = psutil.Process(proc.pid).net_connections(kind="tcp")
+                listen = {c.laddr.ip for c in conns if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+        return False
+
+    out, err = watch_child(proc, probe, timeout_s=60, every_s=0.05, exit_timeout_s=30)
     assert proc.returncode == 0, err[-3000:]
     assert "Traceback" not in err
     assert listen == {"127.0.0.1"}, f"the endpoint must listen on localhost only by default, got {listen}"

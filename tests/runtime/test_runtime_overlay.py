@@ -7,12 +7,11 @@ import shutil
 import struct
 import subprocess
 import sys
-import time
 
 import cv2
 import numpy as np
 import pytest
-from runtime_synth import FakeEngine, as_frames, moving, render
+from runtime_synth import FakeEngine, as_frames, moving, render, watch_child
 
 from inspector.config import InspectorConfig
 from inspector.events import Summary
@@ -117,21 +116,16 @@ def test_real_window_under_xvfb_shows_the_overlay(xvfb, line_video, line_config,
            "--events", str(events), "--realtime"]
     proc = subprocess.Popen(cmd, env=xvfb, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     shot, found = None, False
-    deadline = time.monotonic() + 60
-    try:
-        while proc.poll() is None and time.monotonic() < deadline:
-            shot = screenshot(xvfb)
-            found = (count_color(shot, ROI_COLOR, 30) > 500 and count_color(shot, TRIGGER_COLOR, 30) > 200
-                     and count_color(shot, VERDICT_COLORS[Verdict.OK], 30) + count_color(
-                         shot, VERDICT_COLORS[Verdict.DEFECT], 30) > 100)
-            if found:
-                break
-            time.sleep(0.2)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+
+    def probe() -> bool:  # screenshots until the overlay's elements are on screen
+        nonlocal shot, found
+        shot = screenshot(xvfb)
+        found = (count_color(shot, ROI_COLOR, 30) > 500 and count_color(shot, TRIGGER_COLOR, 30) > 200
+                 and count_color(shot, VERDICT_COLORS[Verdict.OK], 30) + count_color(
+                     shot, VERDICT_COLORS[Verdict.DEFECT], 30) > 100)
+        return found
+
+    out, err = watch_child(proc, probe, timeout_s=60, every_s=0.2, exit_timeout_s=60)
     assert proc.returncode == 0, err
     if shot is not None:
         cv2.imwrite(str(tmp_path / "screenshot.png"), shot)
