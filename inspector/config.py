@@ -244,6 +244,43 @@ class MetricsConfig(Section):
     port: int = Field(9108, ge=1, le=65535, description="TCP port of the metrics endpoint")
 
 
+class MqttConfig(Section):
+    enabled: bool = Field(False, description="publish verdicts and line state to an MQTT broker while the line runs")
+    host: str = Field("127.0.0.1", description="the broker's address")
+    port: int = Field(1883, ge=1, le=65535, description="the broker's TCP port (8883 is usual with TLS)")
+    topic: str = Field(
+        "inspector",
+        description="topic prefix: PREFIX/state (online/offline, retained), PREFIX/camera (online/stalled, "
+        "retained), PREFIX/parts (one JSON message per part), PREFIX/stats (retained JSON counts)",
+    )
+    client_id: str | None = Field(None, description="MQTT client id (None: inspector-<host>-<pid>)")
+    username: str | None = Field(None, description="user name, when the broker asks for one")
+    password_env: str | None = Field(
+        None, description="name of the environment variable that holds the password (never the password itself)"
+    )
+    tls_ca: str | None = Field(
+        None, description="CA certificate file: connect with TLS and check the broker's certificate"
+    )
+    qos: int = Field(1, ge=0, le=2, description="QoS of the parts messages (state and stats use 1)")
+    parts: bool = Field(True, description="publish one message per part (false: state and stats only)")
+    stats_interval_s: float = Field(5.0, gt=0, description="seconds between PREFIX/stats messages")
+    max_queued: int = Field(
+        10000,
+        ge=10,
+        description="messages held while the broker is unreachable; past that, new ones are dropped and counted",
+    )
+
+    _r = field_validator("tls_ca")(_resolve)
+
+    @field_validator("topic")
+    @classmethod
+    def _topic(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value or "+" in value or "#" in value or "//" in value or value.startswith("/"):
+            raise ValueError("a topic prefix like 'factory/line1/inspector': no wildcards (+, #), no empty levels")
+        return value
+
+
 class CalibrationConfig(Section):
     camera: str | None = Field(None, description="camera calibration YAML from `inspector calibrate camera`")
 
@@ -261,6 +298,7 @@ class InspectorConfig(Section):
     log: LogConfig = Field(default_factory=LogConfig)
     display: DisplayConfig = Field(default_factory=DisplayConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
 
 
 def stall_gate_problem(cfg: InspectorConfig) -> str | None:

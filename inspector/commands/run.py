@@ -45,6 +45,12 @@ def add_arguments(p: argparse.ArgumentParser, *, sources: bool = True) -> None:
         type=_port,
         help="serve Prometheus metrics on this port (on 127.0.0.1 unless metrics.host says otherwise)",
     )
+    p.add_argument(
+        "--mqtt",
+        metavar="HOST[:PORT]",
+        type=_broker,
+        help="publish verdicts and line state to this MQTT broker (port 1883 unless given; see mqtt: in the config)",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -91,7 +97,19 @@ def build_config(args: argparse.Namespace):
         cfg.display.enabled = "off"
     if getattr(args, "metrics_port", None) is not None:
         cfg.metrics.enabled, cfg.metrics.port = True, args.metrics_port
+    if getattr(args, "mqtt", None) is not None:
+        cfg.mqtt.enabled = True
+        cfg.mqtt.host, port = args.mqtt
+        if port is not None:
+            cfg.mqtt.port = port
     return cfg
+
+
+def _broker(text: str) -> tuple[str, int | None]:
+    host, sep, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
+    if not host or (sep and not (port.isdigit() and 1 <= int(port) <= 65535)):
+        raise argparse.ArgumentTypeError(f"expected HOST or HOST:PORT (port 1-65535), got '{text}'")
+    return host, int(port) if sep else None
 
 
 def _port(text: str) -> int:
@@ -129,15 +147,18 @@ def inspect(cfg, args: argparse.Namespace, truth: str | None = None) -> int:
     try:
         _check_input_size(cfg, engine)
         metrics = _metrics(cfg, model_path, engine, closers)  # binds its port now: one in use stops here
+        mqtt = _mqtt(cfg, model_path)
+        if mqtt is not None:
+            closers.append(("mqtt", mqtt))  # closed after every sink: the last stats and 'offline' go out last
         summary = Summary()
         events_path = getattr(args, "events", None)
         # Without --truth nothing is kept in memory: a line may run for weeks.
         events = EventsFile(events_path) if events_path else (_MemoryEvents() if truth else None)
         dlog = _defect_log(cfg, model_path)
         gate = _gate(cfg, dlog)  # the gate reports each part's outcome (sent/acked/fired) into the log
-        sinks = [s for s in (gate, events, dlog, summary, metrics) if s is not None]
+        sinks = [s for s in (gate, events, dlog, summary, metrics, mqtt) if s is not None]
         # the gate closes first: it drains parts still on the belt and reports them to the log before it closes
-        closers += [(f"sink {type(s).__name__}", s) for s in sinks if s is not gate]
+        closers += [(f"sink {type(s).__name__}", s) for s in sinks if s is not gate and s is not mqtt]
         closers += [("gate", gate)] if gate is not None else []
         undistorter = _undistorter(cfg)
         pipeline = Pipeline(cfg, engine, sinks, undistorter=undistorter)
@@ -156,6 +177,8 @@ def inspect(cfg, args: argparse.Namespace, truth: str | None = None) -> int:
         stats.summary = summary
         if metrics is not None:
             metrics.attach(stats=stats, capture=capture, gate=gate, dlog=dlog)
+        if mqtt is not None:
+            mqtt.attach(stats=stats, gate=gate)
         log.info("inspecting %s with %s (%s)", _redact(cfg.source.uri), model_path, engine.backend)
         try:
             run_loop(pipeline, capture, view=view, stats=stats, stop=stop, max_frames=getattr(args, "max_frames", None))
@@ -179,6 +202,8 @@ def inspect(cfg, args: argparse.Namespace, truth: str | None = None) -> int:
         model=f"{model_path.name} ({engine.backend})",
     )
     console.print(summary_table(result))
+    if mqtt is not None:
+        console.print(mqtt.report())
     capture_error = getattr(capture, "error", None)
     # results go beside the events file, else beside the truth file they were scored against (never the cwd)
     out_dir = Path(events_path).parent if events_path else Path(truth).parent if truth else Path.cwd()
@@ -234,6 +259,20 @@ def _metrics(cfg, model_path: Path, engine, closers: list[tuple[str, Any]]):
     metrics = RunMetrics(model=model_path.name, backend=engine.backend)
     closers.append(("metrics server", MetricsServer(metrics.registry, cfg.metrics.host, cfg.metrics.port)))
     return metrics
+
+
+def _mqtt(cfg, model_path: Path):
+    """mqtt.enabled: a sink that publishes each verdict and the line's state (it connects in the background)."""
+    if not cfg.mqtt.enabled:
+        return None
+    try:
+        from inspector.mqtt import MqttPublisher
+    except ImportError:
+        raise UserError(
+            "mqtt is enabled but paho-mqtt is not installed; pip install 'paho-mqtt>=2' (or the mqtt extra) "
+            "or drop --mqtt / mqtt.enabled"
+        ) from None
+    return MqttPublisher(cfg.mqtt, model=model_path.name)
 
 
 def _gate(cfg, dlog=None):

@@ -264,6 +264,11 @@ CASES = [
     Case("truth-missing", "--truth file not found", lambda k, t: _run(k, "--truth", str(t / "nope.csv"))),
     Case("metrics-port-busy", "metrics port already taken by another program", _busy_metrics_port,
          volatile=(r"(?<![\d.])\d{4,5}(?![\d.])",)),
+    Case("mqtt-topic", "an MQTT topic prefix with a wildcard",
+         lambda k, t: ["check-config", _cfg(t, "mqtt:\n  topic: plant/#\n")]),
+    Case("mqtt-password-unset", "mqtt.password_env names a variable that is not set",
+         lambda k, t: _run(k, "--mqtt", "127.0.0.1", "--config", _cfg(
+             t, "mqtt:\n  username: inspector\n  password_env: INSPECTOR_NO_SUCH_PASSWORD_VAR\n"))),
     Case("display-on", "display.enabled on without a display",
          lambda k, t: ["run", "--source", str(k.video), "--model", str(k.onnx),
                        "--config", _cfg(t, "display:\n  enabled: 'on'\n")]),

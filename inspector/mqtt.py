@@ -1,0 +1,223 @@
+"""MQTT for one `inspector run`: verdicts and line state pushed to the plant's broker (paho-mqtt).
+
+Topics under ``mqtt.topic`` (PREFIX):
+
+- ``PREFIX/state``  ``online`` / ``offline``, retained; the broker publishes ``offline`` itself (last will)
+  if the inspector dies without saying goodbye;
+- ``PREFIX/camera`` ``online`` / ``stalled``, retained, on each change;
+- ``PREFIX/parts``  one JSON message per part (the events-file fields plus wall-clock ``time``), QoS ``mqtt.qos``;
+- ``PREFIX/stats``  retained JSON every ``mqtt.stats_interval_s``: parts by verdict, frames, stalls, the gate.
+
+The inspection thread only puts a small dict on a bounded queue (``on_part``); a publisher thread serialises
+and hands it to paho, whose own network thread talks to the broker and reconnects by itself. An unreachable
+broker never slows or stops the line: messages wait in paho's queue up to ``mqtt.max_queued``, later ones are
+dropped and counted, and the run's end says how many.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as paho
+
+from engines.errors import UserError
+from inspector.config import MqttConfig
+from inspector.events import part_event
+from inspector.records import Part, Verdict
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class MqttPublisher:
+    """A PartSink that publishes to MQTT. ``attach`` hands over the loop stats and the gate for PREFIX/stats."""
+
+    def __init__(self, cfg: MqttConfig, model: str = "") -> None:
+        self.cfg = cfg
+        self.model = model
+        p = cfg.topic
+        self.t_state, self.t_camera, self.t_parts, self.t_stats = (f"{p}/state", f"{p}/camera", f"{p}/parts",
+                                                                   f"{p}/stats")
+        self.counts = {v.value: 0 for v in Verdict}
+        # parts: part messages handed to paho (sent, or held by it until the broker is back); dropped: not
+        self.stats = {"parts": 0, "messages": 0, "dropped": 0, "connects": 0, "disconnects": 0}
+        self._closed = False
+        self.dropped_queue = 0
+        self.loop_stats: Any = None
+        self.gate: Any = None
+        self.connected = threading.Event()
+        self._camera: str | None = None
+        self._warned = False
+        self._q: queue.Queue = queue.Queue(maxsize=cfg.max_queued)
+        client_id = cfg.client_id or f"inspector-{socket.gethostname()}-{os.getpid()}"
+        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id)
+        c.will_set(self.t_state, "offline", qos=1, retain=True)
+        if cfg.username:
+            password = None
+            if cfg.password_env:
+                password = os.environ.get(cfg.password_env)
+                if password is None:
+                    raise UserError(
+                        f"mqtt.password_env names {cfg.password_env}, which is not set; export it or drop "
+                        "mqtt.password_env"
+                    )
+            c.username_pw_set(cfg.username, password)
+        if cfg.tls_ca:
+            try:
+                c.tls_set(ca_certs=cfg.tls_ca)
+            except (OSError, ValueError) as exc:
+                raise UserError(f"mqtt.tls_ca {cfg.tls_ca}: cannot use it ({exc}); give a readable PEM file") from None
+        c.max_queued_messages_set(cfg.max_queued)
+        c.reconnect_delay_set(1, 30)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_connect_fail = self._on_connect_fail
+        self.client = c
+        try:
+            c.connect_async(cfg.host, cfg.port, keepalive=30)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"mqtt {cfg.host}:{cfg.port}: {exc}; check mqtt.host and mqtt.port") from None
+        c.loop_start()
+        self._thread = threading.Thread(target=self._run, name="mqtt-publisher", daemon=True)
+        self._thread.start()
+
+    def attach(self, *, stats: Any = None, gate: Any = None) -> None:
+        self.loop_stats, self.gate = stats, gate
+
+    # -- paho callbacks (its network thread) -----------------------------------------------------------
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._warn(f"mqtt broker {self.cfg.host}:{self.cfg.port} refused the connection: {reason_code}")
+            return
+        self.stats["connects"] += 1
+        self.connected.set()
+        client.publish(self.t_state, "online", qos=1, retain=True)
+        if self._camera is not None:
+            client.publish(self.t_camera, self._camera, qos=1, retain=True)
+        log.info("mqtt connected to %s:%d, publishing under %s/", self.cfg.host, self.cfg.port, self.cfg.topic)
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self.connected.is_set() and not self._closed:  # our own goodbye in close() is not news
+            self.stats["disconnects"] += 1
+            log.warning("mqtt broker %s:%d disconnected (%s); reconnecting, messages held up to mqtt.max_queued",
+                        self.cfg.host, self.cfg.port, reason_code)
+        self.connected.clear()
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        self._warn(f"mqtt broker {self.cfg.host}:{self.cfg.port} unreachable; retrying (the line runs on)")
+
+    def _warn(self, msg: str) -> None:
+        if not self._warned:  # once: the retries go on quietly
+            self._warned = True
+            log.warning(msg)
+
+    # -- PartSink (the inspection thread) --------------------------------------------------------------
+    def on_part(self, part: Part) -> None:
+        self.counts[part.verdict.value] += 1
+        if not self.cfg.parts:
+            return
+        try:
+            self._q.put_nowait((time.time(), part_event(part)))
+        except queue.Full:
+            self.dropped_queue += 1  # this thread's own counter: the publisher thread keeps stats
+
+    # -- publisher thread ------------------------------------------------------------------------------
+    def _run(self) -> None:
+        next_stats = time.monotonic()
+        while True:
+            try:
+                item = self._q.get(timeout=0.25)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                break
+            if item is not None:
+                t, event = item
+                if self._publish(self.t_parts, json.dumps({"time": round(t, 3), **event}, separators=(",", ":")),
+                                 self.cfg.qos):
+                    self.stats["parts"] += 1
+            now = time.monotonic()
+            self._camera_state()
+            if now >= next_stats:
+                next_stats = now + self.cfg.stats_interval_s
+                self._publish(self.t_stats, json.dumps(self.snapshot(), separators=(",", ":")), 1, retain=True)
+
+    def _publish(self, topic: str, payload: str, qos: int, retain: bool = False) -> bool:
+        """True: sent, or held by paho until the broker is back (QoS > 0); False: dropped (counted)."""
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc == paho.MQTT_ERR_SUCCESS or (info.rc == paho.MQTT_ERR_NO_CONN and qos > 0):
+            self.stats["messages"] += 1
+            return True
+        self.stats["dropped"] += 1
+        return False
+
+    def _camera_state(self) -> None:
+        stalled = bool(getattr(self.loop_stats, "stalled", False))
+        state = "stalled" if stalled else "online"
+        if self.loop_stats is not None and state != self._camera:
+            self._camera = state
+            self._publish(self.t_camera, state, 1, retain=True)
+
+    def snapshot(self) -> dict:
+        """What PREFIX/stats carries (also the last message at the end of the run)."""
+        s = self.loop_stats
+        out: dict[str, Any] = {
+            "time": round(time.time(), 3),
+            "model": self.model,
+            "parts": dict(self.counts),
+            "frames": int(getattr(s, "frames", 0) or 0),
+            "fps": round(float(getattr(s, "fps", 0.0) or 0.0), 1),
+            "dropped_frames": int(getattr(s, "dropped", 0) or 0),
+            "source_stalls": int(getattr(s, "stalls", 0) or 0),
+            "stalled": bool(getattr(s, "stalled", False)),
+            "mqtt_dropped": self.stats["dropped"] + self.dropped_queue,
+        }
+        g = getattr(self.gate, "actuator", self.gate)
+        if g is not None:
+            held = getattr(g, "held", None)
+            out["gate"] = {
+                "connected": bool(getattr(g, "connected", None) and g.connected.is_set()),
+                "held": bool(held is not None and held.is_set()),
+                "hold_reasons": sorted(getattr(g, "hold_reasons", ())),
+                "events": dict(getattr(g, "stats", {})),
+            }
+        return out
+
+    def close(self, timeout_s: float = 3.0) -> None:
+        """Flush the parts, publish the last stats and ``offline``, then disconnect; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._q.put(_STOP)
+        self._thread.join(timeout=timeout_s)
+        last = [self.client.publish(self.t_stats, json.dumps(self.snapshot(), separators=(",", ":")), qos=1,
+                                    retain=True),
+                self.client.publish(self.t_state, "offline", qos=1, retain=True)]
+        deadline = time.monotonic() + timeout_s
+        if self.connected.is_set():
+            for info in last:
+                try:
+                    info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+                except (RuntimeError, ValueError):
+                    break
+        self.client.disconnect()
+        self.client.loop_stop()
+        if self.stats["connects"] == 0:
+            log.warning("mqtt: never reached the broker at %s:%d; no message was delivered", self.cfg.host,
+                        self.cfg.port)
+
+    def report(self) -> str:
+        """One line for the end of the run."""
+        s = self.stats
+        reached = "connected" if s["connects"] else "never reached"
+        return (f"mqtt {self.cfg.host}:{self.cfg.port} ({reached}; {s['disconnects']} disconnect(s)): "
+                f"{s['parts']} part message(s) published under {self.cfg.topic}/parts, "
+                f"{s['dropped'] + self.dropped_queue} dropped")
