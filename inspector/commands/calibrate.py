@@ -1,9 +1,10 @@
-"""`inspector calibrate camera|roi|belt|threshold`: commission a line.
+"""`inspector calibrate camera|roi|belt|threshold|sharpness`: commission a line.
 
 camera: intrinsics and distortion from chessboard photos -> calib.yaml (``calibration.camera`` in the config).
 roi: region, trigger line, direction and px/mm, in a window or from flags -> roi.yaml (``roi.file``).
 belt: belt speed measured on tracked parts of a recording, and the gate delay it implies.
 threshold: the decision threshold for a target defect recall, written into the model's metadata.
+sharpness: a model.min_sharpness from recordings of the line's own parts (sharp, and optionally blurred).
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
+from engines.errors import UserError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("calibrate", help="calibrate camera, ROI/trigger, belt speed or decision threshold")
+    p = sub.add_parser("calibrate", help="calibrate camera, ROI/trigger, belt speed, decision threshold or blur limit")
     cal = p.add_subparsers(dest="what", metavar="WHAT", required=True)
 
     c = cal.add_parser("camera", help="intrinsics and lens distortion from chessboard photos")
@@ -56,6 +61,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--target-recall", type=float, required=True, help="share of defects to catch, e.g. 0.99")
     t.add_argument("--dry-run", action="store_true", help="report the threshold, write nothing")
     t.set_defaults(func=run_threshold)
+
+    h = cal.add_parser("sharpness", help="model.min_sharpness from recordings of the line's own parts")
+    h.add_argument("--source", required=True, help="recording (or camera) of good parts passing in focus")
+    h.add_argument("--blurred", help="recording of parts as blurred as the line must not pass (optional)")
+    h.add_argument("--config", help="runtime configuration: model, ROI, detection, tracking")
+    h.add_argument("--model", help="model file (default: the config's model.path); only its input size matters")
+    h.add_argument("--max-frames", type=int, help="stop each recording after this many frames (live cameras)")
+    h.add_argument("--json", help="also write the figures to this JSON file")
+    h.set_defaults(func=run_sharpness)
 
 
 # --- camera -------------------------------------------------------------------------------------------------
@@ -290,4 +304,73 @@ def run_threshold(args: argparse.Namespace) -> int:
         return 0
     out = write_threshold(args.model, choice, args.data)
     print(f"wrote the threshold into {out}")
+    return 0
+
+
+# --- sharpness ----------------------------------------------------------------------------------------------
+
+
+def collect_sharpness(cfg, uri: str, max_frames: int | None = None) -> list[float]:
+    """Each part's sharpness as the runtime measures it (its pipeline, model input size), over ``uri``."""
+    from engines.base import load_engine
+    from inspector.commands.run import _open_capture, _undistorter, resolve_model
+    from inspector.pipeline import Pipeline, run_loop
+
+    c = cfg.model_copy(deep=True)
+    c.source.uri, c.source.realtime, c.model.min_sharpness = uri, False, None
+    values: list[float] = []
+
+    class _Collect:
+        def on_part(self, part) -> None:
+            if part.sharpness is not None:
+                values.append(part.sharpness)
+
+        def close(self) -> None:
+            pass
+
+    engine = load_engine(resolve_model(c.model.path))
+    try:
+        pipeline = Pipeline(c, engine, [_Collect()], undistorter=_undistorter(c), keep_crops=False)
+        capture = _open_capture(c)
+        try:
+            run_loop(pipeline, capture, max_frames=max_frames)
+        finally:
+            capture.close()
+        if capture.error:
+            raise UserError(f"{uri}: {capture.error}")
+    finally:
+        engine.close()
+    return values
+
+
+def run_sharpness(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from calibration.sharpness import suggest_min_sharpness
+
+    cfg = _config(args.config)
+    if args.model:
+        cfg.model.path = args.model
+    sharp = collect_sharpness(cfg, args.source, args.max_frames)
+    blurred = collect_sharpness(cfg, args.blurred, args.max_frames) if args.blurred else None
+    ch = suggest_min_sharpness(sharp, blurred)
+    table = Table(title="Part sharpness (variance of the Laplacian at the model's input size)")
+    for col in ("recording", "parts", "min", "p1", "p5", "p50", "max"):
+        table.add_column(col, justify="right")
+    q = np.percentile(sharp, [0, 1, 5, 50, 100])
+    table.add_row("sharp", str(ch.n_sharp), *(f"{v:.1f}" for v in q))
+    if blurred:
+        q = np.percentile(blurred, [0, 1, 5, 50, 100])
+        table.add_row("blurred", str(ch.n_blurred), *(f"{v:.1f}" for v in q))
+    con = Console()
+    con.print(table)
+    con.print(f"min_sharpness {ch.value:g} ({ch.rule}): rejects {100 * ch.sharp_rejected:.1f} % of the sharp parts"
+              + ("" if ch.blurred_passed is None else f", passes {100 * ch.blurred_passed:.1f} % of the blurred"))
+    if ch.separable is False:
+        con.print("[bold red]warning:[/] the blurred parts overlap the sharp ones: no threshold separates them; "
+                  "shorten the exposure, light the belt better or refocus, then measure again")
+    con.print(f"set `model: {{min_sharpness: {ch.value:g}}}` in the configuration")
+    if args.json:
+        Path(args.json).write_text(json.dumps(ch.to_dict(), indent=2) + "\n")
     return 0
