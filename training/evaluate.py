@@ -107,8 +107,13 @@ def evaluate(
     manifest: Path | None = None,
     gradcam: bool = True,
     console=None,
+    exclude_conflicts: bool = False,
 ) -> dict:
-    """Write the evaluation artefacts to ``out`` and return the metrics dict."""
+    """Write the evaluation artefacts to ``out`` and return the metrics dict.
+
+    ``exclude_conflicts``: images with a near-identical twin of another class anywhere in ``data``
+    (:mod:`training.conflicts`) are left out of the judged split and of the threshold choice, and listed.
+    """
     if split not in SPLIT_CHOICES:
         raise UserError(f"--split {split!r}: use one of {', '.join(SPLIT_CHOICES)}")
     from rich.progress import Progress
@@ -118,6 +123,11 @@ def evaluate(
     index = index_dataset(data, layout, ok_class, manifest)
     mapping = class_mapping(meta, index)
     items, used = select_items(meta, index, split)
+    conflicts = _conflicts(index, console) if exclude_conflicts else None
+    excluded: list[str] = []
+    if conflicts is not None:
+        excluded = sorted(it.key for it in items if it.key in conflicts["keys"])
+        items = [it for it in items if it.key not in conflicts["keys"]]
     out.mkdir(parents=True, exist_ok=True)
     with Progress(console=console, transient=True) as prog:
         task = prog.add_task(f"evaluating {used} split", total=len(items))
@@ -128,6 +138,10 @@ def evaluate(
                 raise UserError("--target-recall needs a model with an OK class (defect vs OK decision)")
             try:
                 val_items, vused = select_items(meta, index, "val")
+                if conflicts is not None:
+                    n_val = len(val_items)
+                    val_items = [it for it in val_items if it.key not in conflicts["keys"]]
+                    vused = f"{vused} ({n_val - len(val_items)} label-conflict images left out)"
                 val = score_items(engine, val_items, mapping)
             except UserError:  # not the training data: no validation split, choose on what is judged
                 vused, val = f"{used} (no validation split in this data)", scored
@@ -143,6 +157,8 @@ def evaluate(
         model=str(model), data=str(index.root), split=used, n_skipped=len(scored.skipped),
         skipped=[f"{k}: {why}" for k, why in scored.skipped[:50]],
     )
+    if conflicts is not None:
+        metrics["label_conflicts"] = {**conflicts["report"], "excluded": excluded}
     if target_recall is not None:
         metrics["threshold_choice"] = meta.extra["threshold_choice"]
         metrics["threshold_stored_in"] = threshold_note
@@ -156,3 +172,29 @@ def evaluate(
                                       + "\n")
     (out / "report.txt").write_text(metrics["report"])
     return metrics
+
+
+def _conflicts(index: DatasetIndex, console=None) -> dict:
+    """Label conflicts over every image of ``index``: {'keys': set of keys in one, 'report': JSON summary}."""
+    from rich.progress import Progress
+
+    from training.conflicts import conflict_report, label_conflicts, small_gray
+
+    keys, labels, small = [], [], []
+    with Progress(console=console, transient=True) as prog:
+        task = prog.add_task("looking for label conflicts", total=len(index.items))
+        for it in index.items:
+            try:
+                small.append(small_gray(read_image(it.path)))
+                keys.append(it.key)
+                labels.append(it.label)
+            except BadImage:
+                pass  # counted where the image is judged
+            prog.advance(task)
+    codes = {c: i for i, c in enumerate(sorted(set(labels)))}
+    pairs = label_conflicts(np.stack(small) if small else np.zeros((0, 64, 64)), [codes[c] for c in labels])
+    involved = {keys[i] for i, j, _ in pairs} | {keys[j] for i, j, _ in pairs}
+    report = conflict_report(keys, labels, lambda k: "data", pairs)
+    del report["images_by_split"]
+    log.info("label conflicts: %d pair(s), %d image(s) left out", len(pairs), len(involved))
+    return {"keys": involved, "report": report}

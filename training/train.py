@@ -128,8 +128,15 @@ class Trainer:
             mean = [float(v) for v in x.mean(axis=(0, 1, 2))]
             std = [max(1e-3, float(v)) for v in x.std(axis=(0, 1, 2))]
         keys = {s: sorted(data.items[i].key for i in self.idx[s]) for s in SPLITS}
+        from training.conflicts import conflict_report, label_conflicts
+
+        split_of = {data.items[i].key: s for s in SPLITS for i in self.idx[s]}
+        all_keys = [it.key for it in data.items]
+        conflicts = conflict_report(all_keys, [index.classes[c] for c in data.labels], split_of.__getitem__,
+                                    label_conflicts(data.images, data.labels))
         self.split_info = {
             **split.report,
+            "label_conflicts": conflicts,
             "digest": {s: split_digest(keys[s]) for s in SPLITS},
             "val": keys["val"],
             "test": keys["test"],
@@ -145,6 +152,13 @@ class Trainer:
             f"({split.report['pairs_across_naive_random_split']} would cross a random split, "
             f"{split.report['pairs_across_this_split']} cross this one)"
         )
+        if conflicts["n_pairs"]:
+            self.console.print(
+                f"[yellow]label conflicts:[/] {conflicts['n_pairs']} pair(s) of near-identical images with different "
+                f"labels, {conflicts['n_images']} images {conflicts['images_by_split']}: the same part under two "
+                "labels; review them (listed in the model's metadata, split.label_conflicts); `inspector evaluate "
+                "--exclude-conflicts` leaves them out of the judged split"
+            )
 
     # --- model --------------------------------------------------------------------------------------------
     def _targets(self, labels: np.ndarray) -> torch.Tensor:

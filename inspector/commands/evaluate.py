@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layout", default="auto", choices=("auto", "folders", "prefix", "manifest"))
     p.add_argument("--manifest", type=Path, default=None, help="CSV of path,label")
     p.add_argument("--no-gradcam", action="store_true", help="skip the Grad-CAM grid")
+    p.add_argument("--exclude-conflicts", action="store_true",
+                   help="leave out images with a near-identical twin of another class (label conflicts) from the "
+                        "judged split and the threshold choice; they are listed in metrics.json")
     p.set_defaults(func=run)
 
 
@@ -31,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     m = evaluate(args.model, args.data, args.out, ok_class=args.ok_class, target_recall=args.target_recall,
                  split=args.split, layout=args.layout, manifest=args.manifest, gradcam=not args.no_gradcam,
-                 console=console)
+                 console=console, exclude_conflicts=args.exclude_conflicts)
     print(m["report"])
     print(f"{m['split']} split, {m['n_images']} images ({m['n_skipped']} skipped): accuracy {m['accuracy']:.4f} "
           f"precision {m['precision']:.4f} recall {m['recall']:.4f} f1 {m['f1']:.4f} "
@@ -40,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
         d = m["defect_vs_ok"]
         print(f"missed defects {d['missed_defects']} of {d['n_defect']}, "
               f"false rejects {d['false_rejects']} of {d['n_ok']}")
+    if "label_conflicts" in m:
+        c = m["label_conflicts"]
+        print(f"label conflicts: {c['n_pairs']} near-identical pair(s) of different classes in {m['data']}; "
+              f"{len(c['excluded'])} image(s) of this split left out (listed in metrics.json)")
     if m.get("threshold_stored_in"):
         print(f"threshold {m['threshold']:.4f} stored in {m['threshold_stored_in']}", file=sys.stderr)
     print(f"wrote {args.out}/metrics.json")

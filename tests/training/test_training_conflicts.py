@@ -1,0 +1,96 @@
+"""Label conflicts (the same picture under two labels): found by image alone, reported by training, left out by
+`inspector evaluate --exclude-conflicts` from the judged split and the threshold choice."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from engines.checkpoint import load_checkpoint
+from tests.conftest import make_part_image
+from training.conflicts import MIN_CORR, conflict_report, label_conflicts, small_gray
+from training.evaluate import evaluate
+from training.train import TrainOptions, train
+
+
+def _parts(n: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [make_part_image(bool(i % 2), rng, 96) for i in range(n)]
+
+
+def test_a_rotated_flipped_copy_under_another_label_is_found():
+    imgs = _parts(6, 0)
+    twin = cv2.flip(cv2.rotate(imgs[0], cv2.ROTATE_90_CLOCKWISE), 1)  # what dataset augmentation makes
+    same_label_copy = cv2.rotate(imgs[1], cv2.ROTATE_180)
+    images = [*imgs, twin, same_label_copy]
+    labels = [0, 1, 0, 1, 0, 1, 1, 1]  # twin: label 1 like nothing it copies; the copy of #1 keeps label 1
+    pairs = label_conflicts(images, labels)
+    assert [(i, j) for i, j, _ in pairs] == [(0, 6)] and pairs[0][2] > 0.999
+    # three classes: any two different labels conflict; the same picture thrice gives every cross-class pair
+    pairs = label_conflicts([imgs[2], cv2.rotate(imgs[2], cv2.ROTATE_90_COUNTERCLOCKWISE), imgs[2][::-1]],
+                            [0, 1, 2])
+    assert [(i, j) for i, j, _ in pairs] == [(0, 1), (0, 2), (1, 2)]
+    assert label_conflicts([], []) == []
+
+
+def test_different_parts_and_a_small_defect_are_not_conflicts():
+    rng = np.random.default_rng(3)
+    ok = make_part_image(False, rng, 96)
+    defect = ok.copy()
+    cv2.rectangle(defect, (40, 40), (50, 50), (20, 20, 20), -1)  # the same part with a clear defect added
+    a, b = small_gray(ok), small_gray(defect)
+    corr = float(np.corrcoef(a.ravel(), b.ravel())[0, 1])
+    assert corr < MIN_CORR  # a defect this size is a different picture
+    assert label_conflicts([ok, defect], [0, 1]) == []
+    assert label_conflicts(_parts(20, 4), [i % 2 for i in range(20)]) == []
+
+
+def test_report():
+    pairs = [(0, 2, 0.99), (1, 2, 0.98)]
+    r = conflict_report(["a/1", "b/2", "c/3"], ["ok", "def", "ok"], {"a/1": "train", "b/2": "test", "c/3": "test"}.get,
+                        pairs)
+    assert r["n_pairs"] == 2 and r["n_images"] == 3 and r["images_by_split"] == {"train": 1, "test": 2}
+    assert r["pairs"][0] == ["a/1", "ok", "c/3", "ok", 0.99] and r["min_corr"] == MIN_CORR
+
+
+def test_training_reports_and_evaluate_leaves_them_out(tiny_dataset, tmp_path):
+    torch.set_num_threads(1)
+    data = tiny_dataset({"ok": 30, "defect": 30})
+    run = tmp_path / "run"
+    model = train(TrainOptions(data=data, out=run, img_size=32, epochs=1, batch_size=16, seed=0, threads=1,
+                               dup_distance=6))
+    meta, _, _ = load_checkpoint(model)
+    assert meta.extra["split"]["label_conflicts"]["n_pairs"] == 0  # the synthetic parts all differ
+    # plant twins: a held-out good part (given a look of its own: the synthetic parts are all alike) and a
+    # rotated copy filed as a defect (after training: the copy is in no split)
+    test_ok = next(k for k in meta.extra["split"]["test"] if k.startswith("ok/"))
+    val_ok = next(k for k in meta.extra["split"]["val"] if k.startswith("ok/"))
+    rng = np.random.default_rng(7)
+    for k, name in ((test_ok, "twin_test.png"), (val_ok, "twin_val.png")):
+        img = cv2.resize(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), (64, 64), interpolation=cv2.INTER_NEAREST)
+        cv2.imwrite(str(data / k), img)
+        cv2.imwrite(str(data / "defect" / name), cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE))
+    plain = evaluate(model, data, tmp_path / "plain", gradcam=False)
+    assert "label_conflicts" not in plain
+    m = evaluate(model, data, tmp_path / "clean", gradcam=False, target_recall=1.0, exclude_conflicts=True)
+    c = m["label_conflicts"]
+    assert c["n_pairs"] == 2 and c["excluded"] == [test_ok]
+    assert {frozenset((p[0], p[2])) for p in c["pairs"]} == {
+        frozenset(("defect/twin_test.png", test_ok)), frozenset(("defect/twin_val.png", val_ok))}
+    assert m["n_images"] == plain["n_images"] - 1
+    assert m["threshold_choice"]["chosen_on"] == "val (1 label-conflict images left out)"
+    assert m["threshold_choice"]["n_ok"] == len([k for k in meta.extra["split"]["val"] if k.startswith("ok/")]) - 1
+
+
+def test_cli_flag(tiny_dataset, tmp_path, capsys):
+    from inspector.cli import main
+
+    torch.set_num_threads(1)
+    data = tiny_dataset({"ok": 20, "defect": 20})
+    model = train(TrainOptions(data=data, out=tmp_path / "run", img_size=32, epochs=1, batch_size=16, seed=0,
+                               threads=1, dup_distance=6))
+    assert main(["evaluate", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "ev"),
+                 "--exclude-conflicts", "--no-gradcam"]) == 0
+    out = capsys.readouterr().out
+    assert "label conflicts: 0 near-identical pair(s)" in out and "0 image(s) of this split left out" in out
