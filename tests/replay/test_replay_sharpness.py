@@ -1,6 +1,7 @@
 """`model.min_sharpness` on real simulated lines: with the documented 250 set, the heavy motion-blur line (where the
-shipped model passes 13 of 28 defects as OK) passes no defect, every blurred part is rejected as no_verdict with
-the reason, and a sharp line loses no part to it. Parts are the shipped model's held-out casting photos."""
+shipped model passes 17 of 28 defects as OK at its threshold) passes no defect, every blurred part is rejected as
+no_verdict with the reason, and a sharp line loses no part to it. Parts are the shipped model's held-out casting
+photos."""
 
 from __future__ import annotations
 

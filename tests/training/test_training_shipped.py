@@ -1,35 +1,41 @@
-"""The shipped model on a slice of its real held-out test split (needs ../shared/data)."""
+"""The shipped model on its whole real held-out test split, as `inspector evaluate` judges it (needs ../shared/data).
+
+The issue's target is checked here, not only quoted: accuracy and defect recall >= 99.5% at the shipped threshold
+on the test split with its label conflicts left out (docs/model-casting.md), and the figures as labelled.
+"""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from engines.base import load_engine
-from engines.checkpoint import load_checkpoint
-from training.data import index_dataset
-from training.evaluate import class_mapping, score_items, select_items
+from engines.meta import read_sidecar
+from training.evaluate import evaluate
 
 pytestmark = pytest.mark.data
 
 
-def test_shipped_model_on_its_held_out_test_split(shared_data, root):
-    model = root / "models" / "casting_seedcnn.pt"
+@pytest.fixture(scope="module")
+def shipped(root):
+    model = root / "models" / "casting_seedcnn.onnx"  # the file the line runs; same verdicts as the .pt
     if not model.is_file():
         pytest.skip(f"{model} not built yet")
-    meta, _, _ = load_checkpoint(model)
-    index = index_dataset(shared_data / "casting" / "train")
-    items, used = select_items(meta, index, "auto")
-    assert used == "test", "the shipped model's test file list must be found in the shared data"
-    assert not set(meta.extra["split"]["test"]) & set(meta.extra["split"]["val"])
-    rng = np.random.default_rng(0)
-    picked = [items[i] for i in sorted(rng.choice(len(items), size=120, replace=False))]
-    with load_engine(model, threads=1) as engine:
-        scored = score_items(engine, picked, class_mapping(meta, index))
-    pred = meta.predicted_classes(scored.probs)
-    accuracy = np.mean([p == t for p, t in zip(pred, scored.true, strict=True)])
-    defects = [p for p, t in zip(pred, scored.true, strict=True) if t == meta.defect_class]
-    recall = np.mean([p == meta.defect_class for p in defects])
-    # Full test split (docs/model-casting.md): recall 99.82%, accuracy 98.39% at the shipped high-recall
-    # threshold. A 120-image slice must not fall far below that.
-    assert recall >= 0.98 and accuracy >= 0.95, (accuracy, recall)
+    return model
+
+
+def test_shipped_model_meets_the_target_without_label_conflicts(shared_data, shipped, tmp_path):
+    meta = read_sidecar(shipped)
+    m = evaluate(shipped, shared_data / "casting" / "train", tmp_path / "ev", gradcam=False, exclude_conflicts=True)
+    assert m["split"] == "test", "the shipped model's test file list must be found in the shared data"
+    assert m["threshold"] == pytest.approx(meta.threshold)
+    d = m["defect_vs_ok"]
+    # docs/model-casting.md: 969 images, 1 of 556 defects missed, 0 false rejects (99.90% / 99.82%)
+    assert m["accuracy"] >= 0.995 and m["recall"] >= 0.995, (m["accuracy"], m["recall"])
+    assert d["missed_defects"] <= 2 and d["n_defect"] + d["n_ok"] == m["n_images"] >= 960
+    excluded = m["label_conflicts"]["excluded"]
+    assert 0 < len(excluded) <= 30 and "def_front/cast_def_0_4073.jpeg" in excluded
+
+
+def test_shipped_model_as_labelled(shared_data, shipped, tmp_path):
+    m = evaluate(shipped, shared_data / "casting" / "train", tmp_path / "ev", gradcam=False)
+    # docs/model-casting.md: 995 images, 99.50% accuracy, 99.11% recall (5 missed, 4 of them label conflicts)
+    assert m["n_images"] == 995 and m["accuracy"] >= 0.99 and m["recall"] >= 0.99, (m["accuracy"], m["recall"])
