@@ -32,6 +32,18 @@ def root() -> Path:
     return ROOT
 
 
+def load_bench(name: str):
+    """A ``bench/`` script (no .py suffix) imported as a module, for testing its parts."""
+    import importlib.machinery
+    import importlib.util
+
+    loader = importlib.machinery.SourceFileLoader(name, str(ROOT / "bench" / name))
+    spec = importlib.util.spec_from_loader(name, loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
+
+
 def make_part_image(defect: bool, rng: np.random.Generator, size: int = 64) -> np.ndarray:
     """A synthetic 'casting': a bright disc on a dark background; defects carry a dark notch."""
     img = np.full((size, size, 3), 30, np.uint8)

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
-
 import numpy as np
 import pytest
 
+from tests.conftest import load_bench
+
 
 @pytest.fixture(scope="module")
-def gpu_check(root):
-    loader = importlib.machinery.SourceFileLoader("gpu_check", str(root / "bench" / "gpu_check"))
-    spec = importlib.util.spec_from_loader("gpu_check", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+def gpu_check():
+    return load_bench("gpu_check")
 
 
 def test_real_folder_and_synthetic_data(gpu_check, engine_images, tmp_path):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 import shutil
 
@@ -11,15 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.conftest import make_part_image
+from tests.conftest import load_bench, make_part_image
 
 
 @pytest.fixture(scope="module")
-def sweep(root):
-    loader = importlib.machinery.SourceFileLoader("gpu_sweep", str(root / "bench" / "gpu_sweep"))
-    spec = importlib.util.spec_from_loader("gpu_sweep", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
+def sweep():
+    module = load_bench("gpu_sweep")
     module.dev = "cpu"
     return module
 
