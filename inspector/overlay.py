@@ -122,8 +122,23 @@ def display_available(timeout_s: float = 15.0) -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     if out.returncode != 0 or "ok" not in out.stdout:
-        log.warning("a display is set but OpenCV cannot open a window on it; running headless")
+        if not opencv_has_gui():
+            log.warning(
+                "a display is set but this OpenCV has no GUI (the opencv-python-headless build, e.g. pulled in by "
+                "the train extra's grad-cam, replaced opencv-python's files); running headless. Restore the "
+                "window with: pip install --force-reinstall --no-deps opencv-python"
+            )
+        else:
+            log.warning("a display is set but OpenCV cannot open a window on it; running headless")
         return False
+    return True
+
+
+def opencv_has_gui() -> bool:
+    """False for the headless OpenCV builds (no highgui backend compiled in)."""
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GUI:"):
+            return line.split(":", 1)[1].strip().upper() != "NONE"
     return True
 
 

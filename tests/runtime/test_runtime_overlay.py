@@ -21,6 +21,7 @@ from inspector.overlay import (
     THUMB,
     TRIGGER_COLOR,
     VERDICT_COLORS,
+    opencv_has_gui,
     render_overlay,
 )
 from inspector.pipeline import LoopStats, Pipeline
@@ -86,6 +87,15 @@ def test_paused_overlay_says_so():
     a = render_overlay(pipe.last, LoopStats(summary=Summary()), paused=False)
     b = render_overlay(pipe.last, LoopStats(summary=Summary()), paused=True)
     assert count_color(b, (255, 255, 255), 30) > count_color(a, (255, 255, 255), 30)
+
+
+def test_a_headless_opencv_is_recognised(monkeypatch):
+    info = cv2.getBuildInformation()
+    assert opencv_has_gui() == ("GUI:                           NONE" not in info)
+    monkeypatch.setattr(cv2, "getBuildInformation", lambda: "  GUI:                           NONE\n")
+    assert opencv_has_gui() is False
+    monkeypatch.setattr(cv2, "getBuildInformation", lambda: "  GUI:                           QT5\n    QT: YES\n")
+    assert opencv_has_gui() is True
 
 
 # --- the real window ------------------------------------------------------------------------------------
