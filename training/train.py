@@ -59,6 +59,7 @@ class TrainOptions:
     schedule: str = "onecycle"  # onecycle: warm-up then cosine decay over --epochs; plateau: x0.3 when val stalls
     weight_decay: float = 1e-4
     ema: float | None = None  # weight moving-average decay; None: a one-epoch horizon, 0: off
+    drop_conflicts: bool = False  # leave label-conflict images (training.conflicts) out of the training split
 
 
 def pretrained_weights(arch: str, weights: Path | None) -> Path | None:
@@ -121,6 +122,17 @@ class Trainer:
                     f"{index.root}: too few images to give every class a {s} share "
                     f"({index.counts()}); add images"
                 )
+        from training.conflicts import conflict_report, label_conflicts
+
+        split_of = {data.items[i].key: s for s in SPLITS for i in self.idx[s]}
+        all_keys = [it.key for it in data.items]
+        pairs = label_conflicts(data.images, data.labels)
+        conflicts = conflict_report(all_keys, [index.classes[c] for c in data.labels], split_of.__getitem__, pairs)
+        if o.drop_conflicts and pairs:
+            involved = {i for p in pairs for i in p[:2]}
+            before = len(self.idx["train"])
+            self.idx["train"] = np.array([i for i in self.idx["train"] if i not in involved], dtype=np.int64)
+            conflicts["dropped_from_train"] = before - len(self.idx["train"])
         if self.weights_path is not None:
             mean, std = IMAGENET_MEAN, IMAGENET_STD
         else:
@@ -128,12 +140,6 @@ class Trainer:
             mean = [float(v) for v in x.mean(axis=(0, 1, 2))]
             std = [max(1e-3, float(v)) for v in x.std(axis=(0, 1, 2))]
         keys = {s: sorted(data.items[i].key for i in self.idx[s]) for s in SPLITS}
-        from training.conflicts import conflict_report, label_conflicts
-
-        split_of = {data.items[i].key: s for s in SPLITS for i in self.idx[s]}
-        all_keys = [it.key for it in data.items]
-        conflicts = conflict_report(all_keys, [index.classes[c] for c in data.labels], split_of.__getitem__,
-                                    label_conflicts(data.images, data.labels))
         self.split_info = {
             **split.report,
             "label_conflicts": conflicts,
@@ -158,6 +164,8 @@ class Trainer:
                 f"labels, {conflicts['n_images']} images {conflicts['images_by_split']}: the same part under two "
                 "labels; review them (listed in the model's metadata, split.label_conflicts); `inspector evaluate "
                 "--exclude-conflicts` leaves them out of the judged split"
+                + (f"; {conflicts['dropped_from_train']} dropped from training (--drop-conflicts)"
+                   if "dropped_from_train" in conflicts else "; `--drop-conflicts` leaves them out of training")
             )
 
     # --- model --------------------------------------------------------------------------------------------

@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="augmentation: +- this fraction of random zoom (the line's crops vary in size)")
     p.add_argument("--shift-jitter", type=float, default=0.05,
                    help="augmentation: +- this fraction of the side of random shift (off-centre crops)")
+    p.add_argument("--drop-conflicts", action="store_true",
+                   help="leave label conflicts (near-identical images with different labels) out of the training "
+                        "split; validation and test keep them (evaluate --exclude-conflicts)")
     p.set_defaults(func=run)
 
 
@@ -55,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         ok_class=args.ok_class, layout=args.layout, manifest=args.manifest, target_recall=args.target_recall,
         weights=args.weights, threads=args.threads, dup_distance=args.dup_distance, rotate_deg=args.rotate,
         ema=args.ema, scale_jitter=args.scale_jitter, shift_jitter=args.shift_jitter, schedule=args.schedule,
-        weight_decay=args.weight_decay,
+        weight_decay=args.weight_decay, drop_conflicts=args.drop_conflicts,
     )
     path = train(opts)
     print(path)

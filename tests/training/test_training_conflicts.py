@@ -94,3 +94,24 @@ def test_cli_flag(tiny_dataset, tmp_path, capsys):
                  "--exclude-conflicts", "--no-gradcam"]) == 0
     out = capsys.readouterr().out
     assert "label conflicts: 0 near-identical pair(s)" in out and "0 image(s) of this split left out" in out
+
+
+def test_drop_conflicts_leaves_them_out_of_training_only(tiny_dataset, tmp_path):
+    torch.set_num_threads(1)
+    data = tiny_dataset({"ok": 30, "defect": 30})
+    rng = np.random.default_rng(11)
+    for i in range(4):  # four parts filed twice: as they are under ok/, turned under defect/
+        img = cv2.resize(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8), (64, 64), interpolation=cv2.INTER_NEAREST)
+        cv2.imwrite(str(data / "ok" / f"ok_{i:03d}.png"), img)
+        cv2.imwrite(str(data / "defect" / f"defect_{i:03d}.png"), cv2.rotate(img, cv2.ROTATE_180))
+    opts = dict(data=data, img_size=32, epochs=1, batch_size=16, seed=0, threads=1, dup_distance=6)
+    kept = load_checkpoint(train(TrainOptions(out=tmp_path / "kept", **opts)))[0].extra["split"]
+    dropped = load_checkpoint(train(TrainOptions(out=tmp_path / "dropped", drop_conflicts=True, **opts)))[0]
+    d = dropped.extra["split"]
+    c = kept["label_conflicts"]
+    assert c["n_pairs"] == 4 and c["n_images"] == 8 and "dropped_from_train" not in c
+    in_train = c["images_by_split"].get("train", 0)
+    assert in_train > 0, c["images_by_split"]  # seed 0 deals some of the planted pairs to training
+    assert d["label_conflicts"]["dropped_from_train"] == in_train
+    assert d["counts"] == kept["counts"] and d["val"] == kept["val"] and d["test"] == kept["test"]  # same split
+    assert d["digest"]["train"] != kept["digest"]["train"]
