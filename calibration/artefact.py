@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from engines.errors import UserError
+from inspector.yamlconf import line_of, read_yaml
 
 M = TypeVar("M", bound="Artefact")
 
@@ -40,36 +41,32 @@ class Artefact(BaseModel):
         return v
 
 
-def _describe(err: dict[str, Any], path: Path) -> str:
+def _describe(err: dict[str, Any], path: Path, lines: dict[tuple, int]) -> str:
     field = ".".join(str(x) for x in err["loc"]) or "(top level)"
+    line = line_of(tuple(err["loc"]), lines)
+    where = f"{path}:{line}" if line else str(path)
     if err["type"] == "extra_forbidden":
-        return f"{path}: unknown field '{field}'; remove it or recreate the file with `inspector calibrate`"
+        return f"{where}: unknown field '{field}'; remove it or recreate the file with `inspector calibrate`"
     if err["type"] == "missing":
-        return f"{path}: missing field '{field}'; recreate the file with `inspector calibrate`"
+        return f"{where}: missing field '{field}'; recreate the file with `inspector calibrate`"
     got = err.get("input")
     got_s = "a mapping" if isinstance(got, dict) else repr(got)
-    return f"{path}: field '{field}': {err['msg']} (got {got_s[:80]})"
+    return f"{where}: field '{field}': {err['msg']} (got {got_s[:80]})"
 
 
 def load_artefact(model: type[M], path: str | Path) -> M:
     """Read and validate one artefact; every failure is a one-line :class:`UserError`."""
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{p}: calibration file not found; make it with `inspector calibrate`") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{p}: cannot read ({exc})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{p}{line}: malformed YAML ({getattr(exc, 'problem', None) or exc})") from None
+    if not p.exists():
+        raise UserError(f"{p}: calibration file not found; make it with `inspector calibrate`")
+    data, lines = read_yaml(p)  # unreadable or malformed: one line with the line number
     if not isinstance(data, dict):
         raise UserError(f"{p}: expected a mapping of calibration fields, got {type(data).__name__}")
     expected = model.model_fields["kind"].default
     if data.get("kind") != expected:
+        line = line_of(("kind",), lines)
         raise UserError(
-            f"{p}: field 'kind': expected {expected!r}, got {data.get('kind')!r}; "
+            f"{p}:{line}: field 'kind': expected {expected!r}, got {data.get('kind')!r}; "
             "is this the right calibration file?"
         )
     try:
@@ -77,7 +74,7 @@ def load_artefact(model: type[M], path: str | Path) -> M:
     except ValidationError as exc:
         errors = exc.errors()
         more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
-        raise UserError(_describe(errors[0], p) + more) from None
+        raise UserError(_describe(errors[0], p, lines) + more) from None
 
 
 def save_artefact(artefact: Artefact, path: str | Path, comment: str = "") -> Path:

@@ -50,13 +50,17 @@ def read_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
     return data, (_lines(node) if node is not None else {})
 
 
+def line_of(loc: tuple, lines: dict[tuple, int]) -> int | None:
+    """The line of the deepest key of ``loc`` that exists in the file (None: not known)."""
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
 def _describe(err: dict, lines: dict[tuple, int], path: Path) -> str:
     loc = tuple(err["loc"])
-    line = None
-    for n in range(len(loc), -1, -1):  # the deepest key that exists in the file
-        if loc[:n] in lines:
-            line = lines[loc[:n]]
-            break
+    line = line_of(loc, lines)
     field = ".".join(str(x) for x in loc) or "(top level)"
     where = f"{path}:{line}" if line else str(path)
     kind = err["type"]

@@ -172,24 +172,27 @@ def _write_yaml(path: Path, data) -> Path:
 
 
 @pytest.mark.parametrize(
-    "change, message",
+    "change, message, key",
     [
-        (lambda d: d.pop("camera_matrix"), "missing field 'camera_matrix'"),
-        (lambda d: d.update(extra_key=1), "unknown field 'extra_key'"),
-        (lambda d: d.update(kind="roi"), "field 'kind': expected 'camera-calibration'"),
-        (lambda d: d.update(camera_matrix=[[1, 0], [0, 1]]), "field 'camera_matrix': Value error, expected a 3x3"),
-        (lambda d: d.update(dist_coeffs=[0.1, 0.2, 0.3]), "field 'dist_coeffs'"),
-        (lambda d: d.update(frame_size=[640, -1]), "field 'frame_size'"),
-        (lambda d: d["board"].update(square_mm="big"), "field 'board.square_mm'"),
+        (lambda d: d.pop("camera_matrix"), "missing field 'camera_matrix'", None),
+        (lambda d: d.update(extra_key=1), "unknown field 'extra_key'", "extra_key"),
+        (lambda d: d.update(kind="roi"), "field 'kind': expected 'camera-calibration'", "kind"),
+        (lambda d: d.update(camera_matrix=[[1, 0], [0, 1]]), "field 'camera_matrix': Value error, expected a 3x3",
+         "camera_matrix"),
+        (lambda d: d.update(dist_coeffs=[0.1, 0.2, 0.3]), "field 'dist_coeffs'", "dist_coeffs"),
+        (lambda d: d.update(frame_size=[640, -1]), "field 'frame_size'", "frame_size"),
+        (lambda d: d["board"].update(square_mm="big"), "field 'board.square_mm'", "square_mm"),
     ],
 )
-def test_bad_calibration_file_names_file_and_field(calib_file, tmp_path, change, message):
+def test_bad_calibration_file_names_file_line_and_field(calib_file, tmp_path, change, message, key):
     data = yaml.safe_load(calib_file.read_text())
     change(data)
     bad = _write_yaml(tmp_path / "bad.yaml", data)
     with pytest.raises(UserError) as exc:
         load_undistorter(bad, (640, 480))
-    assert str(bad) in str(exc.value) and message in str(exc.value)
+    text = bad.read_text().splitlines()
+    line = 1 if key is None else next(i for i, t in enumerate(text, 1) if t.strip().startswith(f"{key}:"))
+    assert str(exc.value).startswith(f"{bad}:{line}: ") and message in str(exc.value), str(exc.value)
 
 
 def test_unreadable_calibration_files(tmp_path):
