@@ -222,6 +222,12 @@ class LogConfig(Section):
     retention_days: float | None = Field(30.0, gt=0, description="delete rows and images older than this")
     max_size_mb: float | None = Field(2048.0, gt=0, description="keep images under this total size")
     queue_size: int = Field(1024, ge=1, description="parts waiting to be written before images are dropped")
+    max_pending_rows: int = Field(
+        200_000,
+        ge=100,
+        description="rows held in memory while the database cannot be written (disk full, locked); past that new "
+        "rows are dropped and counted, so a long outage cannot exhaust memory and stop the line (~1 KB a row)",
+    )
     min_free_mb: float = Field(200.0, ge=0, description="stop writing images when the disk has less free space")
     jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of the kept crops")
     retention_check_s: float = Field(300.0, gt=0, description="how often retention runs while logging")

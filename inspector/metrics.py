@@ -213,6 +213,11 @@ def _log_metrics(d: Any) -> Iterator[Metric]:
         f"{p}_images_waiting", "crops queued for writing (log.queue_size bounds it)", getattr(d, "images_waiting", 0)
     )
     yield _counter(f"{p}_rows", "parts written to the defect log", st.get("rows", 0))
+    yield _counter(
+        f"{p}_rows_dropped",
+        "rows dropped because log.max_pending_rows were already waiting for the database",
+        st.get("rows_dropped", 0),
+    )
     yield _counter(f"{p}_images", "crops written", st.get("images", 0))
     dropped = CounterMetricFamily(f"{p}_images_dropped", "crops not written, by why", labels=["why"])
     for why, key in (("queue", "images_dropped_queue"), ("disk", "images_dropped_disk"), ("error", "image_errors")):

@@ -1,9 +1,12 @@
 """The defect log writer: one SQLite (WAL) row per part and JPEG crops, on its own thread.
 
-``on_part`` (inspection thread) only builds a small row and enqueues it. Rows are never dropped: when more
-than ``queue_size`` images wait, or the disk's free space is under ``min_free_mb``, the image is dropped and
-counted, the row kept. Each batch is one transaction, so a killed process leaves every committed row readable
-(WAL, synchronous=NORMAL: durable across a process crash; a power cut may lose the last batch).
+``on_part`` (inspection thread) only builds a small row and enqueues it. When more than ``queue_size`` images
+wait, or the disk's free space is under ``min_free_mb``, the image is dropped and counted, the row kept. Rows
+wait in memory while the database cannot be written and are all written once it can, up to
+``max_pending_rows``: past that a new row is dropped and counted (``rows_dropped``, an error line every 1000)
+rather than let a long outage exhaust memory and stop the line. Each batch is one transaction, so a killed
+process leaves every committed row readable (WAL, synchronous=NORMAL: durable across a process crash; a power
+cut may lose the last batch).
 """
 
 from __future__ import annotations
@@ -94,9 +97,10 @@ class DefectLog:
         self.on_commit = on_commit
         self.stats = dict.fromkeys(("rows", "images", "images_dropped_queue", "images_dropped_disk",
                                     "image_errors", "gate_updates", "commits", "retention_deleted",
-                                    "retention_images_deleted"), 0)
+                                    "retention_images_deleted", "rows_dropped"), 0)
         self._q: queue.Queue = queue.Queue()  # rows are small and never dropped; images are bounded below
         self._images_waiting = 0
+        self._pending = 0  # rows and gate outcomes accepted and not yet committed
         self._lock = threading.Lock()
         self._ok_acc = 0.0
         self._free_checked = (0.0, True)
@@ -127,7 +131,24 @@ class DefectLog:
                 else:
                     self._images_waiting += 1
                     crop = part.crop  # the Part owns its crop (the pipeline copies it out of the frame)
-        self._q.put(("part", part.part_id, row, crop))
+        self._put(("part", part.part_id, row, crop))
+
+    def _put(self, item: tuple) -> None:
+        """Enqueue a row, unless ``max_pending_rows`` rows are already accepted and not yet committed."""
+        with self._lock:
+            full = self._pending >= self.cfg.max_pending_rows
+            if full:
+                self.stats["rows_dropped"] += 1
+                n = self.stats["rows_dropped"]
+                if item[3] is not None:
+                    self._images_waiting -= 1
+            else:
+                self._pending += 1
+        if not full:
+            self._q.put(item)
+        elif n % 1000 == 1:
+            log.error("defect log %s: %d rows wait for the database (log.max_pending_rows); %d row(s) dropped so "
+                      "far - free the disk or fix the database", self.db, self.cfg.max_pending_rows, n)
 
     def gate_result(self, r: Any) -> None:
         """Callback for the gate actuator: a GateResult, written into the part's row (created if need be)."""
@@ -139,7 +160,7 @@ class DefectLog:
                "reject_fired": int(r.fired_ns is not None or r.status == "failsafe"),
                "sent_ms": rel(r.sent_ns), "acked_ms": rel(r.acked_ns), "fire_late_ms": r.fire_late_ms,
                "gate_retries": r.retries, "gate_reason": r.reason}
-        self._q.put(("gate", r.part_id, row, None))
+        self._put(("gate", r.part_id, row, None))
 
     def close(self, timeout: float = 10.0) -> None:
         self._q.put(("stop", 0, None, None))
@@ -213,6 +234,8 @@ class DefectLog:
                 time.sleep(0.5)
                 continue
             if batch:
+                with self._lock:
+                    self._pending -= sum(1 for item in batch if item[0] != "stop")
                 self.stats["commits"] += 1
                 if rows and self.on_commit is not None:
                     self.on_commit(self.stats["rows"])

@@ -20,6 +20,7 @@ from inspector.cli import main
 from inspector.config import LogConfig
 from inspector.defectlog import DefectLog, open_log, safe_name
 from inspector.defectlog.query import open_db
+from inspector.gate.actuator import GateResult
 
 
 def rows(db: Path) -> dict[int, dict]:
@@ -246,3 +247,24 @@ def test_open_log_none_and_bad_path(tmp_path: Path) -> None:
         log.on_part(make_part(i, True, crop=True))
     assert time.monotonic() - t0 < 2.0  # on_part only enqueues
     log.close()
+
+
+def test_rows_waiting_for_a_locked_database_are_bounded(tmp_path: Path) -> None:
+    db = tmp_path / "log.db"
+    log = DefectLog(LogConfig(db=str(db), max_pending_rows=100, queue_size=4))
+    blocker = sqlite3.connect(db, timeout=1)
+    blocker.execute("BEGIN IMMEDIATE")  # the database cannot be written: rows wait in memory
+    try:
+        for i in range(250):
+            log.on_part(make_part(i, True, crop=True))
+        assert log.stats["rows_dropped"] == 150  # rows accepted and not committed count, in the queue or not
+        log.gate_result(GateResult(0, True, "fired", 0, 0))  # a gate outcome is a row update: bounded the same way
+        assert log.stats["rows_dropped"] == 151
+    finally:
+        blocker.rollback()
+        blocker.close()
+    log.close()
+    got = rows(db)
+    assert sorted(got) == list(range(100)) and log.stats["rows"] == 100  # the first 100 kept, all written
+    assert log.images_waiting == 0  # a dropped row's crop is not left counted as waiting
+    assert sum(1 for r in got.values() if r["image"]) == log.stats["images"] <= 100
