@@ -41,10 +41,15 @@ class Artefact(BaseModel):
         return v
 
 
+def _where(path: Path, loc: tuple, lines: dict[tuple, int]) -> str:
+    """``path:line`` of the deepest key of ``loc`` in the file (``path`` alone when unknown)."""
+    line = line_of(loc, lines)
+    return f"{path}:{line}" if line else str(path)
+
+
 def _describe(err: dict[str, Any], path: Path, lines: dict[tuple, int]) -> str:
     field = ".".join(str(x) for x in err["loc"]) or "(top level)"
-    line = line_of(tuple(err["loc"]), lines)
-    where = f"{path}:{line}" if line else str(path)
+    where = _where(path, tuple(err["loc"]), lines)
     if err["type"] == "extra_forbidden":
         return f"{where}: unknown field '{field}'; remove it or recreate the file with `inspector calibrate`"
     if err["type"] == "missing":
@@ -64,9 +69,8 @@ def load_artefact(model: type[M], path: str | Path) -> M:
         raise UserError(f"{p}: expected a mapping of calibration fields, got {type(data).__name__}")
     expected = model.model_fields["kind"].default
     if data.get("kind") != expected:
-        line = line_of(("kind",), lines)
         raise UserError(
-            f"{p}:{line}: field 'kind': expected {expected!r}, got {data.get('kind')!r}; "
+            f"{_where(p, ('kind',), lines)}: field 'kind': expected {expected!r}, got {data.get('kind')!r}; "
             "is this the right calibration file?"
         )
     try:

@@ -173,7 +173,8 @@ class _RunCollector:
 
 def _gate_metrics(g: Any) -> Iterator[Metric]:
     p = f"{PREFIX}_gate"
-    for name, doc, ev in (
+    st = g.state()
+    for name, doc, key in (
         ("connected", "1 while the port is open and the controller talks", "connected"),
         ("link_down", "1 while the link is known to be down (the controller is in its fail-safe)", "link_down"),
         ("running", "1 while the controller reports RUN (not fail-safe)", "running"),
@@ -183,24 +184,19 @@ def _gate_metrics(g: Any) -> Iterator[Metric]:
             "held",
         ),
     ):
-        e = getattr(g, ev, None)
-        yield _gauge(f"{p}_{name}", doc, int(e.is_set()) if e is not None else 0)
+        yield _gauge(f"{p}_{name}", doc, int(st[key]))
     reasons = GaugeMetricFamily(f"{p}_hold_reason", "1 for each reason the gate is held", labels=["reason"])
-    for reason in getattr(g, "hold_reasons", ()):
+    for reason in st["hold_reasons"]:
         reasons.add_metric([reason], 1)
     yield reasons
-    st: dict[str, int] = dict(getattr(g, "stats", {}))  # a copy: the gate-io thread keeps counting
-    yield _gauge(
-        f"{p}_rejects_unacked",
-        "rejects sent that the controller has not acknowledged (yet)",
-        max(0, st.get("sent", 0) - st.get("acked", 0)),
-    )
-    yield _gauge(f"{p}_parts_in_flight", "parts between the camera and the gate", getattr(g, "in_flight", 0))
-    yield _gauge(f"{p}_queue", "verdicts waiting for the gate's serial thread", getattr(g, "queue_depth", 0))
+    yield _gauge(f"{p}_rejects_unacked", "rejects sent that the controller has not acknowledged (yet)",
+                 st["rejects_unacked"])
+    yield _gauge(f"{p}_parts_in_flight", "parts between the camera and the gate", st["in_flight"])
+    yield _gauge(f"{p}_queue", "verdicts waiting for the gate's serial thread", st["queue"])
     events = CounterMetricFamily(
         f"{p}_events", "the gate actuator's counters (docs/gate-protocol.md)", labels=["event"]
     )
-    for k, v in sorted(st.items()):
+    for k, v in sorted(st["events"].items()):
         events.add_metric([k], v)
     yield events
 

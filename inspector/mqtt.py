@@ -8,7 +8,7 @@ Topics under ``mqtt.topic`` (PREFIX):
 - ``PREFIX/parts``  one JSON message per part (the events-file fields plus wall-clock ``time``), QoS ``mqtt.qos``;
 - ``PREFIX/stats``  retained JSON every ``mqtt.stats_interval_s``: parts by verdict, frames, stalls, the gate.
 
-The inspection thread only puts a small dict on a bounded queue (``on_part``); a publisher thread serialises
+The inspection thread only puts the part on a bounded queue (``on_part``); a publisher thread serialises it
 and hands it to paho, whose own network thread talks to the broker and reconnects by itself. An unreachable
 broker never slows or stops the line: messages wait in paho's queue up to ``mqtt.max_queued``, later ones are
 dropped and counted, and the run's end says how many.
@@ -126,7 +126,7 @@ class MqttPublisher:
         if not self.cfg.parts:
             return
         try:
-            self._q.put_nowait((time.time(), part_event(part)))
+            self._q.put_nowait((time.time(), part))  # turned into JSON on the publisher thread
         except queue.Full:
             self.dropped_queue += 1  # this thread's own counter: the publisher thread keeps stats
 
@@ -140,10 +140,10 @@ class MqttPublisher:
             stopping = self._stop.wait(POLL_S)
             while True:
                 try:
-                    t, event = self._q.get_nowait()
+                    t, part = self._q.get_nowait()
                 except queue.Empty:
                     break
-                payload = json.dumps({"time": round(t, 3), **event}, separators=(",", ":"))
+                payload = json.dumps({"time": round(t, 3), **part_event(part)}, separators=(",", ":"))
                 if self._publish(self.t_parts, payload, self.cfg.qos):
                     self.stats["parts"] += 1
             now = time.monotonic()
@@ -162,8 +162,7 @@ class MqttPublisher:
         return False
 
     def _camera_state(self) -> None:
-        stalled = bool(getattr(self.loop_stats, "stalled", False))
-        state = "stalled" if stalled else "online"
+        state = "stalled" if getattr(self.loop_stats, "stalled", False) else "online"
         if self.loop_stats is not None and state != self._camera:
             self._camera = state
             self._publish(self.t_camera, state, 1, retain=True)
@@ -184,13 +183,8 @@ class MqttPublisher:
         }
         g = getattr(self.gate, "actuator", self.gate)
         if g is not None:
-            held = getattr(g, "held", None)
-            out["gate"] = {
-                "connected": bool(getattr(g, "connected", None) and g.connected.is_set()),
-                "held": bool(held is not None and held.is_set()),
-                "hold_reasons": sorted(getattr(g, "hold_reasons", ())),
-                "events": dict(getattr(g, "stats", {})),
-            }
+            st = g.state()
+            out["gate"] = {k: st[k] for k in ("connected", "held", "hold_reasons", "events")}
         return out
 
     def close(self, timeout_s: float = 3.0) -> None:

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import cv2
 import numpy as np
+
+from engines.meta import ModelMeta
+from engines.preprocess import to_model_image
 
 MIN_CORR = 0.975
 SIZE = 64
@@ -32,13 +34,12 @@ def _vectors(images: np.ndarray) -> np.ndarray:
     return x / np.maximum(n, 1e-6)
 
 
+_GRAY = ModelMeta("conflicts", ["a", "b"], "a", SIZE, 1, [0.0], [1.0])  # only its colour and size are used
+
+
 def small_gray(image: np.ndarray) -> np.ndarray:
-    """uint8 (H, W), (H, W, 1) or (H, W, 3) -> float32 (SIZE, SIZE)."""
-    img = np.asarray(image)
-    if img.ndim == 3:
-        img = img[:, :, 0] if img.shape[2] == 1 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    interp = cv2.INTER_AREA if min(img.shape[:2]) > SIZE else cv2.INTER_LINEAR
-    return cv2.resize(np.ascontiguousarray(img), (SIZE, SIZE), interpolation=interp).astype(np.float32)
+    """An OpenCV image (gray or BGR uint8) -> float32 (SIZE, SIZE), through THE preprocessing's colour + resize."""
+    return to_model_image(np.asarray(image), _GRAY)[:, :, 0].astype(np.float32)
 
 
 def label_conflicts(
@@ -81,19 +82,15 @@ def label_conflicts(
     return sorted(((i, j, c) for (i, j), c in found.items()), key=lambda t: -t[2])
 
 
-def conflict_report(keys: Sequence[str], labels: Sequence[str], split_of: Callable[[str], str],
-                    pairs: list[tuple[int, int, float]], min_corr: float = MIN_CORR) -> dict:
-    """JSON-able summary: the pairs by key, and how many images of each split are in one."""
+def conflict_report(keys: Sequence[str], labels: Sequence[str], pairs: list[tuple[int, int, float]],
+                    split_of: Callable[[str], str] | None = None, min_corr: float = MIN_CORR) -> dict:
+    """JSON-able summary: the pairs by key and, given ``split_of``, how many images of each split are in one."""
     involved = sorted({keys[i] for i, j, _ in pairs} | {keys[j] for i, j, _ in pairs})
-    by_split: dict[str, int] = {}
-    for k in involved:
-        s = split_of(k)
-        by_split[s] = by_split.get(s, 0) + 1
-    return {
-        "method": METHOD,
-        "min_corr": float(min_corr),
-        "n_pairs": len(pairs),
-        "n_images": len(involved),
-        "images_by_split": by_split,
-        "pairs": [[keys[i], labels[i], keys[j], labels[j], round(c, 4)] for i, j, c in pairs[:500]],
-    }
+    report: dict = {"method": METHOD, "min_corr": float(min_corr), "n_pairs": len(pairs), "n_images": len(involved)}
+    if split_of is not None:
+        by_split: dict[str, int] = {}
+        for k in involved:
+            by_split[split_of(k)] = by_split.get(split_of(k), 0) + 1
+        report["images_by_split"] = by_split
+    report["pairs"] = [[keys[i], labels[i], keys[j], labels[j], round(c, 4)] for i, j, c in pairs[:500]]
+    return report

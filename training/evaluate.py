@@ -194,7 +194,6 @@ def _conflicts(index: DatasetIndex, console=None) -> dict:
     codes = {c: i for i, c in enumerate(sorted(set(labels)))}
     pairs = label_conflicts(np.stack(small) if small else np.zeros((0, 64, 64)), [codes[c] for c in labels])
     involved = {keys[i] for i, j, _ in pairs} | {keys[j] for i, j, _ in pairs}
-    report = conflict_report(keys, labels, lambda k: "data", pairs)
-    del report["images_by_split"]
+    report = conflict_report(keys, labels, pairs)
     log.info("label conflicts: %d pair(s), %d image(s) left out", len(pairs), len(involved))
     return {"keys": involved, "report": report}

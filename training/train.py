@@ -127,7 +127,7 @@ class Trainer:
         split_of = {data.items[i].key: s for s in SPLITS for i in self.idx[s]}
         all_keys = [it.key for it in data.items]
         pairs = label_conflicts(data.images, data.labels)
-        conflicts = conflict_report(all_keys, [index.classes[c] for c in data.labels], split_of.__getitem__, pairs)
+        conflicts = conflict_report(all_keys, [index.classes[c] for c in data.labels], pairs, split_of.__getitem__)
         if o.drop_conflicts and pairs:
             involved = {i for p in pairs for i in p[:2]}
             before = len(self.idx["train"])

@@ -98,7 +98,7 @@ class DefectLog:
         self.stats = dict.fromkeys(("rows", "images", "images_dropped_queue", "images_dropped_disk",
                                     "image_errors", "gate_updates", "commits", "retention_deleted",
                                     "retention_images_deleted", "rows_dropped"), 0)
-        self._q: queue.Queue = queue.Queue()  # rows are small and never dropped; images are bounded below
+        self._q: queue.Queue = queue.Queue()  # bounded by max_pending_rows (in _put); images by queue_size
         self._images_waiting = 0
         self._pending = 0  # rows and gate outcomes accepted and not yet committed
         self._lock = threading.Lock()

@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import serial
 
@@ -181,6 +182,21 @@ class GateActuator:
     def queue_depth(self) -> int:
         """Verdicts, holds and releases waiting for the I/O thread."""
         return self._inbox.qsize()
+
+    def state(self) -> dict[str, Any]:
+        """The gate as monitoring sees it (Prometheus metrics, MQTT stats), from any thread."""
+        events = dict(self.stats)  # a copy: the gate-io thread keeps counting
+        return {
+            "connected": self.connected.is_set(),
+            "link_down": self.link_down.is_set(),
+            "running": self.running.is_set(),
+            "held": self.held.is_set(),
+            "hold_reasons": sorted(self.hold_reasons),
+            "rejects_unacked": max(0, events.get("sent", 0) - events.get("acked", 0)),
+            "in_flight": self.in_flight,
+            "queue": self.queue_depth,
+            "events": events,
+        }
 
     # -- the I/O thread ----------------------------------------------------------------------------------
     def _run(self) -> None:

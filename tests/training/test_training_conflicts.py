@@ -48,8 +48,8 @@ def test_different_parts_and_a_small_defect_are_not_conflicts():
 
 def test_report():
     pairs = [(0, 2, 0.99), (1, 2, 0.98)]
-    r = conflict_report(["a/1", "b/2", "c/3"], ["ok", "def", "ok"], {"a/1": "train", "b/2": "test", "c/3": "test"}.get,
-                        pairs)
+    r = conflict_report(["a/1", "b/2", "c/3"], ["ok", "def", "ok"], pairs,
+                        {"a/1": "train", "b/2": "test", "c/3": "test"}.get)
     assert r["n_pairs"] == 2 and r["n_images"] == 3 and r["images_by_split"] == {"train": 1, "test": 2}
     assert r["pairs"][0] == ["a/1", "ok", "c/3", "ok", 0.99] and r["min_corr"] == MIN_CORR
 
