@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from engines.errors import UserError
-from inspector.yamlconf import line_of, read_yaml
+from ground.errors import UserError
+from ground.yamlconf import line_of, read_yaml
 
 M = TypeVar("M", bound="Artefact")
 

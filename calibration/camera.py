@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from calibration.artefact import Artefact, check_frame_size, load_artefact, save_artefact
-from engines.errors import UserError
+from ground.errors import UserError
 
 log = logging.getLogger(__name__)
 

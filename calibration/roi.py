@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from calibration.artefact import Artefact, check_frame_size, load_artefact, save_artefact
-from engines.errors import UserError
+from ground.errors import UserError
 
 Direction = Literal["left", "right", "up", "down"]
 DIRECTIONS: tuple[str, ...] = ("right", "down", "left", "up")

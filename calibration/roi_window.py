@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from calibration.roi import EditorState, RoiCalibration, trigger_line
-from engines.errors import UserError
+from ground.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from engines.errors import UserError
+from ground.errors import UserError
 
 MIN_PARTS = 20
 NO_BLUR_FACTOR = 0.8

@@ -1,6 +1,6 @@
 """Decision threshold for a target defect recall, written into the model's own metadata.
 
-The choice itself is :func:`training.threshold.choose_threshold` (the one `evaluate` uses); this module scores
+The choice itself is :func:`ground.threshold.choose_threshold` (the one `evaluate` uses); this module scores
 a labelled image folder with the deployed engine through the shared preprocessing, and stores the result
 where the runtime reads it: the checkpoint's metadata (``.pt``) or the sidecar JSON (``.onnx``, ``.engine``).
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from engines.base import store_metadata
-from engines.errors import UserError
 from engines.meta import ModelMeta, read_sidecar
-from training.threshold import ThresholdChoice, choose_threshold
+from ground.errors import UserError
+from ground.threshold import ThresholdChoice, choose_threshold
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import importlib
 import logging
 import sys
 
-from engines.errors import UserError
+from ground.errors import UserError
 
 # Explicit table: sub-command module names under inspector.commands, in --help order.
 COMMANDS = (

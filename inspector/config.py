@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from inspector.yamlconf import load_model
+from ground.yamlconf import load_model
 
 
 class Section(BaseModel):

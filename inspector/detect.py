@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from engines.errors import UserError
+from ground.errors import UserError
 from inspector.config import DetectionConfig, RoiConfig
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from engines.errors import UserError
+from ground.errors import UserError
 from inspector.records import Part, Verdict
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 
-from engines.errors import UserError
+from ground.errors import UserError
 from inspector.records import Part, Verdict
 
 log = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from engines.errors import UserError
+from ground.errors import UserError
 from inspector.config import MqttConfig
 from inspector.events import part_event
 from inspector.records import Part, Verdict

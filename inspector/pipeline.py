@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from engines.errors import UserError
 from engines.preprocess import normalize, to_model_image
+from ground.errors import UserError
 from inspector.config import InspectorConfig
 from inspector.detect import Detection, Detector, Roi
 from inspector.records import Frame, Part, PartSink, Verdict

@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engines.errors import UserError
+from ground.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ import time
 import cv2
 import numpy as np
 
-from engines.errors import UserError
-from inspector.capture.sources import CvSource, FrameSource, redact
+from ground.errors import UserError
+from inspector.capture.base import CvSource, FrameSource, redact
 from inspector.config import SourceConfig
 
 log = logging.getLogger(__name__)

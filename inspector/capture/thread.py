@@ -14,8 +14,9 @@ import time
 from collections import deque
 from dataclasses import asdict, dataclass
 
-from engines.errors import UserError
-from inspector.capture.sources import FrameSource, open_source, redact
+from ground.errors import UserError
+from inspector.capture.base import FrameSource, redact
+from inspector.capture.sources import open_source
 from inspector.config import SourceConfig
 from inspector.records import Frame
 

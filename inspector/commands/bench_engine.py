@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     from engines.base import load_engine
     from engines.bench import bench_engine, parse_batches
-    from engines.errors import UserError
+    from ground.errors import UserError
 
     if args.seconds <= 0:
         raise UserError("--seconds must be positive")

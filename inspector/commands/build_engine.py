@@ -34,9 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from engines.base import load_engine
-    from engines.errors import UserError
     from engines.export import export_onnx
     from engines.verify import check_images, compare_engines
+    from ground.errors import UserError
 
     if args.batch < 1 or args.workspace < 1:
         raise UserError("--batch and --workspace must be positive")

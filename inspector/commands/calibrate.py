@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.errors import UserError
+from ground.errors import UserError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -80,7 +80,7 @@ def run_camera(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from calibration.camera import calibrate, list_images, parse_board, save_calibration
-    from engines.errors import UserError
+    from ground.errors import UserError
 
     board = parse_board(args.board)
     if args.square_mm <= 0:
@@ -116,7 +116,7 @@ def run_camera(args: argparse.Namespace) -> int:
 
 
 def _first_frame(uri: str, cfg) -> object:
-    from engines.errors import UserError
+    from ground.errors import UserError
     from inspector.capture.sources import open_source
 
     src = open_source(uri, cfg.source)
@@ -149,7 +149,7 @@ def _config(path: str | None):
 
 def run_roi(args: argparse.Namespace) -> int:
     from calibration.roi import EditorState, make_roi, parse_rect, save_roi
-    from engines.errors import UserError
+    from ground.errors import UserError
 
     cfg = _config(args.config)
     frame = None

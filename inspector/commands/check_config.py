@@ -13,8 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ground.yamlconf import all_errors
     from inspector.config import InspectorConfig, load_config
-    from inspector.yamlconf import all_errors
 
     errors = all_errors(InspectorConfig, args.file)
     if not errors:
@@ -31,7 +31,7 @@ def _artefact_errors(cfg) -> list[str]:
     """The calibration files the configuration refers to must load too (their frame size is checked at run time)."""
     from calibration.camera import load_calibration
     from calibration.roi import load_roi
-    from engines.errors import UserError
+    from ground.errors import UserError
 
     errors = []
     for path, load in ((cfg.calibration.camera, load_calibration), (cfg.roi.file, load_roi)):

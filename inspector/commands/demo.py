@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from engines.errors import UserError
+from ground.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_export(args: argparse.Namespace) -> int:
     import sys
 
-    from engines.errors import UserError
+    from ground.errors import UserError
     from inspector.defectlog.query import export, parse_when
 
     since, until = parse_when(args.since), parse_when(args.until, "--until")

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engines.errors import UserError
+from ground.errors import UserError
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]  # the repository / install root (models/, demo/)

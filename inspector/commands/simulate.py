@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engines.errors import UserError
+from ground.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from engines.errors import UserError
+from ground.errors import UserError
 from inspector.config import LogConfig
 from inspector.defectlog.writer import DefectLog, safe_name
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
-from engines.errors import UserError
+from ground.errors import UserError
 
 EXPORT_COLS = ("run", "part_id", "time", "frame", "verdict", "score", "class", "reason", "latency_ms",
                "infer_ms", "timings", "model_hash", "config_hash", "image", "image_note", "gate_status", "reject_sent",

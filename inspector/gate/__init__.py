@@ -12,7 +12,7 @@ from collections.abc import Callable
 import serial
 from pydantic import ValidationError
 
-from engines.errors import UserError
+from ground.errors import UserError
 from inspector.config import GateConfig
 from inspector.gate.actuator import GateActuator, GateResult
 from inspector.records import Part

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from engines.errors import UserError
+from ground.errors import UserError
 from inspector.gate import protocol as P
 
 log = logging.getLogger(__name__)

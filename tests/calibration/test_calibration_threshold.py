@@ -10,8 +10,8 @@ import pytest
 
 from engines.checkpoint import load_checkpoint, save_checkpoint
 from engines.meta import ModelMeta, read_sidecar
+from ground.threshold import choose_threshold, rates_at
 from inspector.cli import main
-from training.threshold import choose_threshold, rates_at
 
 torch = pytest.importorskip("torch")
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from engines.errors import UserError
+from ground.yamlconf import all_errors
 from inspector.config import InspectorConfig, load_config
-from inspector.yamlconf import all_errors
 
 CASES = [
     # (yaml text, expected fragments of the first error)

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from engines.errors import UserError
+from ground.errors import UserError
 
 M = TypeVar("M", bound=BaseModel)
 
