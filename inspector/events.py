@@ -42,6 +42,19 @@ def part_event(part: Part) -> dict[str, Any]:
     }
 
 
+class MemoryEvents:
+    """No events file: the events kept in memory, for the run's scorecard only."""
+
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+
+    def on_part(self, part: Part) -> None:
+        self.events.append(part_event(part))
+
+    def close(self) -> None:
+        pass
+
+
 class EventsFile:
     """JSONL sink. Line-buffered writes of ~200 bytes: cheap enough for the inspection thread."""
 

@@ -312,9 +312,7 @@ def run_threshold(args: argparse.Namespace) -> int:
 
 def collect_sharpness(cfg, uri: str, max_frames: int | None = None) -> list[float]:
     """Each part's sharpness as the runtime measures it (its pipeline, model input size), over ``uri``."""
-    from engines.base import load_engine
-    from inspector.commands.run import _open_capture, _undistorter, resolve_model
-    from inspector.pipeline import Pipeline, run_loop
+    from inspector.line import Line, LineRequest
 
     c = cfg.model_copy(deep=True)
     c.source.uri, c.source.realtime, c.model.min_sharpness = uri, False, None
@@ -328,18 +326,10 @@ def collect_sharpness(cfg, uri: str, max_frames: int | None = None) -> list[floa
         def close(self) -> None:
             pass
 
-    engine = load_engine(resolve_model(c.model.path))
-    try:
-        pipeline = Pipeline(c, engine, [_Collect()], undistorter=_undistorter(c), keep_crops=False)
-        capture = _open_capture(c)
-        try:
-            run_loop(pipeline, capture, max_frames=max_frames)
-        finally:
-            capture.close()
-        if capture.error:
-            raise UserError(f"{uri}: {capture.error}")
-    finally:
-        engine.close()
+    with Line(c, LineRequest(view=False, with_outputs=False), sinks=[_Collect()], keep_crops=False) as line:
+        line.run(max_frames=max_frames)
+    if line.capture is not None and line.capture.error:
+        raise UserError(f"{uri}: {line.capture.error}")
     return values
 
 

@@ -6,8 +6,7 @@ import argparse
 from pathlib import Path
 
 from ground.errors import UserError
-
-ROOT = Path(__file__).resolve().parents[2]
+from inspector.resources import demo_dir
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -25,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Render a moving belt carrying parts from a class-folder image set. Writes the video, a "
         "truth CSV (part_id, class, label, trigger_frame, image, bbox) and a matching runtime config.",
     )
-    p.add_argument("--images", default=str(ROOT / "demo"), help="class-folder image set (default: demo/)")
+    p.add_argument("--images", default=str(demo_dir()), help="class-folder image set (default: demo/)")
     p.add_argument("--out", default="line.mp4", help="video to write: .mp4 (mp4v) or .avi (MJPG)")
     p.add_argument("--truth", default=None, help="truth CSV (default: the video path with .csv)")
     p.add_argument("--config-out", default=None, help="matching runtime config (default: the video path with .yaml)")

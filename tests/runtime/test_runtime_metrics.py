@@ -253,7 +253,7 @@ def test_metrics_section_refuses_unknown_keys_and_defaults_to_localhost() -> Non
 
 def test_cli_flag_enables_metrics_on_the_configured_host(tmp_path: Path) -> None:
     from inspector.cli import build_parser
-    from inspector.commands.run import build_config
+    from inspector.commands.lineargs import build_config
 
     cfg = tmp_path / "line.yaml"
     cfg.write_text("metrics:\n  host: 0.0.0.0\n  port: 9999\n")

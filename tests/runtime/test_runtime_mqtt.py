@@ -266,7 +266,7 @@ def test_configuration_errors() -> None:
 
 def test_cli_broker_argument() -> None:
     from inspector.cli import main
-    from inspector.commands.run import _broker
+    from inspector.commands.lineargs import broker as _broker
 
     assert _broker("broker.local") == ("broker.local", None)
     assert _broker("10.0.0.5:8883") == ("10.0.0.5", 8883)

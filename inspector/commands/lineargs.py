@@ -1,0 +1,137 @@
+"""The flags of the commands that inspect a line (`run`, `demo`) and the one adapter from them to a
+:class:`~inspector.line.Line`: arguments -> validated configuration + :class:`~inspector.line.LineRequest`,
+then the run, its summary, its scorecard and its exit code. The commands themselves only choose the source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ground.errors import UserError
+from inspector.config import InspectorConfig, load_config
+from inspector.line import Line, LineRequest
+
+
+def add_arguments(p: argparse.ArgumentParser, *, sources: bool = True) -> None:
+    """The line flags; ``sources=False`` (the demo) leaves out --camera/--source (they read as None)."""
+    p.add_argument("--config", metavar="FILE", help="YAML configuration (default: built-in defaults)")
+    if sources:
+        src = p.add_mutually_exclusive_group()
+        src.add_argument("--camera", metavar="N", type=int, help="camera index (USB/V4L2)")
+        src.add_argument("--source", metavar="URI", help="video, image folder, rtsp://..., 'gst:PIPELINE' or 'demo'")
+    else:
+        p.set_defaults(camera=None, source=None)
+    p.add_argument("--model", metavar="PATH", help="model: .onnx (default models/casting_seedcnn.onnx), .engine, .pt")
+    p.add_argument("--events", metavar="FILE.jsonl", help="write one JSON line per part here")
+    p.add_argument("--truth", metavar="truth.csv", help="score the run against a simulator truth file")
+    p.add_argument("--no-display", action="store_true", help="no window: a dashboard in the terminal instead")
+    p.add_argument("--realtime", action="store_true", help="files: pace frames at the recorded rate")
+    p.add_argument("--serial", metavar="PORT", help="reject gate serial port (or loop://, 'sim')")
+    p.add_argument("--log-db", metavar="PATH", help="SQLite defect log")
+    p.add_argument("--max-frames", metavar="N", type=int, help="stop after N frames")
+    p.add_argument("--snapshot-dir", metavar="DIR", default=".", help="where the window's s key saves PNGs")
+    p.add_argument(
+        "--metrics-port",
+        metavar="PORT",
+        type=port,
+        help="serve Prometheus metrics on this port (on 127.0.0.1 unless metrics.host says otherwise)",
+    )
+    p.add_argument(
+        "--mqtt",
+        metavar="HOST[:PORT]",
+        type=broker,
+        help="publish verdicts and line state to this MQTT broker (port 1883 unless given; see mqtt: in the config)",
+    )
+
+
+def build_config(args: argparse.Namespace) -> InspectorConfig:
+    """The configuration file (or the defaults) with the flags given on the command line laid over it."""
+    cfg = load_config(args.config) if args.config else InspectorConfig()
+    if args.camera is not None:
+        cfg.source.uri = str(args.camera)
+    if args.source:
+        cfg.source.uri = args.source
+    if args.realtime:
+        cfg.source.realtime = True
+    if args.model:
+        cfg.model.path = args.model
+    if args.serial:
+        cfg.gate.port = args.serial
+    if args.log_db:
+        cfg.log.db = args.log_db
+    if args.no_display:
+        cfg.display.enabled = "off"
+    if args.metrics_port is not None:
+        cfg.metrics.enabled, cfg.metrics.port = True, args.metrics_port
+    if args.mqtt is not None:
+        cfg.mqtt.enabled = True
+        cfg.mqtt.host, mqtt_port = args.mqtt
+        if mqtt_port is not None:
+            cfg.mqtt.port = mqtt_port
+    return cfg
+
+
+def broker(text: str) -> tuple[str, int | None]:
+    """--mqtt HOST[:PORT] (an IPv6 address without a port stays whole)."""
+    host, sep, num = text.rpartition(":") if text.count(":") == 1 else (text, "", "")
+    if not host or (sep and not (num.isdigit() and 1 <= int(num) <= 65535)):
+        raise argparse.ArgumentTypeError(f"expected HOST or HOST:PORT (port 1-65535), got '{text}'")
+    return host, int(num) if sep else None
+
+
+def port(text: str) -> int:
+    """A TCP port flag."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a TCP port 1-65535, got '{text}'")
+    return int(text)
+
+
+def check_truth(truth: str | None) -> None:
+    if truth and not Path(truth).is_file():
+        raise UserError(f"--truth {truth}: file not found; give the truth CSV written by `inspector simulate`")
+
+
+def inspect(cfg: InspectorConfig, args: argparse.Namespace, truth: str | None = None, *,
+            watch_pace: bool = False) -> int:
+    """Run the line to its end and report: summary table (and .summary.json), MQTT report, scorecard."""
+    from rich.console import Console
+
+    console = Console()
+    request = LineRequest(events=args.events, keep_events=bool(truth) and not args.events,
+                          snapshot_dir=args.snapshot_dir, watch_pace=watch_pace)
+    line = Line(cfg, request)
+    with line:
+        for warning in line.warnings:
+            console.print(f"[bold red]warning:[/] {warning}")
+        line.run(max_frames=args.max_frames)
+    line.check_frames_read()
+    result = line.result()
+    from inspector.events import read_events, summary_table
+
+    console.print(summary_table(result))
+    if line.mqtt is not None:
+        console.print(line.mqtt.report())
+    events_path = args.events
+    # results go beside the events file, else beside the truth file they were scored against (never the cwd)
+    out_dir = Path(events_path).parent if events_path else Path(truth).parent if truth else Path.cwd()
+    if events_path:
+        (out_dir / (Path(events_path).stem + ".summary.json")).write_text(json.dumps(result, indent=2) + "\n")
+    if truth:
+        _scorecard(console, read_events(events_path) if events_path else line.events.events, truth, out_dir)
+    if line.capture is not None and line.capture.error:
+        print(f"error: {line.capture.error}", file=sys.stderr)
+        return 1
+    return 130 if line.interrupted else 0
+
+
+def _scorecard(console, events: list[dict], truth: str, out_dir: Path) -> None:
+    from inspector.scorecard import score
+
+    card = score(events, truth)
+    console.print(card.table())
+    path = out_dir / "scorecard.json"
+    path.write_text(json.dumps(card.to_dict(), indent=2) + "\n")
+    console.print(f"scorecard saved to {path}")

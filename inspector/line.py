@@ -1,0 +1,313 @@
+"""The composition root: one inspection line built from a validated configuration.
+
+Every command that inspects (`run`, `demo`, `calibrate sharpness`) builds a :class:`Line` instead of wiring the
+stages itself. Start order: engine -> metrics server -> MQTT -> sinks (gate, events, defect log, summary,
+metrics) -> capture -> view; :meth:`Line.stop` closes them in the reverse order (the gate before the log, so it
+can report the parts still on the belt) and names any thread the line started that is still alive.
+
+    with Line(cfg, LineRequest(events="run.jsonl")) as line:
+        line.run()
+    print(line.result())
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engines.base import Engine, load_engine
+from ground.errors import UserError
+from inspector.capture import CaptureThread
+from inspector.capture.base import redact
+from inspector.config import InspectorConfig, stall_gate_problem
+from inspector.events import EventsFile, MemoryEvents, Summary
+from inspector.pipeline import LoopStats, NullView, Pipeline, View, run_loop
+from inspector.records import PartSink
+from inspector.resources import resolve_model
+
+log = logging.getLogger(__name__)
+
+#: how long :meth:`Line.stop` waits, in all, for the line's threads to end after every stage is closed
+THREAD_GRACE_S = 2.0
+
+
+@dataclass(frozen=True)
+class LineRequest:
+    """What one run asks of the line beyond its configuration: the command line's per-run flags."""
+
+    events: str | None = None  # write one JSON line per part here
+    keep_events: bool = False  # keep the events in memory (a scorecard without an events file)
+    snapshot_dir: str = "."  # where the window's s key saves PNGs
+    watch_pace: bool = False  # the demo: at the line's own pace when a window shows it
+    view: bool = True  # a window, dashboard or log view; False: none (a tool collecting parts)
+    with_outputs: bool = True  # gate, defect log, metrics, MQTT as configured; False: none of them
+
+
+class Line:
+    """One line: its stages, started in order, stopped in reverse; a context manager.
+
+    Attributes are the live stages (None where the configuration has none), for the views and for tests.
+    """
+
+    def __init__(
+        self, cfg: InspectorConfig, request: LineRequest | None = None, *, sinks: Sequence[PartSink] = (),
+        keep_crops: bool = True,
+    ) -> None:
+        self.cfg = cfg.model_copy(deep=True)  # the line may pace a demo; the caller's config stays as given
+        self.request = request or LineRequest()
+        self.extra_sinks = list(sinks)
+        self.keep_crops = keep_crops
+        self.model_path: Path = resolve_model(self.cfg.model.path)
+        self.stats = LoopStats()
+        self.stop_event = threading.Event()
+        self.summary = Summary()
+        self.engine: Engine | None = None
+        self.metrics: Any = None
+        self.mqtt: Any = None
+        self.events: EventsFile | MemoryEvents | None = None
+        self.dlog: Any = None
+        self.gate: Any = None
+        self.pipeline: Pipeline | None = None
+        self.capture: CaptureThread | None = None
+        self.view: View | None = None
+        self.interrupted = False
+        self.warnings: list[str] = []  # things the operator should read (the command prints them)
+        self.alive_after_stop: list[str] = []  # threads the line started that did not end on stop()
+        self._stages: list[tuple[str, Any]] = []
+        self._threads_before: set[threading.Thread] = set()
+        self._old_term: Any = None
+        self._started = False
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+    def __enter__(self) -> Line:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> Line:
+        """Open every stage in order; if one fails, those already open are closed again and the error raised."""
+        if self._started:
+            return self
+        self._started = True
+        self._threads_before = set(threading.enumerate())
+        self._old_term = _on_sigterm(self.stop_event)
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        cfg, req = self.cfg, self.request
+        opts = {"threads": cfg.model.threads} if cfg.model.threads else {}
+        self.engine = self._add("engine", load_engine(self.model_path, **opts))
+        check_input_size(cfg, self.engine)
+        outputs = req.with_outputs
+        if outputs and cfg.metrics.enabled:
+            from inspector.metrics import MetricsServer, RunMetrics
+
+            self.metrics = RunMetrics(model=self.model_path.name, backend=self.engine.backend)
+            # binds its port now: one in use stops the line here, before anything else is open
+            self._add("metrics server", MetricsServer(self.metrics.registry, cfg.metrics.host, cfg.metrics.port))
+        if outputs and cfg.mqtt.enabled:
+            try:
+                from inspector.mqtt import MqttPublisher
+            except ModuleNotFoundError as exc:  # paho-mqtt is an optional extra
+                if not (exc.name or "").startswith("paho"):
+                    raise
+                raise UserError(
+                    "mqtt is enabled but paho-mqtt is not installed; pip install 'paho-mqtt>=2' (or the mqtt extra) "
+                    "or drop --mqtt / mqtt.enabled"
+                ) from None
+            # closed after every sink: the last stats and 'offline' go out last
+            self.mqtt = self._add("mqtt", MqttPublisher(cfg.mqtt, model=self.model_path.name))
+        if req.events:
+            self.events = EventsFile(req.events)
+        elif req.keep_events:
+            self.events = MemoryEvents()  # without a truth file nothing is kept in memory: a line runs for weeks
+        if outputs and cfg.log.db:
+            from inspector.defectlog import config_hash, file_hash, open_log
+
+            self.dlog = open_log(cfg.log, file_hash(self.model_path), config_hash(cfg))
+        if outputs and cfg.gate.port:
+            from inspector.gate import open_actuator
+
+            # the gate reports each part's outcome (sent/acked/fired) into the log
+            self.gate = open_actuator(cfg.gate, on_result=self.dlog.gate_result if self.dlog is not None else None)
+        sinks = [s for s in (self.gate, self.events, self.dlog, self.summary, self.metrics, self.mqtt)
+                 if s is not None] + self.extra_sinks
+        # the gate closes first: it drains the parts still on the belt and reports them to the log
+        for s in sinks:
+            if s is not self.gate and s is not self.mqtt:
+                self._add(f"sink {type(s).__name__}", s)
+        if self.gate is not None:
+            self._add("gate", self.gate)
+        self.pipeline = Pipeline(cfg, self.engine, sinks, undistorter=undistorter_for(cfg), keep_crops=self.keep_crops)
+        window = want_window(cfg) if req.view else False
+        if window and req.watch_pace:
+            cfg.source.realtime = True  # the demo: at the line's own pace, so there is something to watch
+        self.capture = self._add("capture", open_capture(cfg))
+        if outputs and self.capture.live and (problem := stall_gate_problem(cfg)):
+            log.warning(problem)
+            self.warnings.append(problem)
+        self.view = self._add("view", make_view(cfg, window, req.snapshot_dir) if req.view else NullView())
+        self.stats.summary = self.summary
+        if self.metrics is not None:
+            self.metrics.attach(stats=self.stats, capture=self.capture, gate=self.gate, dlog=self.dlog)
+        if self.mqtt is not None:
+            self.mqtt.attach(stats=self.stats, gate=self.gate)
+        log.info("inspecting %s with %s (%s)", redact(cfg.source.uri), self.model_path, self.engine.backend)
+
+    def _add(self, name: str, stage: Any) -> Any:
+        self._stages.append((name, stage))
+        return stage
+
+    def run(self, max_frames: int | None = None) -> LoopStats:
+        """Inspect until the source ends, the view quits, :meth:`request_stop`, SIGTERM, Ctrl-C or ``max_frames``."""
+        if self.pipeline is None:
+            self.start()
+        try:
+            run_loop(self.pipeline, self.capture, view=self.view, stats=self.stats, stop=self.stop_event,
+                     max_frames=max_frames)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            self.stats.t_end = time.monotonic()
+            self.pipeline.flush("run interrupted before the part was classified")
+        return self.stats
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to end after the frame in hand (any thread)."""
+        self.stop_event.set()
+
+    def stop(self) -> list[str]:
+        """Close the stages in reverse start order (a failing close is logged, the others still run); -> the
+        names of threads this line started that are still alive afterwards (also logged)."""
+        stages, self._stages = self._stages, []
+        for name, obj in reversed(stages):
+            try:
+                obj.close()
+            except Exception as exc:  # noqa: BLE001 - keep closing the rest
+                log.error("closing %s failed: %s", name, exc)
+        if self._old_term is not None:
+            signal.signal(signal.SIGTERM, self._old_term)
+            self._old_term = None
+        self.alive_after_stop = self._threads_left()
+        if self.alive_after_stop:
+            log.warning("thread(s) still alive after the line stopped: %s", ", ".join(self.alive_after_stop))
+        return self.alive_after_stop
+
+    def _threads_left(self) -> list[str]:
+        deadline = time.monotonic() + THREAD_GRACE_S
+        left = []
+        for t in threading.enumerate():
+            if t in self._threads_before or t is threading.current_thread():
+                continue
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                left.append(t.name)
+        return left
+
+    # --- results ------------------------------------------------------------------------------------------
+    @property
+    def corrupt_frames(self) -> int:
+        return int(self.capture.stats.corrupt) if self.capture is not None else 0
+
+    @property
+    def model_label(self) -> str:
+        backend = self.engine.backend if self.engine is not None else "?"
+        return f"{self.model_path.name} ({backend})"
+
+    def check_frames_read(self) -> None:
+        """No frame at all (and no stop asked for): the source is unusable; say so in one line."""
+        if self.stats.frames == 0 and not self.interrupted and not self.stop_event.is_set():
+            corrupt = self.corrupt_frames
+            extra = f" ({corrupt} corrupt frame(s) skipped)" if corrupt else ""
+            raise UserError(
+                f"source {redact(self.cfg.source.uri)}: no frame could be read{extra}; check the file or camera"
+            )
+
+    def result(self) -> dict:
+        """The run's summary (counts, rates, latencies), as `inspector run` prints and saves it."""
+        s = self.stats
+        return self.summary.to_dict(
+            s.frames, s.elapsed, s.dropped, stalls=s.stalls, corrupt_frames=self.corrupt_frames,
+            inspection_errors=s.errors, model=self.model_label,
+        )
+
+
+# --- the pieces, public so a tool can build part of a line -----------------------------------------------
+def check_input_size(cfg: InspectorConfig, engine: Engine) -> None:
+    """model.input_size, when set, must be what the engine takes."""
+    want = cfg.model.input_size
+    if want is not None and want != engine.meta.input_size:
+        raise UserError(
+            f"model.input_size is {want} but {engine.path.name} takes {engine.meta.input_size}; "
+            "fix the configuration or use the intended model"
+        )
+
+
+class LazyUndistorter:
+    """calibration.camera: the undistortion maps need the frame size, so they are built on the first frame."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.u: Any = None
+
+    def apply(self, frame: Any) -> Any:
+        if self.u is None:
+            from calibration.camera import load_undistorter
+
+            self.u = load_undistorter(self.path, (frame.shape[1], frame.shape[0]))
+        return self.u.apply(frame)
+
+
+def undistorter_for(cfg: InspectorConfig) -> LazyUndistorter | None:
+    """The undistortion the configuration asks for (None: calibration.camera unset)."""
+    return LazyUndistorter(cfg.calibration.camera) if cfg.calibration.camera else None
+
+
+def open_capture(cfg: InspectorConfig) -> CaptureThread:
+    """The configured source, open and read on its own thread."""
+    return CaptureThread(cfg.source, cfg.source.uri).start()
+
+
+def want_window(cfg: InspectorConfig) -> bool:
+    """display.enabled: off -> no; on -> yes or a clear error; auto -> when a display works."""
+    from inspector.overlay import display_available
+
+    mode = cfg.display.enabled
+    if mode == "off":
+        return False
+    if display_available():
+        return True
+    if mode == "on":
+        raise UserError("display.enabled is 'on' but no display is available (DISPLAY unset?); use --no-display")
+    return False
+
+
+def make_view(cfg: InspectorConfig, window: bool, snapshot_dir: str = ".") -> View:
+    """A window when there is a display, a terminal dashboard on a terminal, else log lines."""
+    from rich.console import Console
+
+    from inspector.dashboard import Dashboard, LogView
+    from inspector.overlay import Window
+
+    if window:
+        return Window(scale=cfg.display.scale, snapshot_dir=snapshot_dir)
+    if Console(stderr=True).is_terminal:
+        return Dashboard(source=redact(cfg.source.uri))
+    return LogView()
+
+
+def _on_sigterm(stop: threading.Event) -> Any:
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, lambda *_: stop.set())
