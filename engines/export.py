@@ -7,7 +7,6 @@ ONNX file's SHA-256 so a TensorRT engine built from it can say which export it c
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import logging
 import warnings
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from engines.errors import UserError
 from engines.meta import write_sidecar
+from ground.files import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -22,14 +22,6 @@ OPSET = 18  # the dynamo exporter's native opset; TensorRT 10 and ONNX Runtime >
 INPUT_NAME = "input"
 OUTPUT_NAME = "probs"
 BATCH_DIM = "batch"
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _name_batch_axis(model) -> None:

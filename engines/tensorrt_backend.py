@@ -16,9 +16,9 @@ import numpy as np
 
 from engines.base import Engine
 from engines.errors import UserError
-from engines.export import file_sha256
 from engines.meta import read_sidecar
 from engines.trt_common import check_compatible
+from ground.files import file_sha256
 
 log = logging.getLogger(__name__)
 

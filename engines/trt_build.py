@@ -13,10 +13,10 @@ from pathlib import Path
 from types import ModuleType
 
 from engines.errors import UserError
-from engines.export import file_sha256
 from engines.imagesets import ImageSet
 from engines.meta import read_sidecar, write_sidecar
 from engines.trt_common import BuildProgress, CalibrationBatches, CalibratorCore, engine_file_name, gpu_slug
+from ground.files import file_sha256
 
 log = logging.getLogger(__name__)
 

@@ -34,14 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"inspector.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"inspector.commands.{name}":
-                raise
-            continue  # not built yet in this checkout
-        module.register(sub)
+    for name in COMMANDS:  # every one ships: a missing module is a broken install and fails loudly
+        importlib.import_module(f"inspector.commands.{name}").register(sub)
     return parser
 
 

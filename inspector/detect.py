@@ -110,13 +110,8 @@ class Roi:
 
 
 def _load_roi_file(path: str, frame_size: tuple[int, int]):
-    try:
-        from calibration.roi import load_roi
-    except ImportError:
-        raise UserError(
-            f"roi.file {path}: the calibration package's ROI loader is not available in this install; "
-            "remove roi.file and set x/y/width/height instead"
-        ) from None
+    from calibration.roi import load_roi  # the same distribution: only loaded when roi.file is set
+
     return load_roi(path, frame_size)
 
 

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from ground.errors import UserError
+from ground.files import file_sha256
 from inspector.config import LogConfig
 from inspector.defectlog.writer import DefectLog, safe_name
 
@@ -21,11 +22,7 @@ def file_hash(path: str | Path | None) -> str | None:
     """First 16 hex digits of the file's SHA-256 (the model file); None when there is no file."""
     if path is None or not Path(path).is_file():
         return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    return file_sha256(path)[:16]
 
 
 def config_hash(cfg: object) -> str:
