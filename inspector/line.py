@@ -166,6 +166,11 @@ class Line:
             self.mqtt.attach(stats=self.stats, gate=self.gate)
         log.info("inspecting %s with %s (%s)", redact(cfg.source.uri), self.model_path, self.engine.backend)
 
+    @property
+    def stages(self) -> list[tuple[str, Any]]:
+        """The open stages, (name, object), in start order; :meth:`stop` closes them from the last."""
+        return list(self._stages)
+
     def _add(self, name: str, stage: Any) -> Any:
         self._stages.append((name, stage))
         return stage
