@@ -199,11 +199,20 @@ class GateConfig(Section):
     )
     queue_size: int = Field(256, ge=1, description="parts waiting for the serial thread before new ones overflow")
 
+    @property
+    def travel_ms(self) -> float:
+        """Belt travel from the camera to the gate, in ms: the one place it is computed."""
+        return self.camera_to_gate_mm / self.belt_speed_mm_s * 1000.0
+
+    @property
+    def travel_ns(self) -> int:
+        return int(self.camera_to_gate_mm / self.belt_speed_mm_s * 1e9)
+
     @model_validator(mode="after")
     def _reachable(self) -> GateConfig:
         if self.timebase == "encoder" and self.counts_per_mm is None:
             raise ValueError("timebase 'encoder' needs counts_per_mm (encoder counts per mm of belt)")
-        travel = self.camera_to_gate_mm / self.belt_speed_mm_s * 1000.0
+        travel = self.travel_ms
         need = self.worst_latency_ms + self.link_timeout_ms
         if travel < need:
             raise ValueError(
@@ -311,7 +320,7 @@ def stall_gate_problem(cfg: InspectorConfig) -> str | None:
     """A live camera's stall must be noticed, and the gate held, before an unseen part can reach the gate."""
     if not cfg.gate.port:
         return None
-    travel_ms = cfg.gate.camera_to_gate_mm / cfg.gate.belt_speed_mm_s * 1000.0
+    travel_ms = cfg.gate.travel_ms
     need_ms = cfg.source.stall_timeout_s * 1000.0 + cfg.gate.ack_timeout_ms
     if need_ms < travel_ms:
         return None

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -26,20 +25,8 @@ MAX_LATENCIES = 100_000  # latency percentiles over the last this many parts
 
 
 def part_event(part: Part) -> dict[str, Any]:
-    score = None if part.score is None or not math.isfinite(part.score) else round(float(part.score), 6)
-    lat = part.latency_ms
-    return {
-        "part_id": part.part_id,
-        "frame_index": part.frame_index,
-        "t_capture": round(part.t_capture_ns / 1e9, 6),
-        "verdict": part.verdict.value,
-        "score": score,
-        "class": part.cls,
-        "latency_ms": None if lat is None else round(lat, 3),
-        "bbox": [int(v) for v in part.bbox],
-        "reason": part.reason,
-        "sharpness": None if part.sharpness is None else round(part.sharpness, 1),
-    }
+    """The part's event line: :meth:`Part.to_row` (kept under this name for callers of the events module)."""
+    return part.to_row()
 
 
 class MemoryEvents:
@@ -49,7 +36,7 @@ class MemoryEvents:
         self.events: list[dict] = []
 
     def on_part(self, part: Part) -> None:
-        self.events.append(part_event(part))
+        self.events.append(part.to_row())
 
     def close(self) -> None:
         pass
@@ -67,7 +54,7 @@ class EventsFile:
             raise UserError(f"--events {self.path}: cannot write there ({exc.strerror}); pick another path") from None
 
     def on_part(self, part: Part) -> None:
-        self._f.write(json.dumps(part_event(part), separators=(",", ":")) + "\n")
+        self._f.write(json.dumps(part.to_row(), separators=(",", ":")) + "\n")
 
     def close(self) -> None:
         if not self._f.closed:

@@ -91,9 +91,9 @@ class RunMetrics:
         t_batch = part.t_infer_start_ns
         if t_batch is not None and t_batch != self._last_batch:
             self._last_batch = t_batch
-            infer_ms = part.timings.get("infer_ms")
-            if infer_ms is not None:
-                self.inference.observe(infer_ms / 1e3)
+            engine_ms = part.engine_ms
+            if engine_ms is not None:
+                self.inference.observe(engine_ms / 1e3)
 
     def close(self) -> None:
         pass

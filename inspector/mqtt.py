@@ -29,7 +29,6 @@ import paho.mqtt.client as paho
 
 from ground.errors import UserError
 from inspector.config import MqttConfig
-from inspector.events import part_event
 from inspector.records import Part, Verdict
 
 log = logging.getLogger(__name__)
@@ -143,7 +142,7 @@ class MqttPublisher:
                     t, part = self._q.get_nowait()
                 except queue.Empty:
                     break
-                payload = json.dumps({"time": round(t, 3), **part_event(part)}, separators=(",", ":"))
+                payload = json.dumps({"time": round(t, 3), **part.to_row()}, separators=(",", ":"))
                 if self._publish(self.t_parts, payload, self.cfg.qos):
                     self.stats["parts"] += 1
             now = time.monotonic()

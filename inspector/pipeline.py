@@ -86,10 +86,9 @@ class Pipeline:
         if self._last_capture_ns is not None and 0 < (dt := frame.t_capture_ns - self._last_capture_ns) < 10**9:
             self._intervals.append(dt)
         self._last_capture_ns = frame.t_capture_ns
-        t0 = time.monotonic_ns()
         dets = self.detector.detect(image)
         update = self.tracker.update(dets, frame.seq)
-        t_detect = (time.monotonic_ns() - t0) / 1e6
+        t_detect = time.monotonic_ns()
 
         todo: list[tuple[Part, np.ndarray]] = []
         for trig in update.triggered:
@@ -98,8 +97,7 @@ class Pipeline:
                 crop, seq, t_cap, bbox = self._prev_views[t.track_id]
             else:
                 crop, seq, t_cap, bbox = self._crop(image, t.det.bbox), frame.seq, frame.t_capture_ns, t.det.bbox
-            part = Part(t.track_id, seq, t_cap, bbox)
-            part.timings["detect_ms"] = t_detect
+            part = Part(t.track_id, seq, t_cap, bbox, t_detect_ns=t_detect)
             todo.append((part, crop))
         parts = [p for p, _ in todo]
         if todo:
@@ -160,9 +158,7 @@ class Pipeline:
             p.t_infer_start_ns = t0
         try:
             views = [to_model_image(c, meta) for _, c in todo]  # engines.preprocess, split to score the views
-            ts = time.monotonic_ns()
             sharp = [sharpness(v) for v in views]
-            ts = time.monotonic_ns() - ts
             batch = normalize(np.stack(views), meta)
             t1 = time.monotonic_ns()
             probs = np.asarray(self.engine.infer(batch))
@@ -184,12 +180,7 @@ class Pipeline:
             p.t_verdict_ns = now
             p.crop = crop if self.keep_crops else None
             p.sharpness = sharp[i]
-            p.timings.update(
-                preprocess_ms=(t1 - t0) / 1e6,
-                infer_ms=(t2 - t1) / 1e6,
-                batch=float(len(todo)),
-                sharpness_ms=ts / 1e6 / len(todo),
-            )
+            p.t_engine_start_ns, p.t_engine_end_ns, p.batch_size = t1, t2, len(todo)
             if meta.binary:
                 ok = s < self.threshold
             elif meta.ok_class is not None:

@@ -23,13 +23,12 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
 from inspector.config import LogConfig
-from inspector.records import Part, Verdict
+from inspector.records import GateResult, Part, Verdict
 
 log = logging.getLogger(__name__)
 
@@ -113,13 +112,13 @@ class DefectLog:
     # -- PartSink ----------------------------------------------------------------------------------------
     def on_part(self, part: Part) -> None:
         wall = time.time() - (time.monotonic_ns() - part.t_capture_ns) / 1e9
-        infer_ms = None
-        if part.t_infer_start_ns is not None and part.t_verdict_ns is not None:
-            infer_ms = (part.t_verdict_ns - part.t_infer_start_ns) / 1e6
-        row = {"time": wall, "frame": part.frame_index, "verdict": part.verdict.value,
-               "score": None if part.score is None else float(part.score), "class": part.cls,
-               "reason": part.reason, "latency_ms": part.latency_ms, "infer_ms": infer_ms,
-               "timings": json.dumps(part.timings) if part.timings else None,
+        ev = part.to_row()  # the one serialisation of a part, shared with the events file and MQTT
+        infer_ms = part.infer_ms
+        stages = part.stage_ms()
+        row = {"time": wall, "frame": ev["frame_index"], "verdict": ev["verdict"], "score": ev["score"],
+               "class": ev["class"], "reason": ev["reason"], "latency_ms": ev["latency_ms"],
+               "infer_ms": None if infer_ms is None else round(infer_ms, 3),
+               "timings": json.dumps(stages) if stages else None,
                "model_hash": self.model_hash, "config_hash": self.config_hash,
                "image": None, "image_bytes": 0, "image_note": None}
         crop = None
@@ -150,8 +149,8 @@ class DefectLog:
             log.error("defect log %s: %d rows wait for the database (log.max_pending_rows); %d row(s) dropped so "
                       "far - free the disk or fix the database", self.db, self.cfg.max_pending_rows, n)
 
-    def gate_result(self, r: Any) -> None:
-        """Callback for the gate actuator: a GateResult, written into the part's row (created if need be)."""
+    def gate_result(self, r: GateResult) -> None:
+        """Callback for the gate actuator: its outcome for one part, written into the part's row."""
         def rel(t: int | None) -> float | None:
             return None if t is None or not r.t_capture_ns else (t - r.t_capture_ns) / 1e6
 

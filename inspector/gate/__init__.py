@@ -29,7 +29,7 @@ def check_timing(cfg: GateConfig) -> float:
     except ValidationError as exc:
         msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
         raise UserError(f"gate configuration: {msg}") from None
-    return cfg.camera_to_gate_mm / cfg.belt_speed_mm_s * 1000.0
+    return cfg.travel_ms
 
 
 class SimulatedGate:

@@ -30,30 +30,11 @@ import serial
 from inspector.config import GateConfig
 from inspector.gate import protocol as P
 from inspector.gate.clock import ClockSync
-from inspector.records import Part
+from inspector.records import GateResult, Part
 
 log = logging.getLogger(__name__)
 
 MS = 1_000_000
-
-
-@dataclass(slots=True)
-class GateResult:
-    """What the gate did with one part: reported once, pulse_ms + link_timeout_ms after its gate time."""
-
-    part_id: int
-    rejected: bool  # a reject was wanted (defect, no verdict, or a late verdict under late_policy=reject)
-    status: str  # passed | fired | failsafe | unconfirmed | missed
-    gate_ns: int  # when the part reaches the gate (monotonic)
-    t_capture_ns: int = 0
-    sent_ns: int | None = None  # first REJ written
-    acked_ns: int | None = None
-    fired_ns: int | None = None  # FIRED echo received
-    fire_late_ms: int | None = None  # as the controller reported it
-    late_verdict: bool = False
-    retries: int = 0
-    nacks: int = 0
-    reason: str | None = None
 
 
 @dataclass(slots=True)
@@ -83,7 +64,7 @@ class GateActuator:
         self.cfg = cfg
         self.port = port
         self.on_result = on_result
-        self.travel_ns = int(cfg.camera_to_gate_mm / cfg.belt_speed_mm_s * 1e9)
+        self.travel_ns = cfg.travel_ns
         self.stats: dict[str, int] = dict.fromkeys(
             ("parts", "rejects", "sent", "retries", "acked", "nacks", "ack_timeouts", "fired", "late_verdicts",
              "failsafe", "missed", "unconfirmed", "passed", "reconnects", "link_lost", "rx_errors",
@@ -130,10 +111,10 @@ class GateActuator:
             self.stats["missed"] += 1
             log.error("gate inbox full (%d): part %d not sent; the controller will not divert it",
                       self.cfg.queue_size, part.part_id)
+            part.gate = GateResult(part.part_id, part.rejected, "missed", part.t_capture_ns + self.travel_ns,
+                                   part.t_capture_ns, reason="gate inbox full")
             if self.on_result is not None:  # on record all the same
-                self.on_result(GateResult(part.part_id, part.rejected, "missed",
-                                          part.t_capture_ns + self.travel_ns, part.t_capture_ns,
-                                          reason="gate inbox full"))
+                self.on_result(part.gate)
             return
         self._inbox.put(("part", part, time.monotonic_ns()))
 
@@ -595,6 +576,7 @@ class GateActuator:
         if r.status == "failsafe" and "held" in track.extra:
             r.reason = f"{r.reason}; {track.extra['held']}" if r.reason else track.extra["held"]
         self.stats[r.status] += 1
+        track.part.gate = r  # the part's own record carries what the gate did with it
         if self.on_result is not None:
             try:
                 self.on_result(r)
