@@ -19,7 +19,7 @@ def status_table(stats: LoopStats, source: str = ""):
     from rich.table import Table
 
     s = stats.summary
-    counts = getattr(s, "counts", {})
+    counts = s.counts if s is not None else {}
     ok, bad, nv = (counts.get(v, 0) for v in (Verdict.OK, Verdict.DEFECT, Verdict.NO_VERDICT))
     parts = ok + bad + nv
     p50 = s.latency_pct(50) if s is not None else None
@@ -35,7 +35,7 @@ def status_table(stats: LoopStats, source: str = ""):
     t.add_row("[red]defect", str(bad))
     t.add_row("[dark_orange]no verdict", str(nv))
     t.add_row("yield", f"{100.0 * ok / parts:.1f} %" if parts else "-")
-    last = getattr(s, "last_defect", None)
+    last = s.last_defect if s is not None else None
     t.add_row("last defect", "-" if last is None else f"#{last.part_id} score {last.score:.2f}"
               if last.score is not None else f"#{last.part_id}")
     if stats.stalls:
@@ -88,7 +88,7 @@ class LogView:
         now = time.monotonic()
         if now - self._t_last >= self.every_s:
             s = stats.summary
-            log.info("%d frames (%.1f/s), %d parts", stats.frames, stats.fps, getattr(s, "parts", 0))
+            log.info("%d frames (%.1f/s), %d parts", stats.frames, stats.fps, s.parts if s is not None else 0)
             self._t_last = now
         return True
 

@@ -27,6 +27,7 @@ from inspector.capture import CaptureThread
 from inspector.capture.base import redact
 from inspector.config import InspectorConfig, stall_gate_problem
 from inspector.events import EventsFile, MemoryEvents, Summary
+from inspector.health import Health, HealthProbe, ModelHealth
 from inspector.pipeline import LoopStats, NullView, Pipeline, View, run_loop
 from inspector.records import PartSink
 from inspector.resources import resolve_model
@@ -79,6 +80,7 @@ class Line:
         self.interrupted = False
         self.warnings: list[str] = []  # things the operator should read (the command prints them)
         self.alive_after_stop: list[str] = []  # threads the line started that did not end on stop()
+        self.probe = HealthProbe()  # camera, inspection, parts, gate, log, model: one snapshot for any view
         self._stages: list[tuple[str, Any]] = []
         self._threads_before: set[threading.Thread] = set()
         self._old_term: Any = None
@@ -109,6 +111,7 @@ class Line:
         cfg, req = self.cfg, self.request
         opts = {"threads": cfg.model.threads} if cfg.model.threads else {}
         self.engine = self._add("engine", load_engine(self.model_path, **opts))
+        self.probe.model = ModelHealth(self.model_path.name, self.engine.backend)
         check_input_size(cfg, self.engine)
         outputs = req.with_outputs
         if outputs and cfg.metrics.enabled:
@@ -160,6 +163,7 @@ class Line:
             self.warnings.append(problem)
         self.view = self._add("view", make_view(cfg, window, req.snapshot_dir) if req.view else NullView())
         self.stats.summary = self.summary
+        self.probe.attach(stats=self.stats, capture=self.capture, gate=self.gate, dlog=self.dlog)
         if self.metrics is not None:
             self.metrics.attach(stats=self.stats, capture=self.capture, gate=self.gate, dlog=self.dlog)
         if self.mqtt is not None:
@@ -219,6 +223,10 @@ class Line:
             if t.is_alive():
                 left.append(t.name)
         return left
+
+    def health(self) -> Health:
+        """The line's state now, from any thread (what metrics and MQTT publish)."""
+        return self.probe.snapshot()
 
     # --- results ------------------------------------------------------------------------------------------
     @property

@@ -28,6 +28,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.process_collector import ProcessCollector
 
 from ground.errors import UserError
+from inspector.health import GateHealth, HealthProbe, LogHealth, ModelHealth
 from inspector.records import Part, Verdict
 
 log = logging.getLogger(__name__)
@@ -66,10 +67,7 @@ class RunMetrics:
             registry=r,
         )
         self._last_batch: int | None = None
-        self.stats: Any = None
-        self.capture: Any = None
-        self.gate: Any = None
-        self.dlog: Any = None
+        self.probe = HealthProbe(model=ModelHealth(model, backend))  # what a scrape reads
         self.collector = _RunCollector(self, model, backend)
         r.register(self.collector)
         try:
@@ -78,9 +76,8 @@ class RunMetrics:
             log.debug("process metrics unavailable", exc_info=True)
 
     def attach(self, *, stats: Any = None, capture: Any = None, gate: Any = None, dlog: Any = None) -> None:
-        for name, obj in (("stats", stats), ("capture", capture), ("gate", gate), ("dlog", dlog)):
-            if obj is not None:
-                setattr(self, name, obj)
+        """The line's stages the scrape reads (through one :class:`~inspector.health.Health` snapshot)."""
+        self.probe.attach(stats=stats, capture=capture, gate=gate, dlog=dlog)
 
     # -- PartSink (the inspection thread) ------------------------------------------------------------------
     def on_part(self, part: Part) -> None:
@@ -113,47 +110,41 @@ class _RunCollector:
         info = InfoMetricFamily(f"{p}_model", "the model this run inspects with")
         info.add_metric([], self.info)
         yield info
-        stats, cap = m.stats, m.capture
-        cs = getattr(cap, "stats", None)
-        captured = int(getattr(cs, "frames", 0) or 0)
-        dropped = int(getattr(cs, "dropped", 0) or 0)
-        inspected = int(getattr(stats, "frames", 0) or 0)
+        h = m.probe.snapshot()
+        cam, insp = h.camera, h.inspection
+        captured, dropped, inspected = cam.frames, cam.dropped, insp.frames
         for name, doc, value in (
             ("frames_captured", "frames read from the source", captured),
             ("frames_inspected", "frames the inspection loop processed", inspected),
             ("skipped_frames", "live frames replaced by a newer one before inspection took them (dropped)", dropped),
-            ("corrupt_frames", "undecodable frames skipped", getattr(cs, "corrupt", 0)),
+            ("corrupt_frames", "undecodable frames skipped", cam.corrupt),
             (
                 "source_stalls",
                 "times the source gave no frame for source.stall_timeout_s (parts in flight rejected)",
-                getattr(cs, "stalls", 0),
+                cam.stalls,
             ),
-            ("source_reopens", "successful reopens of the source after a stall", getattr(cs, "reopens", 0)),
+            ("source_reopens", "successful reopens of the source after a stall", cam.reopens),
             (
                 "inspection_errors",
                 "frames that could not be inspected (parts in flight rejected)",
-                getattr(stats, "errors", 0),
+                insp.errors,
             ),
         ):
             yield _counter(f"{p}_{name}", doc, value)
-        cam_fps, skip_fps, insp_fps = self._rates(captured, dropped, inspected, getattr(stats, "t_start", None))
+        cam_fps, skip_fps, insp_fps = self._rates(captured, dropped, inspected, insp.t_start)
         yield _gauge(f"{p}_camera_fps", f"frames/s read from the source (over >= {RATE_WINDOW_S:g} s)", cam_fps)
         yield _gauge(f"{p}_skipped_fps", "frames/s dropped because inspection was busy", skip_fps)
         yield _gauge(f"{p}_inspection_fps", "frames/s inspected", insp_fps)
-        yield _gauge(
-            f"{p}_source_live",
-            "1: a live source (camera, stream); 0: a recording",
-            int(bool(getattr(cap, "live", False))),
-        )
+        yield _gauge(f"{p}_source_live", "1: a live source (camera, stream); 0: a recording", int(cam.live))
         yield _gauge(
             f"{p}_source_stalled",
             "1 while the source is stalled (parts pass the camera unseen)",
-            int(bool(getattr(stats, "stalled", False))),
+            int(cam.stalled),
         )
-        if m.gate is not None:
-            yield from _gate_metrics(getattr(m.gate, "actuator", m.gate))
-        if m.dlog is not None:
-            yield from _log_metrics(m.dlog)
+        if h.gate is not None:
+            yield from _gate_metrics(h.gate)
+        if h.log is not None:
+            yield from _log_metrics(h.log)
 
     def _rates(self, captured: int, dropped: int, inspected: int, t_start: float | None) -> tuple[float, ...]:
         now = time.monotonic()
@@ -171,43 +162,40 @@ class _RunCollector:
         return (captured - c0) / dt, (dropped - d0) / dt, (inspected - i0) / dt
 
 
-def _gate_metrics(g: Any) -> Iterator[Metric]:
+def _gate_metrics(g: GateHealth) -> Iterator[Metric]:
     p = f"{PREFIX}_gate"
-    st = g.state()
-    for name, doc, key in (
-        ("connected", "1 while the port is open and the controller talks", "connected"),
-        ("link_down", "1 while the link is known to be down (the controller is in its fail-safe)", "link_down"),
-        ("running", "1 while the controller reports RUN (not fail-safe)", "running"),
+    for name, doc, value in (
+        ("connected", "1 while the port is open and the controller talks", g.connected),
+        ("link_down", "1 while the link is known to be down (the controller is in its fail-safe)", g.link_down),
+        ("running", "1 while the controller reports RUN (not fail-safe)", g.running),
         (
             "hold",
             "1 while the host holds the controller in fail-safe (HOLD: camera stall, unacknowledged reject)",
-            "held",
+            g.held,
         ),
     ):
-        yield _gauge(f"{p}_{name}", doc, int(st[key]))
+        yield _gauge(f"{p}_{name}", doc, int(value))
     reasons = GaugeMetricFamily(f"{p}_hold_reason", "1 for each reason the gate is held", labels=["reason"])
-    for reason in st["hold_reasons"]:
+    for reason in g.hold_reasons:
         reasons.add_metric([reason], 1)
     yield reasons
     yield _gauge(f"{p}_rejects_unacked", "rejects sent that the controller has not acknowledged (yet)",
-                 st["rejects_unacked"])
-    yield _gauge(f"{p}_parts_in_flight", "parts between the camera and the gate", st["in_flight"])
-    yield _gauge(f"{p}_queue", "verdicts waiting for the gate's serial thread", st["queue"])
+                 g.rejects_unacked)
+    yield _gauge(f"{p}_parts_in_flight", "parts between the camera and the gate", g.in_flight)
+    yield _gauge(f"{p}_queue", "verdicts waiting for the gate's serial thread", g.queue)
     events = CounterMetricFamily(
         f"{p}_events", "the gate actuator's counters (docs/gate-protocol.md)", labels=["event"]
     )
-    for k, v in sorted(st["events"].items()):
+    for k, v in sorted(g.events.items()):
         events.add_metric([k], v)
     yield events
 
 
-def _log_metrics(d: Any) -> Iterator[Metric]:
+def _log_metrics(d: LogHealth) -> Iterator[Metric]:
     p = f"{PREFIX}_log"
-    st: dict[str, int] = dict(getattr(d, "stats", {}))
-    yield _gauge(f"{p}_queue", "rows and gate outcomes waiting for the defect-log writer", getattr(d, "queue_depth", 0))
-    yield _gauge(
-        f"{p}_images_waiting", "crops queued for writing (log.queue_size bounds it)", getattr(d, "images_waiting", 0)
-    )
+    st = d.counters
+    yield _gauge(f"{p}_queue", "rows and gate outcomes waiting for the defect-log writer", d.queue)
+    yield _gauge(f"{p}_images_waiting", "crops queued for writing (log.queue_size bounds it)", d.images_waiting)
     yield _counter(f"{p}_rows", "parts written to the defect log", st.get("rows", 0))
     yield _counter(
         f"{p}_rows_dropped",

@@ -29,6 +29,7 @@ import paho.mqtt.client as paho
 
 from ground.errors import UserError
 from inspector.config import MqttConfig
+from inspector.health import HealthProbe
 from inspector.records import Part, Verdict
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class MqttPublisher:
         self.dropped_queue = 0
         self.loop_stats: Any = None
         self.gate: Any = None
+        self.probe = HealthProbe()  # what the stats messages read
         self.connected = threading.Event()
         self._camera: str | None = None
         self._warned = False
@@ -90,7 +92,9 @@ class MqttPublisher:
         self._thread.start()
 
     def attach(self, *, stats: Any = None, gate: Any = None) -> None:
+        """The line's stages the stats messages read (through one :class:`~inspector.health.Health` snapshot)."""
         self.loop_stats, self.gate = stats, gate
+        self.probe.attach(stats=stats, gate=gate)
 
     # -- paho callbacks (its network thread) -----------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -161,29 +165,32 @@ class MqttPublisher:
         return False
 
     def _camera_state(self) -> None:
-        state = "stalled" if getattr(self.loop_stats, "stalled", False) else "online"
-        if self.loop_stats is not None and state != self._camera:
+        if self.loop_stats is None:
+            return
+        state = "stalled" if self.probe.snapshot().camera.stalled else "online"
+        if state != self._camera:
             self._camera = state
             self._publish(self.t_camera, state, 1, retain=True)
 
     def snapshot(self) -> dict:
         """What PREFIX/stats carries (also the last message at the end of the run)."""
-        s = self.loop_stats
+        h = self.probe.snapshot()
+        insp = h.inspection
         out: dict[str, Any] = {
-            "time": round(time.time(), 3),
+            "time": round(h.time, 3),
             "model": self.model,
             "parts": dict(self.counts),
-            "frames": int(getattr(s, "frames", 0) or 0),
-            "fps": round(float(getattr(s, "fps", 0.0) or 0.0), 1),
-            "dropped_frames": int(getattr(s, "dropped", 0) or 0),
-            "source_stalls": int(getattr(s, "stalls", 0) or 0),
-            "stalled": bool(getattr(s, "stalled", False)),
+            "frames": insp.frames,
+            "fps": round(insp.fps, 1),
+            "dropped_frames": insp.dropped,
+            "source_stalls": insp.stalls,
+            "stalled": h.camera.stalled,
             "mqtt_dropped": self.stats["dropped"] + self.dropped_queue,
         }
-        g = getattr(self.gate, "actuator", self.gate)
-        if g is not None:
-            st = g.state()
-            out["gate"] = {k: st[k] for k in ("connected", "held", "hold_reasons", "events")}
+        if h.gate is not None:
+            g = h.gate
+            out["gate"] = {"connected": g.connected, "held": g.held, "hold_reasons": list(g.hold_reasons),
+                           "events": g.events}
         return out
 
     def close(self, timeout_s: float = 3.0) -> None:

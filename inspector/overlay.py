@@ -45,7 +45,7 @@ def render_overlay(view: FrameView, stats: LoopStats, *, paused: bool = False) -
 
     summary = stats.summary
     decided: dict[int, Part] = {p.part_id: p for p in view.parts}
-    recent = getattr(summary, "recent", {})
+    recent = summary.recent if summary is not None else {}
     for t in view.tracks:
         part = decided.get(t.track_id) or recent.get(t.track_id)
         color = VERDICT_COLORS[part.verdict] if part is not None else PENDING_COLOR
@@ -61,7 +61,7 @@ def render_overlay(view: FrameView, stats: LoopStats, *, paused: bool = False) -
             cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), VERDICT_COLORS[p.verdict], 2)
 
     _panel(out, stats, paused)
-    last = getattr(summary, "last_defect", None)
+    last = summary.last_defect if summary is not None else None
     if last is not None and last.crop is not None and last.crop.size:
         _thumbnail(out, last)
     return out
@@ -69,7 +69,7 @@ def render_overlay(view: FrameView, stats: LoopStats, *, paused: bool = False) -
 
 def _panel(out: np.ndarray, stats: LoopStats, paused: bool) -> None:
     s = stats.summary
-    counts = getattr(s, "counts", {})
+    counts = s.counts if s is not None else {}
     ok, bad, nv = (counts.get(v, 0) for v in (Verdict.OK, Verdict.DEFECT, Verdict.NO_VERDICT))
     parts = ok + bad + nv
     lat = stats.last_latency_ms

@@ -17,16 +17,19 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from engines.base import Engine
 from engines.preprocess import normalize, to_model_image
 from ground.errors import UserError
 from inspector.config import InspectorConfig
 from inspector.detect import Detection, Detector, Roi
-from inspector.records import Frame, Part, PartSink, Verdict
+from inspector.events import Summary
+from inspector.records import Frame, Part, Verdict
 from inspector.sharpness import blurred_reason, sharpness
+from inspector.stages import Capture, LineObserver, Sink, Undistorter
 from inspector.track import Track, Tracker, unclassified_reason
 
 log = logging.getLogger(__name__)
@@ -50,10 +53,10 @@ class Pipeline:
     def __init__(
         self,
         cfg: InspectorConfig,
-        engine: Any,
-        sinks: list[PartSink],
+        engine: Engine,
+        sinks: list[Sink],
         *,
-        undistorter: Any | None = None,
+        undistorter: Undistorter | None = None,
         keep_crops: bool = True,
     ) -> None:
         self.cfg = cfg
@@ -218,11 +221,10 @@ class Pipeline:
     def line_state(self, ok: bool, reason: str) -> None:
         """Tell the sinks that care (``on_line_state``, optional) whether the camera sees the line."""
         for sink in self.sinks:
-            fn = getattr(sink, "on_line_state", None)
-            if fn is None:
+            if not isinstance(sink, LineObserver):
                 continue
             try:
-                fn(ok, reason)
+                sink.on_line_state(ok, reason)
             except Exception:  # noqa: BLE001 - one failing sink must not stop inspection
                 log.exception("sink %s failed on line state %s (%s)", sink, ok, reason)
 
@@ -258,7 +260,7 @@ class LoopStats:
     stalls: int = 0
     errors: int = 0  # frames that could not be inspected (parts in flight rejected)
     stalled: bool = False  # the source is stalled now (set when it stalls, cleared when frames flow again)
-    summary: Any = None  # events.Summary
+    summary: Summary | None = None  # the run's counts, last defect and recent parts (the views read it)
     _win: list[float] = field(default_factory=list)
 
     def tick(self) -> None:
@@ -289,7 +291,7 @@ class NullView:
 
 def run_loop(
     pipeline: Pipeline,
-    capture: Any,
+    capture: Capture,
     *,
     view: View | None = None,
     stats: LoopStats | None = None,
@@ -301,7 +303,7 @@ def run_loop(
     view = view or NullView()
     stats = stats or LoopStats()
     stop = stop or threading.Event()
-    seen_stalls = getattr(capture, "stall_count", 0)
+    seen_stalls = capture.stall_count
     stalled = False  # parts pass the camera unseen: the gate holds until frames flow again
     last_frame: Frame | None = None
     end_reason = "run stopped before the part was classified"
@@ -313,7 +315,7 @@ def run_loop(
             time.sleep(poll_s)
             continue
         frame = capture.get(timeout=poll_s)
-        stalls = getattr(capture, "stall_count", 0)
+        stalls = capture.stall_count
         if stalls != seen_stalls:
             seen_stalls = stalls
             stats.stalls = stalls
@@ -350,8 +352,7 @@ def run_loop(
                 raise
         last_frame = frame
         stats.tick()
-        st = getattr(capture, "stats", None)
-        stats.dropped = int(getattr(st, "dropped", 0) or 0)
+        stats.dropped = int(capture.stats.dropped)
         if pipeline.last is not None:
             for p in pipeline.last.parts:
                 if p.latency_ms is not None and p.verdict is not Verdict.NO_VERDICT:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from typing import Any
 
 import serial
 from pydantic import ValidationError
@@ -53,6 +54,10 @@ class SimulatedGate:
 
     def on_line_state(self, ok: bool, reason: str) -> None:
         self.actuator.on_line_state(ok, reason)
+
+    def state(self) -> dict[str, Any]:
+        """The actuator's state, as monitoring reads it (no one reaches through to ``.actuator``)."""
+        return self.actuator.state()
 
     def close(self) -> None:
         self.actuator.close()

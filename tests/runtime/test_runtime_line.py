@@ -48,6 +48,11 @@ def test_line_runs_a_video_end_to_end_and_stops_in_reverse(line_config, line_vid
         for name, stage in line.stages:
             stage.close = (lambda f, n: lambda: (closed.append(n), f())[1])(stage.close, name)
         stats = line.run()
+        health = line.health()
+    assert health.model.name == cfg.model.path.rsplit("/", 1)[-1] and health.gate is not None
+    assert health.inspection.frames == stats.frames and health.camera.frames >= stats.frames
+    assert health.parts.as_dict() == {k: line.result()[k] for k in ("ok", "defect", "no_verdict")}
+    assert health.log is not None
     assert names == ["engine", "sink EventsFile", "sink DefectLog", "sink Summary", "sink _Count", "gate",
                      "capture", "view"]
     assert closed == names[::-1]  # the view first, the engine last; the gate before the log it reports to
