@@ -3,8 +3,10 @@
 ``on_part`` only enqueues (bounded, never blocks the inspection thread). One I/O thread owns the port: it
 writes commands the moment they arrive, retries unacknowledged ones while their part can still be reached,
 heartbeats, reopens a port that vanished (USB adapter unplugged) with backoff, and - when the part has passed
-the gate - reports what happened to it (``GateResult``) to a callback such as the defect log. A reader thread
-per connection parses the controller's lines into the same inbox, so all state lives on the I/O thread.
+the gate - reports what happened to it (``GateResult``) to a callback such as the defect log. The port and its
+reader thread are :class:`~inspector.gate.link.GateLink` (it puts the controller's lines into the same inbox);
+the holds are :class:`~inspector.gate.holds.Holds`. Tracks, holds and the link are touched by the I/O thread
+only; ``stats`` is counted under a lock (the inspection thread counts an inbox overflow) and read as a copy.
 
 Parts whose gate time falls while the controller is (by the host's knowledge) in fail-safe are reported as
 ``failsafe``: the controller's fail-safe diverted them. See docs/gate-protocol.md.
@@ -30,6 +32,8 @@ import serial
 from inspector.config import GateConfig
 from inspector.gate import protocol as P
 from inspector.gate.clock import ClockSync
+from inspector.gate.holds import Holds
+from inspector.gate.link import GateLink
 from inspector.records import GateResult, Part
 
 log = logging.getLogger(__name__)
@@ -74,31 +78,25 @@ class GateActuator:
         self.link_down = threading.Event()  # set while the link is known to be down (after it was up)
         self.running = threading.Event()  # controller in RUN mode (as last reported)
         self.encoder_ready = threading.Event()  # two encoder readings seen: REJE can be used (timebase encoder)
-        self.held = threading.Event()  # set while the host holds the gate in fail-safe (any reason)
+        self._stats_lock = threading.Lock()  # stats are counted on the I/O thread and (overflow) the inspection one
+        self._holds = Holds(self._count)
+        self.held = self._holds.held  # set while the host holds the gate in fail-safe (any reason)
         self._inbox: queue.Queue = queue.Queue()
+        self._link = GateLink(port, cfg.baudrate, self._inbox, reconnect_max_s=reconnect_max_s)
         self._stop = threading.Event()
-        self._ser: serial.SerialBase | None = None
-        self._reader: threading.Thread | None = None
-        self._rx_stop = threading.Event()
         self._seq = P.SeqCounter()
         self._tracks: dict[int, _Track] = {}  # part id -> track, until finalised
         self._by_seq: dict[int, int] = {}  # REJ seq -> part id
         self._ctrl_mode: str | None = None
         self._last_ctrl_rx = 0
-        self._last_tx_ok = 0
         # the controller boots in fail-safe: until it reports RUN, every part is diverted
         self._link_down_ns: int | None = time.monotonic_ns() - int(cfg.link_timeout_ms * MS)
         self._sync_due = 0
         self._run_seq: int | None = None
-        self._holds: dict[str, int | None] = {}  # hold reason -> when to release it (None: when told)
         self._held_synced = False  # the controller has been sent HOLD since it last (re)connected
         self._hold_due = 0
         self._next_hb = 0
-        self._next_open = 0
-        self._opened_ns = 0
         self._warned_silent = False
-        self._backoff_s = 0.05
-        self._reconnect_max_s = reconnect_max_s
         self.clock = ClockSync()  # the controller's clock and encoder, from its heartbeats
         self._thread = threading.Thread(target=self._run, name="gate-io", daemon=True)
         self._thread.start()
@@ -107,8 +105,8 @@ class GateActuator:
     def on_part(self, part: Part) -> None:
         """Enqueue and return: the I/O thread does the rest. A full inbox is counted (never blocks)."""
         if self._inbox.qsize() >= self.cfg.queue_size:
-            self.stats["overflow"] += 1
-            self.stats["missed"] += 1
+            self._count("overflow")
+            self._count("missed")
             log.error("gate inbox full (%d): part %d not sent; the controller will not divert it",
                       self.cfg.queue_size, part.part_id)
             part.gate = GateResult(part.part_id, part.rejected, "missed", part.t_capture_ns + self.travel_ns,
@@ -152,7 +150,7 @@ class GateActuator:
     @property
     def hold_reasons(self) -> tuple[str, ...]:
         """Why the gate is held now (empty: not held)."""
-        return tuple(self._holds)
+        return self._holds.reasons
 
     @property
     def in_flight(self) -> int:
@@ -166,7 +164,8 @@ class GateActuator:
 
     def state(self) -> dict[str, Any]:
         """The gate as monitoring sees it (Prometheus metrics, MQTT stats), from any thread."""
-        events = dict(self.stats)  # a copy: the gate-io thread keeps counting
+        with self._stats_lock:
+            events = dict(self.stats)  # a copy: the gate-io thread keeps counting
         return {
             "connected": self.connected.is_set(),
             "link_down": self.link_down.is_set(),
@@ -179,6 +178,10 @@ class GateActuator:
             "events": events,
         }
 
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._stats_lock:
+            self.stats[key] += n
+
     # -- the I/O thread ----------------------------------------------------------------------------------
     def _run(self) -> None:
         drain_until: int | None = None
@@ -186,7 +189,7 @@ class GateActuator:
             now = time.monotonic_ns()
             if drain_until is not None and (not self._tracks or now >= drain_until):
                 break
-            if self._ser is None and now >= self._next_open:
+            if not self._link.is_open and now >= self._link.next_open:
                 self._open(now)
             try:
                 item = self._inbox.get(timeout=self._tick_s(now))
@@ -198,7 +201,10 @@ class GateActuator:
                     self._admit(obj, t)
                 elif kind == "rx":
                     self._receive(obj, t)
-                elif kind == "broken" and obj[1] is self._rx_stop:  # not a stale one from an old port
+                elif kind == "rx_error":
+                    self._count("rx_errors")
+                    log.info("gate: bad line from controller (%s): %r", *obj)
+                elif kind == "broken" and obj[1] is self._link.rx_stop:  # not a stale one from an old port
                     self._lost(f"read failed: {obj[0]}")
                 elif kind == "hold":
                     self._hold(obj, t)
@@ -214,7 +220,7 @@ class GateActuator:
         for track in list(self._tracks.values()):
             self._finalise(track, time.monotonic_ns(), shutdown=True)
         self._stop.set()
-        self._close_port()
+        self._link.close()
         log.info("gate %s: %s", self.port, ", ".join(f"{k} {v}" for k, v in self.stats.items() if v))
 
     def _tick_s(self, now: int) -> float:
@@ -223,61 +229,30 @@ class GateActuator:
 
     # -- port ----------------------------------------------------------------------------------------------
     def _open(self, now: int) -> None:
-        try:
-            ser = serial.serial_for_url(self.port, baudrate=self.cfg.baudrate, timeout=0.05, write_timeout=0.2)
-            ser.reset_input_buffer()
-        except (serial.SerialException, OSError, ValueError) as exc:
-            self._next_open = now + int(self._backoff_s * 1e9)
-            if self._backoff_s >= self._reconnect_max_s:
-                log.warning("gate port %s: %s (retrying every %.1f s)", self.port, exc, self._backoff_s)
-            self._backoff_s = min(self._backoff_s * 2, self._reconnect_max_s)
+        if not self._link.open(now):
             return
         if self.stats["link_lost"]:
-            self.stats["reconnects"] += 1
+            self._count("reconnects")
             log.warning("gate port %s reopened", self.port)
-        self._ser, self._backoff_s = ser, 0.05
-        self._opened_ns, self._warned_silent = now, False
-        self._rx_stop = threading.Event()
-        self._reader = threading.Thread(target=self._read_loop, args=(ser, self._rx_stop), name="gate-rx",
-                                        daemon=True)
-        self._reader.start()
+        self._warned_silent = False
         self._next_hb = now
         self._sync_due = now  # configure the controller and bring it out of fail-safe
         self._held_synced = False
         self.clock.reset()
         self.encoder_ready.clear()
 
-    def _close_port(self) -> None:
-        ser, self._ser = self._ser, None
-        if ser is None:
-            return
-        self._rx_stop.set()
-        try:
-            if hasattr(ser, "cancel_read"):
-                ser.cancel_read()
-        except (OSError, serial.SerialException):
-            pass
-        if self._reader is not None and self._reader is not threading.current_thread():
-            self._reader.join(timeout=1.0)
-            if self._reader.is_alive():
-                log.error("gate-rx thread still alive after closing %s", self.port)
-        try:
-            ser.close()
-        except (OSError, serial.SerialException):
-            pass
-
     def _lost(self, why: str) -> None:
-        if self._ser is None:
+        if not self._link.is_open:
             return
         log.warning("gate link lost on %s: %s", self.port, why)
-        self.stats["link_lost"] += 1
-        self._close_port()
+        self._count("link_lost")
+        self._link.close()
         self._mark_down(time.monotonic_ns())
-        self._next_open = time.monotonic_ns() + int(self._backoff_s * 1e9)
+        self._link.retry_later(time.monotonic_ns())
 
     def _mark_down(self, now: int) -> None:
         if self._link_down_ns is None:
-            self._link_down_ns = self._last_tx_ok or now  # the controller's watchdog started at our last line
+            self._link_down_ns = self._link.last_tx_ok or now  # the controller's watchdog started at our last line
         self.connected.clear()
         self.link_down.set()
         self.running.clear()
@@ -290,62 +265,44 @@ class GateActuator:
                 self._by_seq.pop(track.seq, None)
                 track.seq, track.ack_due_ns = None, None
 
-    def _read_loop(self, ser: serial.SerialBase, stop: threading.Event) -> None:
-        framer = P.LineFramer()
-        while not stop.is_set():
-            try:
-                data = ser.read(max(1, ser.in_waiting))
-            except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
-                if not stop.is_set():
-                    self._inbox.put(("broken", (exc, stop), time.monotonic_ns()))
-                return
-            t = time.monotonic_ns()
-            for line in framer.feed(data):
-                try:
-                    self._inbox.put(("rx", P.decode(line, P.CTRL_TYPES), t))
-                except P.ProtocolError as exc:
-                    self.stats["rx_errors"] += 1
-                    log.info("gate: bad line from controller (%s): %r", exc, line[:40])
-
     def _write(self, type_: str, *fields: object) -> int | None:
         """Write one command; -> its seq, or None when there is no port (the caller keeps the work pending)."""
-        if self._ser is None:
+        if not self._link.is_open:
             return None
         seq = self._seq.next()
         try:
-            self._ser.write(P.encode(seq, type_, *fields))
+            self._link.write(P.encode(seq, type_, *fields))
         except (serial.SerialException, OSError) as exc:
-            self.stats["write_errors"] += 1
+            self._count("write_errors")
             self._lost(f"write failed: {exc}")
             return None
-        self._last_tx_ok = time.monotonic_ns()
         return seq
 
     # -- parts -------------------------------------------------------------------------------------------
     def _admit(self, part: Part, t_enqueued: int) -> None:
         now = time.monotonic_ns()
-        self.stats["parts"] += 1
+        self._count("parts")
         gate_ns = part.t_capture_ns + self.travel_ns
         margin = int(self.cfg.late_margin_ms * MS)
         late = gate_ns - now < margin
         rejected = part.rejected or (late and self.cfg.late_policy == "reject")
         result = GateResult(part.part_id, rejected, "passed", gate_ns, part.t_capture_ns, late_verdict=late)
         if late:
-            self.stats["late_verdicts"] += 1
+            self._count("late_verdicts")
             result.reason = f"verdict {(now - gate_ns) / MS + self.cfg.late_margin_ms:.0f} ms too late"
             log.warning("gate: part %d verdict late (%s)", part.part_id, result.reason)
         deadline = gate_ns - margin if not late else now + int(self.cfg.ack_timeout_ms * MS)
         track = _Track(part, rejected, gate_ns, deadline, result)
         self._tracks[part.part_id] = track
         if rejected:
-            self.stats["rejects"] += 1
+            self._count("rejects")
             if self._send_reject(track, now) and not track.extra.get("measured"):
                 track.extra["measured"] = True
                 if part.t_verdict_ns is not None:
-                    self.wire_ns.append(self._last_tx_ok - part.t_verdict_ns)
+                    self.wire_ns.append(self._link.last_tx_ok - part.t_verdict_ns)
 
     def _send_reject(self, track: _Track, now: int) -> bool:
-        if self._ser is None or self._ctrl_mode is None:
+        if not self._link.is_open or self._ctrl_mode is None:
             return False  # no link: sent when it is back (if still in time); meanwhile the fail-safe holds
         part, c = track.part, self.cfg
         enc = self.clock.encoder_at(part.t_capture_ns) if c.timebase == "encoder" else None
@@ -361,11 +318,11 @@ class GateActuator:
         if seq is None:
             return False
         if track.result.sent_ns is None:
-            track.result.sent_ns = self._last_tx_ok
-            self.stats["sent"] += 1
+            track.result.sent_ns = self._link.last_tx_ok
+            self._count("sent")
         else:
             track.result.retries += 1
-            self.stats["retries"] += 1
+            self._count("retries")
         if track.seq is not None:
             self._by_seq.pop(track.seq, None)
         track.seq, track.ack_due_ns = seq, now + int(self.cfg.ack_timeout_ms * MS)
@@ -375,7 +332,7 @@ class GateActuator:
     # -- controller messages -----------------------------------------------------------------------------
     def _receive(self, msg: P.Message, t: int) -> None:
         self._last_ctrl_rx = t
-        if self._ctrl_mode is None and self._ser is not None:
+        if self._ctrl_mode is None and self._link.is_open:
             self.connected.set()
             self.link_down.clear()
             self._ctrl_mode = "?"
@@ -393,13 +350,13 @@ class GateActuator:
                 self._nacked(msg, t)
             elif msg.type == P.FIRED:
                 track = self._tracks.get(msg.field_int(0))
-                self.stats["fired_echo"] += 1
+                self._count("fired_echo")
                 if track is not None:
                     track.result.fired_ns, track.result.fire_late_ms = t, msg.field_int(1)
             elif msg.type == P.ERR:
                 log.error("gate controller error %s: %s", msg.fields[0], msg.fields[1])
         except P.ProtocolError as exc:
-            self.stats["rx_errors"] += 1
+            self._count("rx_errors")
             log.info("gate: bad %s from controller: %s", msg.type, exc)
 
     def _set_ctrl_mode(self, mode: str, t: int) -> None:
@@ -425,11 +382,11 @@ class GateActuator:
             return
         if track.result.acked_ns is None:
             track.result.acked_ns = t
-            self.stats["acked"] += 1
+            self._count("acked")
         track.ack_due_ns = None
 
     def _nacked(self, msg: P.Message, t: int) -> None:
-        self.stats["nacks"] += 1
+        self._count("nacks")
         if msg.fields[0] == "?":
             return  # the controller could not read our line: the ack timeout resends it
         seq = msg.field_int(0)
@@ -449,32 +406,32 @@ class GateActuator:
 
     # -- housekeeping ------------------------------------------------------------------------------------
     def _service(self, now: int) -> None:
-        if self._ser is not None and self._ctrl_mode is None and not self._warned_silent \
-                and now - self._opened_ns > 2_000 * MS:
+        if self._link.is_open and self._ctrl_mode is None and not self._warned_silent \
+                and now - self._link.opened_ns > 2_000 * MS:
             self._warned_silent = True
             log.warning("gate port %s is open but the controller has not spoken for 2 s (wrong port or baud rate, "
                         "or it is still booting?); until it does, parts are diverted by its fail-safe", self.port)
-        if self._ser is not None and self._ctrl_mode is not None:
+        if self._link.is_open and self._ctrl_mode is not None:
             if now - self._last_ctrl_rx > self.cfg.link_timeout_ms * MS:
                 log.warning("gate controller silent for %.0f ms", (now - self._last_ctrl_rx) / MS)
-                self.stats["link_lost"] += 1
+                self._count("link_lost")
                 self._mark_down(now)
-        if self._ser is not None and now >= self._next_hb:
+        if self._link.is_open and now >= self._next_hb:
             self._next_hb = now + int(self.cfg.heartbeat_ms * MS)
             self._write(P.HB, (now // MS) % 2**31)
         self._service_holds(now)
-        if self._ser is not None and self._ctrl_mode not in (None, P.MODE_RUN) and self._sync_due \
+        if self._link.is_open and self._ctrl_mode not in (None, P.MODE_RUN) and self._sync_due \
                 and now >= self._sync_due and not (self._holds and self._held_synced):
             self._sync(now)
         for track in list(self._tracks.values()):
             if track.failsafe_at_gate is None and now >= track.gate_ns:
                 track.failsafe_at_gate = self._failsafe_at(track.gate_ns)
                 if track.failsafe_at_gate and self._holds:
-                    track.extra["held"] = "gate held: " + ",".join(self._holds)
+                    track.extra["held"] = "gate held: " + ",".join(self._holds.reasons)
             if track.rejected and track.result.acked_ns is None and now < track.deadline_ns:
                 if track.seq is None or (track.ack_due_ns is not None and now >= track.ack_due_ns):
                     if track.seq is not None and track.result.reason is None:
-                        self.stats["ack_timeouts"] += 1
+                        self._count("ack_timeouts")
                         track.result.reason = "ACK timeout"
                     track.extra["trouble"] = track.extra.get("trouble") or track.seq is not None
                     self._send_reject(track, now)
@@ -500,48 +457,33 @@ class GateActuator:
             if track.rejected and track.result.acked_ns is None and now < track.deadline_ns:
                 self._send_reject(track, now)
         if self._holds:  # configured and rejects re-sent, but it stays in fail-safe
-            self._held_synced = self._write(P.HOLD, next(iter(self._holds))) is not None
+            self._held_synced = self._write(P.HOLD, self._holds.first) is not None
             return
         self._run_seq = self._write(P.RUN)
         self._sync_due = now + int(max(c.ack_timeout_ms, c.heartbeat_ms) * MS)
 
     # -- holds -----------------------------------------------------------------------------------------
     def _hold(self, reason: str, now: int) -> None:
-        if reason in self._holds and self._holds[reason] is None:
-            return  # already held for this reason
-        if reason not in self._holds:
-            self.stats["holds"] += 1
-            log.warning("gate: holding the controller in fail-safe (%s)", reason)
-        self._holds[reason] = None  # (a pending release of it is cancelled)
-        if not self.held.is_set():
-            self.held.set()
+        if self._holds.hold(reason):  # newly held: tell the controller now
             self._held_synced, self._hold_due = False, now
             self._send_hold(now)
 
     def _release_at(self, reason: str | None, t: int) -> None:
-        for r in [reason] if reason is not None else list(self._holds):
-            if r in self._holds:
-                self._holds[r] = t
+        self._holds.release_at(reason, t)
 
     def _service_holds(self, now: int) -> None:
-        for reason, at in list(self._holds.items()):
-            if reason == P.HOLD_REJECT_UNACKED and at is None and not any(
-                    t.extra.get("unacked") and now < t.gate_ns + self.cfg.pulse_ms * MS for t in self._tracks.values()):
-                at = self._holds[reason] = now  # every part that caused it has passed the gate
-            if at is not None and now >= at:
-                del self._holds[reason]
-                self.stats["releases"] += 1
-                log.warning("gate: hold %s released", reason)
-        if not self._holds:
-            if self.held.is_set():
-                self.held.clear()
-                self._held_synced, self._run_seq, self._sync_due = False, None, now  # CFG, rejects, then RUN
-            return
-        self._send_hold(now)
+        def unacked_short_of_gate() -> bool:
+            pulse = self.cfg.pulse_ms * MS
+            return any(t.extra.get("unacked") and now < t.gate_ns + pulse for t in self._tracks.values())
+
+        if self._holds.service(now, unacked_short_of_gate):
+            self._held_synced, self._run_seq, self._sync_due = False, None, now  # CFG, rejects, then RUN
+        elif self._holds:
+            self._send_hold(now)
 
     def _send_hold(self, now: int) -> None:
-        if self._ser is not None and self._ctrl_mode == P.MODE_RUN and now >= self._hold_due:
-            self._held_synced = self._write(P.HOLD, next(iter(self._holds))) is not None
+        if self._link.is_open and self._ctrl_mode == P.MODE_RUN and now >= self._hold_due:
+            self._held_synced = self._write(P.HOLD, self._holds.first) is not None
             self._hold_due = now + int(self.cfg.ack_timeout_ms * MS)  # again, while it still says RUN
 
     def _failsafe_at(self, t: int) -> bool:
@@ -575,7 +517,7 @@ class GateActuator:
             r.status = "failsafe" if failsafe else "passed"
         if r.status == "failsafe" and "held" in track.extra:
             r.reason = f"{r.reason}; {track.extra['held']}" if r.reason else track.extra["held"]
-        self.stats[r.status] += 1
+        self._count(r.status)
         track.part.gate = r  # the part's own record carries what the gate did with it
         if self.on_result is not None:
             try:
