@@ -24,7 +24,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import serial
@@ -34,24 +33,12 @@ from inspector.gate import protocol as P
 from inspector.gate.clock import ClockSync
 from inspector.gate.holds import Holds
 from inspector.gate.link import GateLink
+from inspector.gate.schedule import Schedule, Track
 from inspector.records import GateResult, Part
 
 log = logging.getLogger(__name__)
 
 MS = 1_000_000
-
-
-@dataclass(slots=True)
-class _Track:
-    part: Part
-    rejected: bool
-    gate_ns: int
-    deadline_ns: int  # last moment a (re)send can still reach the part
-    result: GateResult
-    seq: int | None = None
-    ack_due_ns: int | None = None
-    failsafe_at_gate: bool | None = None
-    extra: dict = field(default_factory=dict)
 
 
 class GateActuator:
@@ -85,8 +72,7 @@ class GateActuator:
         self._link = GateLink(port, cfg.baudrate, self._inbox, reconnect_max_s=reconnect_max_s)
         self._stop = threading.Event()
         self._seq = P.SeqCounter()
-        self._tracks: dict[int, _Track] = {}  # part id -> track, until finalised
-        self._by_seq: dict[int, int] = {}  # REJ seq -> part id
+        self._schedule = Schedule(cfg, self._count)  # the parts between camera and gate
         self._ctrl_mode: str | None = None
         self._last_ctrl_rx = 0
         # the controller boots in fail-safe: until it reports RUN, every part is diverted
@@ -155,7 +141,7 @@ class GateActuator:
     @property
     def in_flight(self) -> int:
         """Parts between the camera and the gate (until their outcome is reported)."""
-        return len(self._tracks)
+        return len(self._schedule)
 
     @property
     def queue_depth(self) -> int:
@@ -187,7 +173,7 @@ class GateActuator:
         drain_until: int | None = None
         while True:
             now = time.monotonic_ns()
-            if drain_until is not None and (not self._tracks or now >= drain_until):
+            if drain_until is not None and (not len(self._schedule) or now >= drain_until):
                 break
             if not self._link.is_open and now >= self._link.next_open:
                 self._open(now)
@@ -217,14 +203,14 @@ class GateActuator:
                 except queue.Empty:
                     item = None
             self._service(time.monotonic_ns())
-        for track in list(self._tracks.values()):
+        for track in list(self._schedule.tracks.values()):
             self._finalise(track, time.monotonic_ns(), shutdown=True)
         self._stop.set()
         self._link.close()
         log.info("gate %s: %s", self.port, ", ".join(f"{k} {v}" for k, v in self.stats.items() if v))
 
     def _tick_s(self, now: int) -> float:
-        due = [self._next_hb, now + 10 * MS] + [t.ack_due_ns for t in self._tracks.values() if t.ack_due_ns]
+        due = [self._next_hb, now + 10 * MS, *self._schedule.ack_deadlines()]
         return max(0.0, min(due) - now) / 1e9
 
     # -- port ----------------------------------------------------------------------------------------------
@@ -259,11 +245,7 @@ class GateActuator:
         self._run_seq = None
         self._ctrl_mode = None
         self._held_synced = False  # it may reboot: a hold is sent again with CFG
-        # unacknowledged commands go again once the link is back, if their parts can still be reached
-        for track in self._tracks.values():
-            if track.seq is not None and track.result.acked_ns is None:
-                self._by_seq.pop(track.seq, None)
-                track.seq, track.ack_due_ns = None, None
+        self._schedule.link_down()  # unacknowledged commands go again once the link is back
 
     def _write(self, type_: str, *fields: object) -> int | None:
         """Write one command; -> its seq, or None when there is no port (the caller keeps the work pending)."""
@@ -281,27 +263,13 @@ class GateActuator:
     # -- parts -------------------------------------------------------------------------------------------
     def _admit(self, part: Part, t_enqueued: int) -> None:
         now = time.monotonic_ns()
-        self._count("parts")
-        gate_ns = part.t_capture_ns + self.travel_ns
-        margin = int(self.cfg.late_margin_ms * MS)
-        late = gate_ns - now < margin
-        rejected = part.rejected or (late and self.cfg.late_policy == "reject")
-        result = GateResult(part.part_id, rejected, "passed", gate_ns, part.t_capture_ns, late_verdict=late)
-        if late:
-            self._count("late_verdicts")
-            result.reason = f"verdict {(now - gate_ns) / MS + self.cfg.late_margin_ms:.0f} ms too late"
-            log.warning("gate: part %d verdict late (%s)", part.part_id, result.reason)
-        deadline = gate_ns - margin if not late else now + int(self.cfg.ack_timeout_ms * MS)
-        track = _Track(part, rejected, gate_ns, deadline, result)
-        self._tracks[part.part_id] = track
-        if rejected:
-            self._count("rejects")
-            if self._send_reject(track, now) and not track.extra.get("measured"):
-                track.extra["measured"] = True
-                if part.t_verdict_ns is not None:
-                    self.wire_ns.append(self._link.last_tx_ok - part.t_verdict_ns)
+        track = self._schedule.admit(part, now)
+        if track.rejected and self._send_reject(track, now) and not track.extra.get("measured"):
+            track.extra["measured"] = True
+            if part.t_verdict_ns is not None:
+                self.wire_ns.append(self._link.last_tx_ok - part.t_verdict_ns)
 
-    def _send_reject(self, track: _Track, now: int) -> bool:
+    def _send_reject(self, track: Track, now: int) -> bool:
         if not self._link.is_open or self._ctrl_mode is None:
             return False  # no link: sent when it is back (if still in time); meanwhile the fail-safe holds
         part, c = track.part, self.cfg
@@ -317,16 +285,7 @@ class GateActuator:
             seq = self._write(P.REJ, part.part_id, delay_ms)
         if seq is None:
             return False
-        if track.result.sent_ns is None:
-            track.result.sent_ns = self._link.last_tx_ok
-            self._count("sent")
-        else:
-            track.result.retries += 1
-            self._count("retries")
-        if track.seq is not None:
-            self._by_seq.pop(track.seq, None)
-        track.seq, track.ack_due_ns = seq, now + int(self.cfg.ack_timeout_ms * MS)
-        self._by_seq[seq] = part.part_id
+        self._schedule.sent(track, seq, self._link.last_tx_ok, now)
         return True
 
     # -- controller messages -----------------------------------------------------------------------------
@@ -349,10 +308,8 @@ class GateActuator:
             elif msg.type == P.NAK:
                 self._nacked(msg, t)
             elif msg.type == P.FIRED:
-                track = self._tracks.get(msg.field_int(0))
                 self._count("fired_echo")
-                if track is not None:
-                    track.result.fired_ns, track.result.fire_late_ms = t, msg.field_int(1)
+                self._schedule.fired(msg.field_int(0), t, msg.field_int(1))
             elif msg.type == P.ERR:
                 log.error("gate controller error %s: %s", msg.fields[0], msg.fields[1])
         except P.ProtocolError as exc:
@@ -376,14 +333,7 @@ class GateActuator:
     def _acked(self, seq: int, t: int) -> None:
         if seq == self._run_seq:
             return  # RUN acknowledged; the MODE line confirms it
-        pid = self._by_seq.pop(seq, None)
-        track = self._tracks.get(pid) if pid is not None else None
-        if track is None:
-            return
-        if track.result.acked_ns is None:
-            track.result.acked_ns = t
-            self._count("acked")
-        track.ack_due_ns = None
+        self._schedule.acked(seq, t)
 
     def _nacked(self, msg: P.Message, t: int) -> None:
         self._count("nacks")
@@ -393,16 +343,7 @@ class GateActuator:
         if seq == self._run_seq:
             self._run_seq, self._sync_due = None, t + int(self.cfg.ack_timeout_ms * MS)
             return
-        pid = self._by_seq.get(seq)
-        track = self._tracks.get(pid) if pid is not None else None
-        if track is not None:
-            track.result.nacks += 1
-            track.result.reason = f"NAK {msg.fields[1]}"
-            track.extra["trouble"] = True
-            # retry shortly, while the part can still be reached; backing off (5, 10, 20 ms ... up to the ack
-            # timeout) so a controller that NAKs everything is not flooded, nor the serial link saturated
-            backoff = min(5 * MS * 2 ** min(track.result.nacks - 1, 10), int(self.cfg.ack_timeout_ms * MS))
-            track.ack_due_ns = t + backoff
+        self._schedule.nacked(seq, msg.fields[1], t)
 
     # -- housekeeping ------------------------------------------------------------------------------------
     def _service(self, now: int) -> None:
@@ -423,39 +364,21 @@ class GateActuator:
         if self._link.is_open and self._ctrl_mode not in (None, P.MODE_RUN) and self._sync_due \
                 and now >= self._sync_due and not (self._holds and self._held_synced):
             self._sync(now)
-        for track in list(self._tracks.values()):
-            if track.failsafe_at_gate is None and now >= track.gate_ns:
-                track.failsafe_at_gate = self._failsafe_at(track.gate_ns)
-                if track.failsafe_at_gate and self._holds:
-                    track.extra["held"] = "gate held: " + ",".join(self._holds.reasons)
-            if track.rejected and track.result.acked_ns is None and now < track.deadline_ns:
-                if track.seq is None or (track.ack_due_ns is not None and now >= track.ack_due_ns):
-                    if track.seq is not None and track.result.reason is None:
-                        self._count("ack_timeouts")
-                        track.result.reason = "ACK timeout"
-                    track.extra["trouble"] = track.extra.get("trouble") or track.seq is not None
-                    self._send_reject(track, now)
-            elif track.ack_due_ns is not None and now >= track.deadline_ns:
-                track.ack_due_ns = None  # too late to resend: nothing left to wait for
-            if track.extra.get("trouble") and track.result.acked_ns is None and "unacked" not in track.extra \
-                    and now >= track.deadline_ns - int(self.cfg.ack_timeout_ms * MS) and now < track.gate_ns:
-                # the last retry is due and nothing got through: divert everything until this part has passed
-                track.extra["unacked"] = True
-                log.warning("gate: reject of part %d not acknowledged (%s); holding the gate until it has passed",
-                            track.part.part_id, track.result.reason)
-                self._hold(P.HOLD_REJECT_UNACKED, now)
-            grace = int((self.cfg.pulse_ms + self.cfg.link_timeout_ms) * MS)  # time for the FIRED echo
-            if now >= track.gate_ns + grace:
-                self._finalise(track, now)
+        self._schedule.service(now, failsafe_at=self._failsafe_at, held=lambda: self._holds.reasons,
+                               send=self._send_reject, hold_unacked=self._hold_unacked, finalise=self._finalise)
+
+    def _hold_unacked(self, track: Track, now: int) -> None:
+        log.warning("gate: reject of part %d not acknowledged (%s); holding the gate until it has passed",
+                    track.part.part_id, track.result.reason)
+        self._hold(P.HOLD_REJECT_UNACKED, now)
 
     def _sync(self, now: int) -> None:
         """Configure the controller, resend what it may have missed, then ask it to leave fail-safe."""
         c = self.cfg
         fs = "D" if c.fail_safe == "divert" else "S"
         self._write(P.CFG, fs, round(c.link_timeout_ms), round(c.pulse_ms), round(c.heartbeat_ms))
-        for track in self._tracks.values():
-            if track.rejected and track.result.acked_ns is None and now < track.deadline_ns:
-                self._send_reject(track, now)
+        for track in self._schedule.resendable(now):
+            self._send_reject(track, now)
         if self._holds:  # configured and rejects re-sent, but it stays in fail-safe
             self._held_synced = self._write(P.HOLD, self._holds.first) is not None
             return
@@ -472,11 +395,7 @@ class GateActuator:
         self._holds.release_at(reason, t)
 
     def _service_holds(self, now: int) -> None:
-        def unacked_short_of_gate() -> bool:
-            pulse = self.cfg.pulse_ms * MS
-            return any(t.extra.get("unacked") and now < t.gate_ns + pulse for t in self._tracks.values())
-
-        if self._holds.service(now, unacked_short_of_gate):
+        if self._holds.service(now, lambda: self._schedule.unacked_short_of_gate(now)):
             self._held_synced, self._run_seq, self._sync_due = False, None, now  # CFG, rejects, then RUN
         elif self._holds:
             self._send_hold(now)
@@ -495,29 +414,9 @@ class GateActuator:
             return True  # it told us it is in fail-safe
         return t - down >= self.cfg.link_timeout_ms * MS  # its watchdog has fired by then
 
-    def _finalise(self, track: _Track, now: int, shutdown: bool = False) -> None:
-        self._tracks.pop(track.part.part_id, None)
-        if track.seq is not None:
-            self._by_seq.pop(track.seq, None)
-        r = track.result
+    def _finalise(self, track: Track, now: int, shutdown: bool = False) -> None:
         failsafe = track.failsafe_at_gate if track.failsafe_at_gate is not None else self._failsafe_at(now)
-        if track.rejected:
-            if r.fired_ns is not None:
-                r.status = "fired"
-            elif failsafe:
-                r.status = "failsafe"
-            elif r.acked_ns is not None:
-                r.status = "unconfirmed"
-            else:
-                r.status = "missed"
-                r.reason = r.reason or ("shutdown before sending" if shutdown else "never acknowledged")
-                log.error("gate: part %d should have been rejected but no command got through (%s)",
-                          r.part_id, r.reason)
-        else:
-            r.status = "failsafe" if failsafe else "passed"
-        if r.status == "failsafe" and "held" in track.extra:
-            r.reason = f"{r.reason}; {track.extra['held']}" if r.reason else track.extra["held"]
-        self._count(r.status)
+        r = self._schedule.outcome(track, failsafe, shutdown)
         track.part.gate = r  # the part's own record carries what the gate did with it
         if self.on_result is not None:
             try:
