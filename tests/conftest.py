@@ -33,11 +33,11 @@ def root() -> Path:
 
 
 def load_bench(name: str):
-    """A ``bench/`` script (no .py suffix) imported as a module, for testing its parts."""
+    """A ``bench/`` script imported as a module by its name (``gpu_sweep`` for bench/gpu_sweep.py)."""
     import importlib.machinery
     import importlib.util
 
-    loader = importlib.machinery.SourceFileLoader(name, str(ROOT / "bench" / name))
+    loader = importlib.machinery.SourceFileLoader(name, str(ROOT / "bench" / f"{name}.py"))
     spec = importlib.util.spec_from_loader(name, loader)
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)

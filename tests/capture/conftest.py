@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from capture_helpers import SIZE, corrupt_jpeg_frames, level
+from capture_kit import SIZE, corrupt_jpeg_frames, level
 
 
 @pytest.fixture

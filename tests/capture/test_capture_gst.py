@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from capture_helpers import SIZE, frame_index
+from capture_kit import SIZE, frame_index
 
 from engines.errors import UserError
 from inspector.capture import open_source

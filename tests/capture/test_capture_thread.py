@@ -10,12 +10,13 @@ import time
 
 import numpy as np
 import pytest
-from capture_helpers import frame_index, wait_for
+from capture_kit import frame_index
 
 from engines.errors import UserError
 from inspector.capture import CaptureThread, FrameSource
 from inspector.capture import thread as capture_thread
 from inspector.config import SourceConfig
+from tests.waiting import wait_for
 
 needs_gst = pytest.mark.skipif(
     shutil.which("gst-launch-1.0") is None,
@@ -104,7 +105,7 @@ def test_live_latest_frame_wins_and_drops_are_counted():
         first = cap.get(timeout=5.0)
         assert first is not None
         # Inspection is busy: ten more frames arrive meanwhile; only the newest is kept.
-        assert wait_for(lambda: cap.stats.frames >= first.seq + 11, timeout=5.0)
+        assert wait_for(lambda: cap.stats.frames >= first.seq + 11, timeout_s=5.0)
         nxt = cap.get(timeout=1.0)
         assert nxt.seq >= first.seq + 10
         assert cap.stats.dropped >= 9
@@ -126,9 +127,9 @@ def test_stall_is_detected_within_a_second_and_the_source_reopened():
         assert cap.get(timeout=5.0) is not None
         os.kill(old_pid, signal.SIGSTOP)
         frozen = time.monotonic()
-        seen = wait_for(lambda: cap.stall_count == 1, timeout=3.0)
+        seen = wait_for(lambda: cap.stall_count == 1, timeout_s=3.0)
         assert seen is not None and seen - frozen <= 0.5 + 1.0
-        assert wait_for(lambda: cap.stats.reopens == 1, timeout=10.0)
+        assert wait_for(lambda: cap.stats.reopens == 1, timeout_s=10.0)
         after = cap.get(timeout=5.0)
         while after is not None and after.t_capture_ns < seen * 1e9:  # skip a frame from before the stall
             after = cap.get(timeout=5.0)
@@ -180,7 +181,7 @@ def test_close_is_idempotent_and_names_a_stuck_thread(monkeypatch):
         assert cap.close() == ["capture"]
     finally:
         src.release.set()
-    assert wait_for(lambda: cap.close() == [], timeout=5.0)
+    assert wait_for(lambda: cap.close() == [], timeout_s=5.0)
 
 
 class _SilentSource(FrameSource):

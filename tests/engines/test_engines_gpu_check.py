@@ -1,4 +1,4 @@
-"""bench/gpu_check's CPU-safe parts: data loading, a CPU training step, the agreement figures, no-CUDA exit."""
+"""bench/gpu_check.py's CPU-safe parts: data loading, a CPU training step, the agreement figures, no-CUDA exit."""
 
 from __future__ import annotations
 

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from faults_kit import make_kit  # noqa: E402
+from faults_kit import make_kit
 
 
 @pytest.fixture(scope="session")

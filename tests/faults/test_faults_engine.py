@@ -10,8 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from faults_kit import line_video
-from faults_line import Line, check_fail_safe
+from faults_kit import Line, check_fail_safe, line_video
 
 from engines.base import load_engine
 from inspector.records import Verdict

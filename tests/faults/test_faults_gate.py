@@ -13,8 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from faults_kit import ROOT, line_video, write_config
-from faults_line import Hook, Line, check_fail_safe
+from faults_kit import ROOT, Hook, Line, check_fail_safe, line_video, write_config
 
 from inspector.gate import protocol as P
 from inspector.gate.sim import GateSimulator, PtyLink

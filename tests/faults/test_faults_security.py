@@ -24,7 +24,7 @@ import psutil
 import pytest
 from faults_kit import ROOT, line_video, run_cli, write_config
 
-PRODUCT = ("inspector", "engines", "training", "calibration", "bench")
+PRODUCT = ("ground", "inspector", "engines", "training", "calibration", "bench")
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 

@@ -1,4 +1,4 @@
-"""A 20-second run of bench/soak (the 30-minute soak's machinery): looped realtime replay, sampling, checks."""
+"""A 20-second run of bench/soak.py (the 30-minute soak's machinery): looped realtime replay, sampling, checks."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def test_soak_smoke(kit, tmp_path: Path) -> None:
     or judged twice across the loop boundary, one log row with a gate result per event, fds/threads flat."""
     out = tmp_path / "soak"
     r = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "soak"), "--duration-min", "0.33", "--sample-s", "2",
+        [sys.executable, str(ROOT / "bench" / "soak.py"), "--duration-min", "0.33", "--sample-s", "2",
          "--warmup-s", "6", "--parts", "6", "--model", str(kit.onnx), "--out", str(out), "--rss-slope-mb", "1e6"],
         capture_output=True, text=True, errors="replace", timeout=180)
     summary = json.loads((out / "summary.json").read_text())

@@ -16,8 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from faults_kit import corrupt_jpeg_frames, line_video, run_cli, write_config
-from faults_line import Hook, Line, check_fail_safe
+from faults_kit import Hook, Line, check_fail_safe, corrupt_jpeg_frames, line_video, run_cli, write_config
 
 from inspector.records import Verdict
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from gate_kit import Line, SimProcess  # noqa: E402
+from gate_kit import Line, SimProcess
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from inspector.config import GateConfig
 from inspector.gate import protocol as P
 from inspector.gate.actuator import GateActuator
 from inspector.gate.sim import PtyLink
+from tests.waiting import wait_for
 
 
 def _modes(sim) -> list[tuple[str, str]]:
@@ -113,15 +114,6 @@ def test_unacknowledgeable_reject_holds_the_gate_until_it_has_passed(line) -> No
     assert ln.results.by_part[2].status == "fired", ln.results.by_part[2]
 
 
-def _wait_until(cond, timeout: float) -> bool:
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 def test_firmware_holds_and_runs_again(host_firmware: Path, tmp_path: Path) -> None:  # noqa: F811
     """The reference sketch (host build) obeys HOLD: it leaves RUN and holds the diverter out (pin 7 high)
     until RUN; then it drops the diverter again."""
@@ -133,7 +125,7 @@ def test_firmware_holds_and_runs_again(host_firmware: Path, tmp_path: Path) -> N
         assert act.running.wait(5.0), "firmware never reached RUN"
         t_hold = time.monotonic_ns()
         act.hold(P.HOLD_SOURCE_STALL)
-        assert _wait_until(lambda: not act.running.is_set(), 3.0), "firmware never left RUN on HOLD"
+        assert wait_for(lambda: not act.running.is_set(), 3.0), "firmware never left RUN on HOLD"
         t_release = time.monotonic_ns()
         act.release()
         assert act.running.wait(3.0), "firmware never went back to RUN"

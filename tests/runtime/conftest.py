@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import cv2
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-from runtime_synth import LINE_FRAMES, LINE_SPRITES, render  # noqa: E402
+from runtime_kit import LINE_FRAMES, LINE_SPRITES, render
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runtime_synth import LINE_SPRITES
+from runtime_kit import LINE_SPRITES
 
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = {"part_id", "frame_index", "t_capture", "verdict", "score", "class", "latency_ms", "bbox", "reason",

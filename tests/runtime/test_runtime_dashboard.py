@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from rich.console import Console
-from runtime_synth import FakeEngine, ListSink, ScriptedCapture, as_frames, make_cfg, moving, render
+from runtime_kit import FakeEngine, ListSink, ScriptedCapture, as_frames, make_cfg, moving, render
 
 from inspector.dashboard import Dashboard, status_table
 from inspector.events import Summary

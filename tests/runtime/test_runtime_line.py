@@ -8,7 +8,7 @@ import socket
 import threading
 
 import pytest
-from runtime_synth import LINE_SPRITES
+from runtime_kit import LINE_SPRITES
 
 from ground.errors import UserError
 from inspector import line as line_mod

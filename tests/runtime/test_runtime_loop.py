@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from runtime_synth import FakeEngine, ListSink, ScriptedCapture, as_frames, make_cfg, moving, render
+from runtime_kit import FakeEngine, ListSink, ScriptedCapture, as_frames, make_cfg, moving, render
 
 from inspector.pipeline import LoopStats, Pipeline, run_loop
 from inspector.records import Verdict

@@ -21,7 +21,7 @@ import cv2
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
-from runtime_synth import (
+from runtime_kit import (
     LINE_FRAMES,
     LINE_SPRITES,
     FakeEngine,

@@ -22,10 +22,11 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from runtime_synth import LINE_SPRITES, watch_child
+from runtime_kit import LINE_SPRITES, watch_child
 
 from engines.errors import UserError
 from inspector.config import MqttConfig
+from tests.waiting import wait_for
 
 paho = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt is not installed (pip install 'paho-mqtt>=2')")
 
@@ -135,15 +136,6 @@ def run_line(line_video: Path, d: Path, port: int, *, realtime: bool = False, ex
     return subprocess.Popen([sys.executable, "-c", NO_TORCH, *argv, *(["--realtime"] if realtime else [])],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", env=env,
                             cwd=d)
-
-
-def wait_for(cond, timeout_s: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 def test_every_part_state_and_stats_reach_the_broker(line_video: Path, broker: int, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from runtime_synth import FakeEngine, as_frames, moving, render, watch_child
+from runtime_kit import FakeEngine, as_frames, moving, render, watch_child
 
 from inspector.config import InspectorConfig
 from inspector.events import Summary

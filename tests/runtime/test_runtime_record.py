@@ -7,7 +7,7 @@ import json
 import sqlite3
 import threading
 
-from runtime_synth import LINE_FRAMES, LINE_SPRITES, FakeEngine, ListSink, as_frames, make_cfg, render
+from runtime_kit import LINE_FRAMES, LINE_SPRITES, FakeEngine, ListSink, as_frames, make_cfg, render
 
 from inspector.config import GateConfig, LogConfig
 from inspector.defectlog import open_log

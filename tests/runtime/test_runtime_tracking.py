@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from runtime_synth import DEFECT_GRAY, FakeEngine, ListSink, Sprite, as_frames, make_cfg, moving, render
+from runtime_kit import DEFECT_GRAY, FakeEngine, ListSink, Sprite, as_frames, make_cfg, moving, render
 
 from inspector.pipeline import Pipeline
 from inspector.records import Verdict

@@ -1,4 +1,4 @@
-"""bench/gpu_sweep's parts that need no GPU: packing (lossless in gray), one CPU training, the figures, the table."""
+"""bench/gpu_sweep.py's parts that need no GPU: packing (lossless in gray), one CPU training, the figures, the table."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ Pass/fail (stated bounds):
 Writes ``summary.json`` and ``samples.csv`` to ``--out`` and prints a short table. Exit 0 when every bound
 holds, 1 otherwise.
 
-    .venv/bin/python bench/soak [--duration-min 30] [--model models/casting_seedcnn.onnx] [--out soak-out]
+    .venv/bin/python bench/soak.py [--duration-min 30] [--model models/casting_seedcnn.onnx] [--out soak-out]
 """
 
 from __future__ import annotations

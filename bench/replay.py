@@ -16,7 +16,7 @@ One run measures, on the same video:
 The scorecard of each run is checked too, so a fast but wrong runtime does not pass unnoticed.
 Goals: throughput >= 3x real time, overhead <= 1.15, latency p99 <= 30 ms.
 
-    .venv/bin/python bench/replay [--model models/casting_seedcnn.onnx] [--parts 60] [--json out.json]
+    .venv/bin/python bench/replay.py [--model models/casting_seedcnn.onnx] [--parts 60] [--json out.json]
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ so every part produces a REJ. Also reported: the host-side "write() returned" la
 of the command (receipt + delay - gate time) and of the simulator's actual firing (its own wake-up lateness
 included: a microcontroller has microseconds of that, a loaded PC more).
 
-    .venv/bin/python bench/gate_latency [--parts 1000] [--rate 30] [--timebase clock|time] [--json out.json]
+    .venv/bin/python bench/gate_latency.py [--parts 1000] [--rate 30] [--timebase clock|time] [--json out.json]
 """
 
 from __future__ import annotations

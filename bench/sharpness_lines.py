@@ -3,7 +3,7 @@
 line of tests/replay/test_replay_e2e.py, from the shipped model's held-out photos. Prints each line's sharpness
 spread and confusion; with a value, runs the lines with min_sharpness set.
 
-Usage: .venv/bin/python bench/sharpness_lines [MIN_SHARPNESS] [--out DIR]
+Usage: .venv/bin/python bench/sharpness_lines.py [MIN_SHARPNESS] [--out DIR]
 """
 
 from __future__ import annotations

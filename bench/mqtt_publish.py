@@ -10,7 +10,7 @@ and the runtime's own publisher (inspector.mqtt.MqttPublisher). Then:
      and publish-to-receipt latency p50/p99;
   3. the same ``on_part`` time with no broker at all (the line must not notice).
 
-    .venv/bin/python bench/mqtt_publish [--parts 20000] [--rate 30] [--seconds 5]
+    .venv/bin/python bench/mqtt_publish.py [--parts 20000] [--rate 30] [--seconds 5]
 """
 
 from __future__ import annotations

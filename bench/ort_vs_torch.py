@@ -5,7 +5,7 @@ on the checkpoint's held-out test split (every image of it).
 Speed rounds are interleaved (torch, ORT, torch, ORT, ...) so the shared machine's load hits both alike;
 the figure per backend is the median over rounds. Goal: ORT >= 2x PyTorch at batch 1.
 
-    .venv/bin/python bench/ort_vs_torch models/casting_seedcnn.pt [--threads 2] [--seconds 3] [--rounds 3]
+    .venv/bin/python bench/ort_vs_torch.py models/casting_seedcnn.pt [--threads 2] [--seconds 3] [--rounds 3]
 """
 
 from __future__ import annotations

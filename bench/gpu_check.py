@@ -6,7 +6,7 @@ casting images when found (else synthetic ones), then runs the PyTorch backend i
 the same held-out images and prints: verdict agreement FP16 vs FP32, throughput at batch 1/32/256 and batch-1
 latency. Without CUDA it says so and exits 0 having measured nothing.
 
-    .venv/bin/python bench/gpu_check [--data ../shared/data/casting/train] [--epochs 3] [--images 3000]
+    .venv/bin/python bench/gpu_check.py [--data ../shared/data/casting/train] [--epochs 3] [--images 3000]
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ thread (JPEG encode + file write + SQLite WAL commit) sustains. Two mixes: every
 row, the worst case) and a production mix (10% defects, 2% of OK parts sampled). Also: on_part's own cost
 on the inspection thread (p50/p99, microseconds).
 
-    .venv/bin/python bench/log_rows [--parts 2000] [--json out.json]
+    .venv/bin/python bench/log_rows.py [--parts 2000] [--json out.json]
 """
 
 from __future__ import annotations

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +25,3 @@ def corrupt_jpeg_frames(path: Path, which: tuple[int, ...]) -> None:
     for k in which:
         data[starts[k] : starts[k] + 300] = bytes(300)
     path.write_bytes(bytes(data))
-
-
-def wait_for(pred: Callable[[], bool], timeout: float) -> float | None:
-    """Poll until pred() holds; the monotonic time it was seen to hold, or None at the deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return time.monotonic()
-        time.sleep(0.01)
-    return None

@@ -6,7 +6,7 @@ method), tracking, the whole ``Pipeline.process`` (segmentation + tracking + cro
 sinks), and inference alone per part. Compared with decoding, which the capture thread does in parallel.
 Best of ``--rounds`` rounds, to keep other processes' noise out.
 
-    .venv/bin/python bench/pipeline_stages [--model models/casting_seedcnn.onnx] [--parts 40] [--json out.json]
+    .venv/bin/python bench/pipeline_stages.py [--model models/casting_seedcnn.onnx] [--parts 40] [--json out.json]
 """
 
 from __future__ import annotations

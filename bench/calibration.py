@@ -7,7 +7,7 @@
    `inspector calibrate belt`'s own path (runtime detector + tracker) -> speed error and spread.
 3. Undistortion: one precomputed cv2.remap (the runtime) vs cv2.undistort per frame, ms per frame (median).
 
-    .venv/bin/python bench/calibration [--json OUT]
+    .venv/bin/python bench/calibration.py [--json OUT]
 """
 
 from __future__ import annotations

@@ -7,11 +7,11 @@ Three steps; only ``run`` needs the GPU (PyTorch + CUDA, OpenCV; no inspector in
     # here: the shipped model's split (its metadata) and the photos, packed to fit a 64 MiB transfer:
     # `jpegtran -grayscale -arithmetic` drops the chroma planes and re-codes losslessly (decoded gray
     # pixels identical to cv2.IMREAD_GRAYSCALE of the originals; 65.4 MB -> 57.4 MB for casting/train)
-    .venv/bin/python bench/gpu_sweep pack --model models/casting_seedcnn.pt --out .gpu  # --data: casting/train
+    .venv/bin/python bench/gpu_sweep.py pack --model models/casting_seedcnn.pt --out .gpu  # --data: casting/train
     # on the GPU machine, one config per line of results (name:key=value,...; keys in DEFAULT below):
-    python3 bench/gpu_sweep run --pack .gpu --out res.jsonl s128:res=128 r18_300:arch=resnet18,res=300,amp=1
+    python3 bench/gpu_sweep.py run --pack .gpu --out res.jsonl s128:res=128 r18_300:arch=resnet18,res=300,amp=1
     # here: the table
-    .venv/bin/python bench/gpu_sweep report res.jsonl
+    .venv/bin/python bench/gpu_sweep.py report res.jsonl
 
 Each config trains from scratch with the shipped recipe's optimiser (AdamW, onecycle, one-epoch EMA, batch 32,
 pos_weight = ok/defect) and its augmentation done on the GPU (rotation, zoom +-10%, shift +-5%, flips,

@@ -7,7 +7,7 @@ stall detection and reopen times.
 - hand-off: live frame age at get() (t_get - t_capture) with a consumer always waiting;
 - stall: a live gst pipeline frozen with SIGSTOP: time to stall_count, and to the first frame after reopen.
 
-    .venv/bin/python bench/capture_sources [--frames 300] [--stalls 5]
+    .venv/bin/python bench/capture_sources.py [--frames 300] [--stalls 5]
 """
 
 from __future__ import annotations
