@@ -139,7 +139,11 @@ class Line:
         if outputs and cfg.log.db:
             from inspector.defectlog import config_hash, file_hash, open_log
 
-            self.dlog = open_log(cfg.log, file_hash(self.model_path), config_hash(cfg))
+            # with a gate, a part's row waits for the gate's outcome (reported pulse + link timeout after its gate
+            # time) and is written once with it
+            g = cfg.gate
+            wait = (g.travel_ms + g.pulse_ms + g.link_timeout_ms) / 1e3 + 1.0 if outputs and g.port else None
+            self.dlog = open_log(cfg.log, file_hash(self.model_path), config_hash(cfg), gate_wait_s=wait)
         if outputs and cfg.gate.port:
             from inspector.gate import open_actuator
 

@@ -31,12 +31,14 @@ def config_hash(cfg: object) -> str:
     return hashlib.sha256(dump.encode()).hexdigest()[:16]
 
 
-def open_log(cfg: LogConfig, model_hash: str | None = None, config_hash: str | None = None) -> DefectLog | None:
-    """The log sink for ``cfg.db`` (None: no log). An unusable path is a UserError, before the line starts."""
+def open_log(cfg: LogConfig, model_hash: str | None = None, config_hash: str | None = None,
+             gate_wait_s: float | None = None) -> DefectLog | None:
+    """The log sink for ``cfg.db`` (None: no log). An unusable path is a UserError, before the line starts.
+    ``gate_wait_s``: with a gate, how long a part's row waits for the gate's outcome (one write with both)."""
     if not cfg.db:
         return None
     try:
-        return DefectLog(cfg, model_hash, config_hash)
+        return DefectLog(cfg, model_hash, config_hash, gate_wait_s=gate_wait_s)
     except (OSError, ValueError) as exc:
         raise UserError(f"log.db {cfg.db}: cannot open the defect log ({exc}); check the path and permissions") \
             from None

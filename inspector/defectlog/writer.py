@@ -79,13 +79,15 @@ def _upsert(table_cols: tuple[str, ...]) -> str:
 
 _PART_SQL = _upsert(PART_COLS)
 _GATE_SQL = _upsert(GATE_COLS)
+_FULL_SQL = _upsert(PART_COLS + GATE_COLS)  # a part row that waited for its gate outcome: one write
 
 
 class DefectLog:
     """PartSink writing the defect log. ``gate_result`` takes the gate's per-part outcome (GateResult)."""
 
     def __init__(self, cfg: LogConfig, model_hash: str | None = None, config_hash: str | None = None,
-                 *, on_commit: Callable[[int], None] | None = None, run: str | None = None) -> None:
+                 *, on_commit: Callable[[int], None] | None = None, run: str | None = None,
+                 gate_wait_s: float | None = None) -> None:
         if not cfg.db:
             raise ValueError("LogConfig.db is not set")
         self.cfg = cfg
@@ -94,6 +96,10 @@ class DefectLog:
         self.model_hash, self.config_hash = model_hash, config_hash
         self.run = run or time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self.on_commit = on_commit
+        # With a gate: a part's row waits (bounded, in memory) up to gate_wait_s for the gate's outcome, so the
+        # row is written once with both; an outcome that comes later updates the row already written.
+        self.gate_wait_s = gate_wait_s
+        self._waiting: dict[int, tuple[int, tuple]] = {}  # part id -> (deadline ns, queue item)
         self.stats = dict.fromkeys(("rows", "images", "images_dropped_queue", "images_dropped_disk",
                                     "image_errors", "gate_updates", "commits", "retention_deleted",
                                     "retention_images_deleted", "rows_dropped"), 0)
@@ -130,10 +136,15 @@ class DefectLog:
                 else:
                     self._images_waiting += 1
                     crop = part.crop  # the Part owns its crop (the pipeline copies it out of the frame)
-        self._put(("part", part.part_id, row, crop))
+        item = ("part", part.part_id, row, crop)
+        if self.gate_wait_s is None:
+            self._put(item)
+        else:
+            self._put(item, wait_until=time.monotonic_ns() + int(self.gate_wait_s * 1e9))
 
-    def _put(self, item: tuple) -> None:
-        """Enqueue a row, unless ``max_pending_rows`` rows are already accepted and not yet committed."""
+    def _put(self, item: tuple, wait_until: int | None = None) -> None:
+        """Enqueue a row (or keep it until ``wait_until`` for its gate outcome), unless ``max_pending_rows`` rows
+        are already accepted and not yet committed."""
         with self._lock:
             full = self._pending >= self.cfg.max_pending_rows
             if full:
@@ -143,6 +154,9 @@ class DefectLog:
                     self._images_waiting -= 1
             else:
                 self._pending += 1
+                if wait_until is not None:
+                    self._waiting[item[1]] = (wait_until, item)
+                    return
         if not full:
             self._q.put(item)
         elif n % 1000 == 1:
@@ -159,9 +173,23 @@ class DefectLog:
                "reject_fired": int(r.fired_ns is not None or r.status == "failsafe"),
                "sent_ms": rel(r.sent_ns), "acked_ms": rel(r.acked_ns), "fire_late_ms": r.fire_late_ms,
                "gate_retries": r.retries, "gate_reason": r.reason}
-        self._put(("gate", r.part_id, row, None))
+        with self._lock:
+            waiting = self._waiting.pop(r.part_id, None)
+        if waiting is not None:  # the part's row is still here: written once, with its outcome
+            _, (kind, pid, part_row, crop) = waiting
+            self._q.put((kind, pid, {**part_row, **row}, crop))
+        else:
+            self._put(("gate", r.part_id, row, None))
+
+    def _release_waiting(self, now_ns: int | None) -> list[tuple]:
+        """Rows whose gate outcome did not come in time (all of them when ``now_ns`` is None)."""
+        with self._lock:
+            due = [pid for pid, (t, _) in self._waiting.items() if now_ns is None or t <= now_ns]
+            return [self._waiting.pop(pid)[1] for pid in due]
 
     def close(self, timeout: float = 10.0) -> None:
+        for item in self._release_waiting(None):  # the gate has closed first and reported what it could
+            self._q.put(item)
         self._q.put(("stop", 0, None, None))
         self._thread.join(timeout)
         if self._thread.is_alive():
@@ -170,8 +198,8 @@ class DefectLog:
     # -- state for monitoring (read from any thread) -----------------------------------------------------
     @property
     def queue_depth(self) -> int:
-        """Rows, gate outcomes and crops waiting for the writer thread."""
-        return self._q.qsize()
+        """Rows, gate outcomes and crops waiting for the writer thread (rows waiting for their gate outcome too)."""
+        return self._q.qsize() + len(self._waiting)
 
     @property
     def images_waiting(self) -> int:
@@ -207,6 +235,8 @@ class DefectLog:
                     batch.append(self._q.get_nowait())
                 except queue.Empty:
                     break
+            if self._waiting:
+                batch.extend(self._release_waiting(time.monotonic_ns()))
             rows = 0
             try:
                 with con:
@@ -216,7 +246,9 @@ class DefectLog:
                         elif kind == "part":
                             if crop is not None:
                                 self._save_image(pid, row, crop)
-                            con.execute(_PART_SQL, (self.run, pid, *(row[c] for c in PART_COLS)))
+                            sql, cols = (_FULL_SQL, PART_COLS + GATE_COLS) if "gate_status" in row \
+                                else (_PART_SQL, PART_COLS)
+                            con.execute(sql, (self.run, pid, *(row[c] for c in cols)))
                             rows += 1
                         else:
                             con.execute(_GATE_SQL, (self.run, pid, *(row[c] for c in GATE_COLS)))

@@ -53,6 +53,14 @@ def test_line_runs_a_video_end_to_end_and_stops_in_reverse(line_config, line_vid
     assert health.inspection.frames == stats.frames and health.camera.frames >= stats.frames
     assert health.parts.as_dict() == {k: line.result()[k] for k in ("ok", "defect", "no_verdict")}
     assert health.log is not None
+    # one part record, camera to log: each row written once, with the gate's outcome already in it
+    import sqlite3
+
+    con = sqlite3.connect(tmp_path / "log.db")
+    rows = con.execute("SELECT part_id, verdict, gate_status FROM parts").fetchall()
+    con.close()
+    assert len(rows) == len(LINE_SPRITES) and all(status is not None for _, _, status in rows), rows
+    assert line.dlog.stats["gate_updates"] == 0  # no second upsert of the same row
     assert names == ["engine", "sink EventsFile", "sink DefectLog", "sink Summary", "sink _Count", "gate",
                      "capture", "view"]
     assert closed == names[::-1]  # the view first, the engine last; the gate before the log it reports to

@@ -15,6 +15,7 @@ from inspector.events import EventsFile
 from inspector.gate import open_actuator
 from inspector.pipeline import Pipeline
 from inspector.records import Verdict
+from tests.waiting import wait_for
 
 
 def _run(sinks) -> list:
@@ -87,3 +88,25 @@ def test_the_gate_stamps_its_outcome_on_the_same_record():
         assert p.gate.gate_ns == p.t_capture_ns + cfg.travel_ns
         if p.rejected:
             assert p.gate.sent_ns is not None and p.gate.sent_ns >= p.t_verdict_ns
+
+
+def test_with_a_gate_the_log_writes_each_row_once_with_its_outcome(tmp_path):
+    from inspector.records import GateResult, Part
+
+    dlog = open_log(LogConfig(db=str(tmp_path / "log.db")), "m" * 16, "c" * 16, gate_wait_s=0.3)
+    t0 = 10**12
+    parts = [Part(i, i, t0, (0, 0, 8, 8), Verdict.DEFECT, 0.9, "def_front", t_infer_start_ns=t0 + 1_000_000,
+                  t_verdict_ns=t0 + 2_000_000) for i in range(3)]
+    for p in parts:
+        dlog.on_part(p)
+    dlog.gate_result(GateResult(0, True, "fired", t0 + 10**9, t0, sent_ns=t0 + 3_000_000))  # in time: merged
+    assert dlog.queue_depth >= 2  # parts 1 and 2 still wait for their outcome
+    # part 1's outcome never comes: its row is written after the wait without one; part 2's comes late
+    assert wait_for(lambda: dlog.stats["rows"] == 3, timeout_s=10)
+    dlog.gate_result(GateResult(2, True, "missed", t0 + 10**9, t0, reason="never acknowledged"))
+    dlog.close()
+    con = sqlite3.connect(tmp_path / "log.db")
+    got = {pid: (status, sent) for pid, status, sent in con.execute("SELECT part_id, gate_status, sent_ms FROM parts")}
+    con.close()
+    assert got == {0: ("fired", 3.0), 1: (None, None), 2: ("missed", None)}
+    assert dlog.stats["rows"] == 3 and dlog.stats["gate_updates"] == 1  # only the late outcome is an update
