@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.base import store_metadata
+from engines.base import Engine, store_metadata
 from engines.meta import ModelMeta, read_sidecar
 from ground.errors import UserError
 from ground.threshold import ThresholdChoice, choose_threshold
@@ -21,7 +21,7 @@ from ground.threshold import ThresholdChoice, choose_threshold
 log = logging.getLogger(__name__)
 
 
-def score_folder(engine, folder: str | Path, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def score_folder(engine: Engine, folder: str | Path, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """P(defect) and the true defect flag for every image in the class folders of ``folder``."""
     from engines.imagesets import folder_images, preprocessed_batches
 

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 from inspector.pipeline import FrameView, LoopStats
 from inspector.records import Verdict
 
+if TYPE_CHECKING:
+    from rich.table import Table
+
 log = logging.getLogger(__name__)
 
 
-def status_table(stats: LoopStats, source: str = ""):
+def status_table(stats: LoopStats, source: str = "") -> Table:
     from rich.table import Table
 
     s = stats.summary

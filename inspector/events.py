@@ -12,12 +12,15 @@ import json
 import logging
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ground.errors import UserError
 from inspector.records import Part, Verdict
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +130,7 @@ _MAIN_KEYS = ("parts", "ok", "defect", "no_verdict", "frames", "frames_per_s", "
               "latency_p50_ms", "latency_p99_ms")
 
 
-def summary_table(d: dict[str, Any]):
+def summary_table(d: dict[str, Any]) -> Table:
     """The exit summary as a rich table (imported lazily: rich is only for people)."""
     from rich.table import Table
 

@@ -19,9 +19,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from inspector.simulate import read_truth
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 LABELS = ("ok", "defect")
 VERDICTS = ("ok", "defect", "no_verdict", "missed")
@@ -121,7 +124,7 @@ class Scorecard:
             "wrong_part_ids": [p.part_id for p in self.parts if p.events and p.verdict != p.label],
         }
 
-    def table(self):
+    def table(self) -> Table:
         """Rich renderables: the counts and the confusion matrix (rich is imported only here)."""
         from rich.console import Group
         from rich.table import Table

@@ -13,10 +13,15 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ground.errors import UserError
+
+if TYPE_CHECKING:
+    from inspector.config import InspectorConfig
+    from inspector.records import Part
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -203,7 +208,7 @@ def run_roi(args: argparse.Namespace) -> int:
 # --- belt ---------------------------------------------------------------------------------------------------
 
 
-def collect_tracks(cfg, uri: str, max_frames: int | None = None) -> tuple[dict, str, int]:
+def collect_tracks(cfg: InspectorConfig, uri: str, max_frames: int | None = None) -> tuple[dict, str, int]:
     """Run the runtime's own detector and tracker over ``uri``; -> ({part: [(t_s, x, y)]}, direction, frames).
 
     Positions are recorded only while a part's box is clear of the ROI edge: a clipped box's centre lags.
@@ -310,7 +315,7 @@ def run_threshold(args: argparse.Namespace) -> int:
 # --- sharpness ----------------------------------------------------------------------------------------------
 
 
-def collect_sharpness(cfg, uri: str, max_frames: int | None = None) -> list[float]:
+def collect_sharpness(cfg: InspectorConfig, uri: str, max_frames: int | None = None) -> list[float]:
     """Each part's sharpness as the runtime measures it (its pipeline, model input size), over ``uri``."""
     from inspector.line import Line, LineRequest
 
@@ -319,7 +324,7 @@ def collect_sharpness(cfg, uri: str, max_frames: int | None = None) -> list[floa
     values: list[float] = []
 
     class _Collect:
-        def on_part(self, part) -> None:
+        def on_part(self, part: Part) -> None:
             if part.sharpness is not None:
                 values.append(part.sharpness)
 
