@@ -12,7 +12,7 @@
 // link_timeout_ms it enters fail-safe (hold the diverter out, or stop the line) until the host sends RUN
 // again; HOLD (the host cannot vouch for what reaches the gate: camera stalled, a reject not acknowledged)
 // enters it too, until RUN. A full fire queue is refused (NAK FULL) and also enters fail-safe. The AVR watchdog resets a hung
-// sketch, which boots in fail-safe again.
+// sketch, which boots in fail-safe again and reports ERR,RESET,WATCHDOG.
 //
 // Everything is non-blocking: loop() reads what the UART has, fires what is due, sends heartbeats.
 
@@ -343,6 +343,10 @@ void fire_due(uint32_t now) {
 void encoder_isr() { encoder_count++; }
 
 void setup() {
+  // MCUSR first: while its watchdog flag (WDRF) is set the watchdog cannot be turned off, and after a watchdog
+  // reset it runs at its shortest timeout (16 ms). A bootloader that clears MCUSR (optiboot) hides the cause.
+  uint8_t reset_cause = MCUSR;
+  MCUSR = 0;
   wdt_disable();
   pinMode(DIVERTER_PIN, OUTPUT);
   pinMode(LINE_RUN_PIN, OUTPUT);
@@ -354,6 +358,7 @@ void setup() {
   Serial.begin(BAUD);
   memset(queue_, 0, sizeof(queue_));
   send_body("MODE,DIVERT,BOOT");
+  if (reset_cause & _BV(WDRF)) send_body("ERR,RESET,WATCHDOG");  // the last run hung: on the host's record
   wdt_enable(WDTO_250MS);      // a hung sketch resets, and boots in fail-safe
 }
 
