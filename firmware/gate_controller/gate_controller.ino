@@ -14,7 +14,8 @@
 // enters it too, until RUN. A full fire queue is refused (NAK FULL) and also enters fail-safe. The AVR watchdog resets a hung
 // sketch, which boots in fail-safe again and reports ERR,RESET,WATCHDOG.
 //
-// Everything is non-blocking: loop() reads what the UART has, fires what is due, sends heartbeats.
+// Everything is non-blocking: loop() reads at most one line the UART has, fires what is due, sends heartbeats
+// (a line the transmit buffer cannot take now is dropped, not waited for).
 
 #include <Arduino.h>
 #include <avr/wdt.h>
@@ -63,7 +64,7 @@ uint32_t next_hb_ms = 0;
 uint32_t pulse_until_ms = 0;
 bool pulse_active = false;
 
-uint32_t fired = 0, late = 0, rx_errors = 0, failsafe_entries = 0;
+uint32_t fired = 0, late = 0, rx_errors = 0, failsafe_entries = 0, tx_dropped = 0;
 volatile uint32_t encoder_count = 0;
 
 // ---- CRC-8/SMBUS (poly 0x07, init 0) ------------------------------------------------------------
@@ -78,14 +79,21 @@ uint8_t crc8(const char *data, uint8_t len) {
 
 // ---- output --------------------------------------------------------------------------------------
 // send("ACK,%u", ...) is avoided: no printf on AVR by default. Build the body in a buffer instead.
+// A line that does not fit in the transmit buffer is dropped, not waited for: Serial.write() would block
+// loop() (fires, the link watchdog, wdt_reset) while a saturated link drains. The host tolerates lost lines.
 void send_body(const char *body) {
   char out[MAX_LINE + 8];
   char seq[7];
-  utoa(tx_seq++, seq, 10);
+  utoa(tx_seq, seq, 10);
   uint8_t n = 0;
   for (const char *p = seq; *p && n < MAX_LINE; p++) out[n++] = *p;
   out[n++] = ',';
   for (const char *p = body; *p && n < MAX_LINE - 4; p++) out[n++] = *p;
+  if (Serial.availableForWrite() < n + 5) {  // '$' + body + '*CC' + '\n'
+    tx_dropped++;
+    return;
+  }
+  tx_seq++;
   uint8_t crc = crc8(out, n);
   static const char HEX_DIGITS[] = "0123456789ABCDEF";
   Serial.write('$');
@@ -316,6 +324,7 @@ void read_serial() {
       if (line_len > 0 && line[line_len - 1] == '\r') line_len--;
       process_line(millis());
       line_len = 0;
+      return;  // one line per loop() pass: fires, the link watchdog and wdt_reset run between lines
     } else if (line_len >= MAX_LINE) {
       in_line = false;         // overlong: drop until the next '$'
       rx_errors++;
