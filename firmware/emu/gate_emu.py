@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -81,9 +82,30 @@ class Line:
 
     @property
     def fields(self) -> list[str]:
-        """'$12,REJT,4711,90210*32' -> ['12', 'REJT', '4711', '90210']."""
-        body = self.text[1:].rsplit("*", 1)[0] if self.text.startswith("$") else self.text
+        """'$12,REJT,4711,90210*32' -> ['12', 'REJT', '4711', '90210'] (from the last '$': the firmware
+        starts a line there, whatever came before)."""
+        text = self.text[self.text.rfind("$"):]
+        body = text[1:].rsplit("*", 1)[0] if text.startswith("$") else text
         return body.split(",")
+
+    @property
+    def type(self) -> str:
+        """The message type ('' for a line too garbled to have one)."""
+        f = self.fields
+        return f[1] if len(f) > 1 else ""
+
+    @property
+    def valid(self) -> bool:
+        """Its checksum is right (a line cut short by a lost byte is not)."""
+        text = self.text[self.text.rfind("$"):]
+        if not text.startswith("$") or len(text) < 4 or text[-3] != "*":
+            return False
+        crc = 0
+        for byte in text[1:-3].encode():
+            crc ^= byte
+            for _ in range(8):
+                crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+        return f"{crc:02X}" == text[-2:]
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +175,9 @@ class Emulator:
         if pty is not None:
             first = self.proc.stdout.readline()
             if "pty" not in first:
-                raise RuntimeError(f"gate_emu did not start: {first} {self.proc.stderr.read()}")
+                self.proc.wait(timeout=5)
+                why = " ".join((first + self.proc.stderr.read()).split()) or f"exit status {self.proc.returncode}"
+                raise RuntimeError(why)
         self._stderr = ""
 
     def trace(self) -> Trace:
@@ -223,8 +247,13 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"gate_emu: {exc}", file=sys.stderr)
         return 1
-    emu = Emulator(elf, exe, Path(args.trace), pty=args.pty)
+    try:
+        emu = Emulator(elf, exe, Path(args.trace), pty=args.pty)
+    except RuntimeError as exc:
+        print(f"gate_emu: the emulator did not start: {exc}", file=sys.stderr)
+        return 1
     print(f"gate_emu: firmware running on {args.pty} (trace {args.trace}); Ctrl-C stops it", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # stop the emulator too (the finally below)
     try:
         emu.proc.wait()
     except KeyboardInterrupt:
