@@ -12,7 +12,8 @@ Figures (docs/BENCHMARKS.md, "Gate firmware in an AVR emulator"):
   fire - commanded on the emulated clock (the diverter edge minus the cycle millis() turned to the commanded
   value) and fire - gate time on the host's clock (the part's capture time + belt travel);
 - cycles: the CPU cycles the firmware's loop() spends on each command type (the pass that handled it, less
-  an idle pass; each type sent ``--per-command`` times, 15 ms apart, straight onto the pty).
+  an idle pass; each type sent ``--per-command`` times, 15 ms apart, straight onto the pty; the rejects fire
+  200 ms later, so a few are queued at any time).
 
     .venv/bin/python bench/firmware_emu.py [--parts 1000] [--rate 30] [--free-run-s 10] [--json out.json]
 """
@@ -20,6 +21,7 @@ Figures (docs/BENCHMARKS.md, "Gate firmware in an AVR emulator"):
 from __future__ import annotations
 
 import argparse
+import bisect
 import datetime as dt
 import json
 import os
@@ -117,14 +119,27 @@ def line(elf: Path, exe: Path, tmp: Path, n: int, rate: float) -> dict:
     for ln in tr.rx:
         if ln.valid and len(ln.fields) == 4 and ln.type == P.REJT:
             commanded.setdefault(int(ln.fields[2]), int(ln.fields[3]))  # the first copy (a retry: the same time)
-    t_first = parts[0].t_capture_ns + act.travel_ns - 20_000_000
+    t_first = parts[0].t_capture_ns + act.travel_ns - 200_000_000
     ups = [e for e in tr.pin(DIVERTER) if e.value == 1 and e.wall_ns >= t_first]
-    emu_us, host_ms, ms_late = [], [], 0
-    for p, e in zip(parts, ups, strict=False):
-        reached = e.reached_cycle(commanded[p.part_id])
-        if reached is None:  # millis() had moved on by more than one step: at least a millisecond late
-            ms_late += 1
-            reached = e.millis_cycle - (e.millis - commanded[p.part_id]) * 1000 * CYC_PER_US
+    up_ms = [e.millis for e in ups]  # non-decreasing (no reset in a run)
+    pin7 = [e for e in tr.pin(DIVERTER) if e.wall_ns >= t_first]
+    pin7_ms = [e.millis for e in pin7]
+    emu_us, host_ms, merged, ms_late, no_fire = [], [], 0, 0, 0
+    for p in parts:
+        t = commanded.get(p.part_id)
+        k = bisect.bisect_left(up_ms, t) if t is not None else len(ups)
+        if k == len(ups):
+            no_fire += 1
+            continue
+        e = ups[k]
+        reached = e.reached_cycle(t)
+        if reached is None:  # no edge of its own: inside the pulse before it, or a millisecond or more late
+            j = bisect.bisect_right(pin7_ms, t) - 1  # the pin's last change at or before millis() read t
+            if j >= 0 and pin7[j].value == 1:
+                merged += 1  # the diverter was already out (a pulse extended): its fire has no edge to read
+            else:
+                ms_late += 1
+            continue
         emu_us.append((e.cycle - reached) / CYC_PER_US)
         host_ms.append((e.wall_ns - p.t_capture_ns - act.travel_ns) / 1e6)
     # millis() against the emulated clock: least squares over every (cycle millis() took its value, value)
@@ -139,6 +154,7 @@ def line(elf: Path, exe: Path, tmp: Path, n: int, rate: float) -> dict:
         "fire_cycles (the pass that set the pin and queued FIRED)": cost_summary(fire_cost) if fire_cost else None,
         "parts": n, "rate_hz": rate, "diverter_edges": len(ups), "rejt_commands": len(commanded),
         "fire_minus_commanded_emulated_us": summary(emu_us, 1), "fired_a_ms_or_more_late": ms_late,
+        "fired_inside_the_previous_pulse": merged, "no_edge_at_or_after_its_time": no_fire,
         "fire_minus_gate_time_host_ms": summary(host_ms, 2),
         "fired_late_ms_reported": {str(k): sum(1 for r in results.values() if r.fire_late_ms == k)
                                    for k in sorted({r.fire_late_ms for r in results.values()}, key=str)},
@@ -157,15 +173,15 @@ def bad_crc(seq: int) -> bytes:
     return good[:-3] + wrong + b"\n"
 
 
-COMMANDS = {  # name -> (seq, part id) -> line; part ids unique so none is taken for a retry
-    "HB": lambda s, i: P.encode(s, P.HB, 123456),
-    "REJ (scheduled)": lambda s, i: P.encode(s, P.REJ, i, 200),
-    "REJE (scheduled)": lambda s, i: P.encode(s, P.REJE, i, 10**9),  # never reached: stays queued
-    "ST?": lambda s, i: P.encode(s, P.STQ),
-    "CFG": lambda s, i: P.encode(s, P.CFG, "D", 600, 20, 1000),
-    "HOLD": lambda s, i: P.encode(s, P.HOLD, "BENCH"),
-    "RUN": lambda s, i: P.encode(s, P.RUN),
-    "bad CRC (NAK)": lambda s, i: bad_crc(s),
+COMMANDS = {  # name -> (seq, part id, controller ms now) -> line; part ids unique so none is taken for a retry
+    "HB": lambda s, i, ms: P.encode(s, P.HB, 123456),
+    "REJ (scheduled)": lambda s, i, ms: P.encode(s, P.REJ, i, 200),
+    "REJT (scheduled)": lambda s, i, ms: P.encode(s, P.REJT, i, ms + 200),
+    "ST?": lambda s, i, ms: P.encode(s, P.STQ),
+    "CFG": lambda s, i, ms: P.encode(s, P.CFG, "D", 600, 20, 1000),
+    "HOLD": lambda s, i, ms: P.encode(s, P.HOLD, "BENCH"),
+    "RUN": lambda s, i, ms: P.encode(s, P.RUN),
+    "bad CRC (NAK)": lambda s, i, ms: bad_crc(s),
 }
 
 
@@ -195,7 +211,9 @@ def cycles(elf: Path, exe: Path, tmp: Path, per: int) -> dict:
         time.sleep(0.05)
         for _ in range(per):  # a line every 15 ms keeps the link up (link timeout 600 ms)
             for name, make in COMMANDS.items():
-                os.write(fd, make(seq, part))
+                hb = [ln for ln in emu.trace().tx if ln.type == P.HB][-1]  # its clock, as of its last heartbeat
+                ms = int(hb.fields[5]) + (time.monotonic_ns() - hb.wall_ns) // 1_000_000
+                os.write(fd, make(seq, part, ms))
                 sent.append((name, seq))
                 seq, part = seq + 1, part + 1
                 time.sleep(0.015)  # one command at a time: its pass stands alone
