@@ -387,7 +387,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "gate_emu: cannot write the trace %s: %s\n", trace_path, strerror(errno));
     return 2;
   }
-  setvbuf(trace, NULL, _IOLBF, 0);  // readers follow it while it runs
+  setvbuf(trace, NULL, _IOFBF, 1 << 16);  // flushed after every slice: readers follow it while it runs
   if (pty_link && (pty_fd = open_pty(pty_link)) < 0) return 2;
   fcntl(pty_fd, F_SETFL, fcntl(pty_fd, F_GETFL) | O_NONBLOCK);
   fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
@@ -468,6 +468,7 @@ int main(int argc, char **argv) {
     // I/O, then hold emulated time to wall time: wait (for host bytes or control, at most until wall time has
     // caught up) while ahead; run flat out while behind
     flush_out();
+    fflush(trace);
     struct pollfd fds[2] = {{pty_fd, POLLIN, 0}, {STDIN_FILENO, POLLIN, 0}};
     int nfds = ctl_open ? 2 : 1;
     int64_t ahead_ns = free_run ? 0 : (int64_t)(avr->cycle * 1000 / (F_CPU / 1000000)) - (int64_t)(now_ns() - wall0_ns);
