@@ -125,6 +125,16 @@ class Trace:
     def pin(self, pin: int) -> list[Edge]:
         return [e for e in self.edges if e.pin == pin]
 
+    def max_lag_ms(self) -> float:
+        """How far emulated time was behind wall time at worst, over every logged event after the first 0.2 s
+        (the emulator is paced to start + cycle / 16 MHz; it lags when it does not get the CPU it needs)."""
+        if self.start_wall_ns is None:
+            return 0.0
+        lags = [w - self.start_wall_ns - cycles_to_ns(c) for c, w in
+                [(e.cycle, e.wall_ns) for e in self.edges] + [(ln.cycle, ln.wall_ns) for ln in self.rx + self.tx]
+                if c > F_CPU // 5]
+        return max(lags, default=0.0) / 1e6
+
 
 END_FIELDS = ("cycles", "wall_ns", "emu_s", "wall_s", "cpu_s", "max_lag_us", "loop_min", "loop_median", "slices",
               "behind_1ms")

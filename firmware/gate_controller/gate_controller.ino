@@ -15,7 +15,7 @@
 // sketch, which boots in fail-safe again and reports ERR,RESET,WATCHDOG.
 //
 // Everything is non-blocking: loop() reads at most one line the UART has, fires what is due, sends heartbeats
-// (a line the transmit buffer cannot take now is dropped, not waited for).
+// (a NAK the transmit buffer has no room for is dropped, see send_body).
 
 #include <Arduino.h>
 #include <avr/wdt.h>
@@ -79,9 +79,13 @@ uint8_t crc8(const char *data, uint8_t len) {
 
 // ---- output --------------------------------------------------------------------------------------
 // send("ACK,%u", ...) is avoided: no printf on AVR by default. Build the body in a buffer instead.
-// A line that does not fit in the transmit buffer is dropped, not waited for: Serial.write() would block
-// loop() (fires, the link watchdog, wdt_reset) while a saturated link drains. The host tolerates lost lines.
-void send_body(const char *body) {
+// Serial.write() waits while the 64-byte transmit buffer is full, holding up loop() (fires, the link watchdog,
+// wdt_reset). A NAK answers input we could not use, and junk can arrive faster than NAKs (longer than the
+// junk) drain: a NAK is sent only while it leaves TX_RESERVE bytes free, else dropped (the host tolerates a
+// lost NAK: its ack timeout resends). Every other line is sent; with that room kept it rarely waits.
+const uint8_t TX_RESERVE = 32;
+
+void send_body(const char *body, bool droppable = false) {
   char out[MAX_LINE + 8];
   char seq[7];
   utoa(tx_seq, seq, 10);
@@ -89,7 +93,7 @@ void send_body(const char *body) {
   for (const char *p = seq; *p && n < MAX_LINE; p++) out[n++] = *p;
   out[n++] = ',';
   for (const char *p = body; *p && n < MAX_LINE - 4; p++) out[n++] = *p;
-  if (Serial.availableForWrite() < n + 5) {  // '$' + body + '*CC' + '\n'
+  if (droppable && Serial.availableForWrite() < n + 5 + TX_RESERVE) {  // '$' + body + '*CC' + '\n'
     tx_dropped++;
     return;
   }
@@ -128,7 +132,7 @@ void send_nak(const char *seq, const char *reason) {
   add_str(b, seq);
   add_str(b, ",");
   add_str(b, reason);
-  send_body(b);
+  send_body(b, true);
 }
 
 uint8_t queue_depth() {

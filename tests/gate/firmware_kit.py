@@ -102,6 +102,22 @@ class AvrController(Controller):
         assert "stopped" not in err, err  # the MCU never crashed
 
 
+# Host-clock checks against the emulated binary (fire vs gate time, the host's verdict on each part) hold only
+# while the emulator keeps real time; it needs about 40 % of one core (docs/BENCHMARKS.md).
+MAX_LAG_MS = 20.0
+
+
+def require_realtime(c: Controller, what: str) -> None:
+    """Skip the rest of a test (its host-clock checks) when the emulator fell behind real time: a machine too
+    loaded to emulate a 16 MHz AVR in real time says nothing about the firmware. Checks on the emulated clock
+    come before this and always run."""
+    if isinstance(c, AvrController):
+        lag = c.trace().max_lag_ms()
+        if lag > MAX_LAG_MS:
+            pytest.skip(f"{what} passed; host-clock checks not meaningful: the emulator fell {lag:.0f} ms behind "
+                        f"real time (machine overloaded; limit {MAX_LAG_MS:.0f} ms)")
+
+
 def build_pc(out: Path) -> Path:
     if shutil.which("g++") is None:
         pytest.skip("g++ not installed")
