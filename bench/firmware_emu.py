@@ -261,7 +261,10 @@ def main() -> int:
     print(json.dumps(out, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-    ok = out["line"]["missed"] == 0 and out["line"]["diverter_edges"] >= args.parts
+    ln = out["line"]
+    # every part fired: an edge of its own in its millisecond, or inside the previous part's pulse
+    ok = ln["missed"] == 0 and ln["fired_a_ms_or_more_late"] == 0 and ln["no_edge_at_or_after_its_time"] == 0 \
+        and ln["statuses"].get("fired", 0) == args.parts
     return 0 if ok else 1
 
 

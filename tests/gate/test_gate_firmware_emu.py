@@ -28,7 +28,7 @@ from inspector.gate.actuator import GateActuator
 CYCLES_PER_MS = gate_emu.F_CPU // 1000
 # A fire waits for the loop() pass in progress when its millisecond begins: an idle pass is ~900 cycles (56 us),
 # one that handles a REJT ~9,000, one that fires and queues FIRED up to ~19,000 (bench/firmware_emu.py: over
-# 1,000 parts at 30/s, fire - commanded p99 0.59 ms, max 0.79 ms). Later than 1.5 ms means loop() blocked
+# 1,000 parts at 30/s, fire - commanded p99 0.64 ms, max 0.76 ms). Later than 1.5 ms means loop() blocked
 # (a blocking write of one reply line alone takes 2 ms at 115200 baud).
 FIRE_BOUND_CYCLES = CYCLES_PER_MS * 3 // 2
 
