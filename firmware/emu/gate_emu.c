@@ -392,12 +392,22 @@ int main(int argc, char **argv) {
   fcntl(pty_fd, F_SETFL, fcntl(pty_fd, F_GETFL) | O_NONBLOCK);
   fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
 
+  // an AVR ELF file (e_machine 83), checked here: the library's own complaints take several lines
+  unsigned char hdr[20] = {0};
+  FILE *ef = fopen(elf, "rb");
+  size_t got = ef ? fread(hdr, 1, sizeof(hdr), ef) : 0;
+  if (ef) fclose(ef);
+  if (got < sizeof(hdr) || memcmp(hdr, "\x7f" "ELF", 4) != 0 || (hdr[18] | (hdr[19] << 8)) != 83) {
+    fprintf(stderr, "gate_emu: %s is not an AVR .elf (%s); build it with firmware/build.sh\n", elf,
+            ef ? "wrong format" : strerror(errno));
+    return 2;
+  }
   static union {
     elf_firmware_t fw;
     char pad[1 << 16];  // room should the library's struct be larger than its header says
   } u;
   if (elf_read_firmware(elf, &u.fw) != 0) {
-    fprintf(stderr, "gate_emu: cannot read the firmware %s (an AVR .elf from firmware/build.sh?)\n", elf);
+    fprintf(stderr, "gate_emu: cannot load the firmware %s (an AVR .elf from firmware/build.sh?)\n", elf);
     return 2;
   }
   avr = avr_make_mcu_by_name("atmega328p");
