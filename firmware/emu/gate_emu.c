@@ -221,7 +221,6 @@ static void enc_schedule(void) {
   avr_cycle_timer_cancel(avr, enc_tick, NULL);
   if (!enc_period) return;
   if (enc_level) {  // high: the falling edge first
-    enc_level = 1;
     avr_cycle_timer_register(avr, enc_next - enc_period / 2 > avr->cycle ? enc_next - enc_period / 2 - avr->cycle : 1,
                              enc_tick, NULL);
   } else {
@@ -390,7 +389,7 @@ int main(int argc, char **argv) {
   setvbuf(trace, NULL, _IOFBF, 1 << 16);  // flushed after every slice: readers follow it while it runs
   if (pty_link && (pty_fd = open_pty(pty_link)) < 0) return 2;
   fcntl(pty_fd, F_SETFL, fcntl(pty_fd, F_GETFL) | O_NONBLOCK);
-  fcntl(STDIN_FILENO, F_SETFL, fcntl(STDIN_FILENO, F_GETFL) | O_NONBLOCK);
+  // stdin stays blocking (it may be the user's terminal): it is read only when poll says it has data
 
   // an AVR ELF file (e_machine 83), checked here: the library's own complaints take several lines
   unsigned char hdr[20] = {0};
