@@ -12,9 +12,10 @@
 // link_timeout_ms it enters fail-safe (hold the diverter out, or stop the line) until the host sends RUN
 // again; HOLD (the host cannot vouch for what reaches the gate: camera stalled, a reject not acknowledged)
 // enters it too, until RUN. A full fire queue is refused (NAK FULL) and also enters fail-safe. The AVR watchdog resets a hung
-// sketch, which boots in fail-safe again.
+// sketch, which boots in fail-safe again and reports ERR,RESET,WATCHDOG.
 //
-// Everything is non-blocking: loop() reads what the UART has, fires what is due, sends heartbeats.
+// Everything is non-blocking: loop() reads at most one line the UART has, fires what is due, sends heartbeats
+// (a NAK the transmit buffer has no room for is dropped, see send_body).
 
 #include <Arduino.h>
 #include <avr/wdt.h>
@@ -63,7 +64,7 @@ uint32_t next_hb_ms = 0;
 uint32_t pulse_until_ms = 0;
 bool pulse_active = false;
 
-uint32_t fired = 0, late = 0, rx_errors = 0, failsafe_entries = 0;
+uint32_t fired = 0, late = 0, rx_errors = 0, failsafe_entries = 0, tx_dropped = 0;
 volatile uint32_t encoder_count = 0;
 
 // ---- CRC-8/SMBUS (poly 0x07, init 0) ------------------------------------------------------------
@@ -78,14 +79,25 @@ uint8_t crc8(const char *data, uint8_t len) {
 
 // ---- output --------------------------------------------------------------------------------------
 // send("ACK,%u", ...) is avoided: no printf on AVR by default. Build the body in a buffer instead.
-void send_body(const char *body) {
+// Serial.write() waits while the 64-byte transmit buffer is full, holding up loop() (fires, the link watchdog,
+// wdt_reset). A NAK answers input we could not use, and junk can arrive faster than NAKs (longer than the
+// junk) drain: a NAK is sent only while it leaves TX_RESERVE bytes free, else dropped (the host tolerates a
+// lost NAK: its ack timeout resends). Every other line is sent; with that room kept it rarely waits.
+const uint8_t TX_RESERVE = 32;
+
+void send_body(const char *body, bool droppable = false) {
   char out[MAX_LINE + 8];
   char seq[7];
-  utoa(tx_seq++, seq, 10);
+  utoa(tx_seq, seq, 10);
   uint8_t n = 0;
   for (const char *p = seq; *p && n < MAX_LINE; p++) out[n++] = *p;
   out[n++] = ',';
   for (const char *p = body; *p && n < MAX_LINE - 4; p++) out[n++] = *p;
+  if (droppable && Serial.availableForWrite() < n + 5 + TX_RESERVE) {  // '$' + body + '*CC' + '\n'
+    tx_dropped++;
+    return;
+  }
+  tx_seq++;
   uint8_t crc = crc8(out, n);
   static const char HEX_DIGITS[] = "0123456789ABCDEF";
   Serial.write('$');
@@ -120,7 +132,7 @@ void send_nak(const char *seq, const char *reason) {
   add_str(b, seq);
   add_str(b, ",");
   add_str(b, reason);
-  send_body(b);
+  send_body(b, true);
 }
 
 uint8_t queue_depth() {
@@ -316,6 +328,7 @@ void read_serial() {
       if (line_len > 0 && line[line_len - 1] == '\r') line_len--;
       process_line(millis());
       line_len = 0;
+      return;  // one line per loop() pass: fires, the link watchdog and wdt_reset run between lines
     } else if (line_len >= MAX_LINE) {
       in_line = false;         // overlong: drop until the next '$'
       rx_errors++;
@@ -343,6 +356,10 @@ void fire_due(uint32_t now) {
 void encoder_isr() { encoder_count++; }
 
 void setup() {
+  // MCUSR first: while its watchdog flag (WDRF) is set the watchdog cannot be turned off, and after a watchdog
+  // reset it runs at its shortest timeout (16 ms). A bootloader that clears MCUSR (optiboot) hides the cause.
+  uint8_t reset_cause = MCUSR;
+  MCUSR = 0;
   wdt_disable();
   pinMode(DIVERTER_PIN, OUTPUT);
   pinMode(LINE_RUN_PIN, OUTPUT);
@@ -354,6 +371,7 @@ void setup() {
   Serial.begin(BAUD);
   memset(queue_, 0, sizeof(queue_));
   send_body("MODE,DIVERT,BOOT");
+  if (reset_cause & _BV(WDRF)) send_body("ERR,RESET,WATCHDOG");  // the last run hung: on the host's record
   wdt_enable(WDTO_250MS);      // a hung sketch resets, and boots in fail-safe
 }
 

@@ -70,6 +70,7 @@ class HostSerial {
     return tail_ - head_;
   }
   int read() { return available() ? (unsigned char)buf_[head_++] : -1; }
+  int availableForWrite() { return 4096; }  // a pty: the kernel buffers what the host has not read yet
   size_t write(uint8_t c) { return write(&c, 1); }
   size_t write(const uint8_t *p, size_t n) { return ::write(fd_, p, n) < 0 ? 0 : n; }
   bool gone_ = false;
