@@ -215,7 +215,10 @@ def plan(config: str | Path, *, name: str | None = None, user: str | None = None
         f"WatchdogSec={watchdog_s:g}",
         f"ProtectHome={protect_home}",
     ]
-    if any(_under(d, TMP_ROOTS) for d in write_paths):
+    if "nvarguscamerasrc" in cfg.source.uri:
+        # libargus reaches nvargus-daemon through the socket /tmp/argus_socket: a private /tmp hides it
+        lines += ["# CSI camera: nvarguscamerasrc talks to nvargus-daemon over /tmp/argus_socket", "PrivateTmp=no"]
+    elif any(_under(d, TMP_ROOTS) for d in write_paths):
         warnings.append("the log folder is under /tmp: PrivateTmp= would give the service its own empty /tmp, so "
                         "it is off for this line; keep logs elsewhere (e.g. /var/lib/inspector)")
         lines.append("PrivateTmp=no")
@@ -249,8 +252,8 @@ def install(p: UnitPlan) -> list[Path]:
         p.template_path.write_text(p.template)
         p.dropin_path.write_text(p.dropin)
     except OSError as exc:
-        raise UserError(f"cannot write the unit into {p.unit_dir}: {exc.strerror}; run with sudo or pass "
-                        "--unit-dir") from None
+        raise UserError(f"cannot write the unit into {p.unit_dir} ({exc.strerror}); run with sudo for "
+                        "/etc/systemd/system, or give --unit-dir an existing folder you may write") from None
     pw = pwd.getpwnam(p.user)
     for d in p.write_paths:
         try:

@@ -105,6 +105,16 @@ def test_network_source_and_home_paths(tmp_path: Path) -> None:
     assert "[Unit]" not in plan(write_config(tmp_path), unit_dir=tmp_path).dropin  # no network: no ordering
 
 
+def test_jetson_csi_preset_keeps_the_argus_socket_reachable(tmp_path: Path) -> None:
+    """configs/jetson_csi.yaml as shipped: nvarguscamerasrc needs the real /tmp (nvargus-daemon's socket)."""
+    units = tmp_path / "units"
+    p = plan(ROOT / "configs" / "jetson_csi.yaml", unit_dir=units, name="csi")
+    assert "PrivateTmp=no" in p.dropin.splitlines() and "argus_socket" in p.dropin
+    assert p.write_paths == []  # the preset keeps no defect log: nothing writable
+    install(p)
+    assert_verifies(units, "inspector@csi.service")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
