@@ -3,52 +3,17 @@
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
 from pathlib import Path
 
 import pytest
+from notify_kit import Listener
 
 from inspector.service.notify import Notifier, ServiceNotifier, socket_address, watchdog_period_s
 
 PERIOD = 0.4  # a short watchdog period keeps the test quick; the logic does not depend on its size
-
-
-class Listener:
-    """What systemd does with NOTIFY_SOCKET: receive datagrams; here each is kept with its arrival time."""
-
-    def __init__(self, address: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(address)
-        self.messages: list[tuple[float, str]] = []
-
-    def next(self, timeout_s: float) -> str | None:
-        self.sock.settimeout(timeout_s)
-        try:
-            data = self.sock.recv(4096).decode()
-        except TimeoutError:
-            return None
-        self.messages.append((time.monotonic(), data))
-        return data
-
-    def wait_for(self, key: str, timeout_s: float) -> str:
-        deadline = time.monotonic() + timeout_s
-        while (left := deadline - time.monotonic()) > 0:
-            msg = self.next(left)
-            if msg is not None and key in msg.split("\n"):
-                return msg
-        raise AssertionError(f"no {key} within {timeout_s} s; got {[m for _, m in self.messages]}")
-
-    def collect(self, seconds: float) -> list[tuple[float, str]]:
-        out, deadline = [], time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            if self.next(left) is not None:
-                out.append(self.messages[-1])
-        return out
-
-    def close(self) -> None:
-        self.sock.close()
+SLACK = 0.05  # a ping sent just before the deadline may be received a little after it (a loaded machine)
 
 
 @pytest.fixture
@@ -142,7 +107,7 @@ def test_pings_stop_within_one_period_when_the_line_stalls_and_resume(listener, 
         (feeder.frames if stall == "frames" else feeder.progress).clear()
         msgs = lst.collect(3 * PERIOD)
         pings = _pings(msgs)
-        assert all(t < stalled_at + PERIOD for t in pings), (stalled_at, pings)
+        assert all(t < stalled_at + PERIOD + SLACK for t in pings), (stalled_at, pings)
         want = "no frame for" if stall == "frames" else "inspection made no progress"
         assert any(m.startswith("STATUS=stalled: " + want) for _, m in msgs), msgs
         assert svc.withheld >= 2
