@@ -112,6 +112,7 @@ class ServiceNotifier:
       tracked and any due part classified), part or no part, so an empty belt still counts as progress;
     - :meth:`ready` once the model is warmed up and the first frame has arrived;
     - :meth:`status` with a one-line summary whenever it likes (or give ``status_source``, polled by the thread);
+    - :meth:`reloading` / :meth:`reloaded` around a SIGHUP reload;
     - :meth:`stopping` when shutdown begins.
 
     Pings start at :meth:`ready` (systemd arms its watchdog when start-up completes) and stop for good at
@@ -192,6 +193,15 @@ class ServiceNotifier:
     def extend_startup(self, seconds: float) -> None:
         """Ask for more start-up time (EXTEND_TIMEOUT_USEC), e.g. while a TensorRT engine loads on a Jetson."""
         self._notifier.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1e6)}")
+
+    def reloading(self) -> None:
+        """A SIGHUP reload begins (RELOADING=1 with MONOTONIC_USEC, as systemd's Type=notify-reload wants); the
+        line keeps inspecting meanwhile, so the watchdog keeps pinging. Finish with :meth:`reloaded`."""
+        self._notifier.send("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+
+    def reloaded(self, status: str) -> None:
+        """The reload is done, applied or refused: READY=1 again and a one-line STATUS saying which."""
+        self._notifier.send("READY=1", f"STATUS={one_line(status)}")
 
     def stopping(self, status: str | None = None) -> None:
         """Shutdown begins: STOPPING=1 and no more pings (a slow shutdown is not a hang)."""

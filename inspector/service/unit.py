@@ -51,6 +51,9 @@ NotifyAccess=main
 ExecStart={exe} run --config ${{INSPECTOR_CONFIG}} --no-display
 # WATCHDOG=1 comes only while frames arrive AND inspection progresses; a missed ping is a restart.
 WatchdogSec=10
+# `systemctl reload` sends SIGHUP: the line re-reads what can change without a restart (threshold, ROI, log
+# retention), validating first; a bad file is refused with one error line and the running settings stay.
+ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
 RestartSec=2
 # Loading a TensorRT engine and starting a CSI camera can take a while on a Jetson.

@@ -88,6 +88,12 @@ def test_ready_pings_while_fed_and_stopping(listener) -> None:
         assert max(b - a for a, b in zip(pings, pings[1:], strict=False)) < PERIOD  # never a gap systemd acts on
         svc.status("parts 12 | reject 1\nsecond line")
         assert lst.wait_for("STATUS=parts 12 | reject 1 second line", 2)
+        svc.reloading()
+        msg = lst.wait_for("RELOADING=1", 2)
+        usec = int(msg.split("MONOTONIC_USEC=")[1])
+        assert abs(usec / 1e6 - time.clock_gettime(time.CLOCK_MONOTONIC)) < 5
+        svc.reloaded("reloaded: model.threshold 0.79 -> 0.70")
+        assert "STATUS=reloaded: model.threshold 0.79 -> 0.70" in lst.wait_for("READY=1", 2)
         svc.stopping("shutting down")
         msg = lst.wait_for("STOPPING=1", 2)
         assert "STATUS=shutting down" in msg

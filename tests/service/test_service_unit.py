@@ -55,7 +55,8 @@ def test_install_writes_units_that_verify(tmp_path: Path) -> None:
     t, d = written[0].read_text(), written[1].read_text()
     for line in ("Type=notify", "NotifyAccess=main", "Restart=on-failure", "StartLimitIntervalSec=300",
                  "StartLimitBurst=5", "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes",
-                 "StandardOutput=journal", f"ExecStart={inspector_exe()} run --config ${{INSPECTOR_CONFIG}} "
+                 "StandardOutput=journal", "ExecReload=/bin/kill -HUP $MAINPID",
+                 f"ExecStart={inspector_exe()} run --config ${{INSPECTOR_CONFIG}} "
                  "--no-display"):
         assert line in t.splitlines(), line
     for line in ("WatchdogSec=8", f"Environment=INSPECTOR_CONFIG={cfg}", f"ReadWritePaths={tmp_path}/line1-log",
