@@ -95,12 +95,12 @@ def check_python() -> list[Check]:
     versions, missing = [], []
     for dist in RUNTIME_PACKAGES:
         ver = _version(dist)
-        if ver is None and dist == "opencv-python":  # a system or contrib build of OpenCV counts too
-            ver = next((f"{alt} {_version(alt)}" for alt in ("opencv-contrib-python", "opencv-python-headless")
-                        if _version(alt)), None)
-            if ver is None and importlib.util.find_spec("cv2") is not None:
-                ver = "system cv2"
-        (versions.append(f"{dist} {ver}") if ver else missing.append(dist))
+        if ver is not None:
+            versions.append(f"{dist} {ver}")
+        elif dist == "opencv-python" and (alt := _other_opencv()):
+            versions.append(alt)  # a contrib/headless wheel or the system OpenCV (Jetson) counts too
+        else:
+            missing.append(dist)
     inspector_v = _version("inspector") or "not installed (run from a checkout?)"
     rows.append(Check(
         "packages", FAIL if missing else PASS,
@@ -111,6 +111,14 @@ def check_python() -> list[Check]:
     rows.append(Check("torch", PASS, f"{torch_v} (training and .pt models only)" if torch_v
                       else "not installed: fine, the line runs .onnx and .engine models without it"))
     return rows
+
+
+def _other_opencv() -> str | None:
+    for alt in ("opencv-contrib-python", "opencv-python-headless", "opencv-contrib-python-headless"):
+        if _version(alt):
+            return f"{alt} {_version(alt)}"
+    spec = importlib.util.find_spec("cv2")
+    return f"cv2 from {spec.origin} (no pip distribution: a system OpenCV)" if spec is not None else None
 
 
 # --- OpenCV ------------------------------------------------------------------------------------------------

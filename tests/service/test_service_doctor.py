@@ -256,3 +256,14 @@ def test_cli_table_and_exit_status(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "inspector", "doctor", "--config", str(tmp_path / "none.yaml")],
                          capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "COLUMNS": "160"})
     assert bad.returncode == 1 and "needed check(s) failed: config" in bad.stdout and "Traceback" not in bad.stderr
+
+
+def test_a_system_opencv_without_a_pip_distribution_counts(monkeypatch) -> None:
+    """On a Jetson cv2 comes from apt (no opencv-python distribution); the packages row must still pass."""
+    real = doctor._version
+    monkeypatch.setattr(doctor, "_version", lambda dist: None if dist.startswith("opencv") else real(dist))
+    r = rows_by_name(doctor.check_python())
+    assert r["packages"].state == PASS and "no pip distribution: a system OpenCV" in r["packages"].detail
+    monkeypatch.setattr(doctor, "_version", lambda dist: None if dist == "pyserial" else real(dist))
+    r = rows_by_name(doctor.check_python())
+    assert r["packages"].state == FAIL and r["packages"].fix == "pip install pyserial"
