@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from inspector.service import doctor
+from inspector.service import doctor, v4l2
 from inspector.service.doctor import FAIL, PASS, WARN, Check, failed_needed, run_checks
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -225,25 +225,25 @@ class FakeV4L2:
 
     def __call__(self, fd: int, request: int, buf: bytes) -> bytes:
         assert len(buf) == (request >> 16) & 0x3FFF, "struct size differs from the one encoded in the request"
-        if request == doctor.VIDIOC_QUERYCAP:
-            return doctor._CAP.pack(b"uvcvideo", b"USB Camera", b"usb-1", 0, 0x84A00001, 0x04200001)
-        if request == doctor.VIDIOC_ENUM_FMT:
-            index, typ, *_ = doctor._FMTDESC.unpack(buf)
+        if request == v4l2.VIDIOC_QUERYCAP:
+            return v4l2._CAP.pack(b"uvcvideo", b"USB Camera", b"usb-1", 0, 0x84A00001, 0x04200001)
+        if request == v4l2.VIDIOC_ENUM_FMT:
+            index, typ, *_ = v4l2._FMTDESC.unpack(buf)
             if index >= len(self.FORMATS):
                 raise OSError(22, "Invalid argument")
-            return doctor._FMTDESC.pack(index, typ, 0, b"x", self.FORMATS[index][0], 0)
-        if request == doctor.VIDIOC_ENUM_FRAMESIZES:
-            index, pixfmt, *_ = doctor._FRMSIZE.unpack(buf)
+            return v4l2._FMTDESC.pack(index, typ, 0, b"x", self.FORMATS[index][0], 0)
+        if request == v4l2.VIDIOC_ENUM_FRAMESIZES:
+            index, pixfmt, *_ = v4l2._FRMSIZE.unpack(buf)
             sizes = dict(self.FORMATS)[pixfmt]
             if index >= len(sizes):
                 raise OSError(22, "Invalid argument")
-            return doctor._FRMSIZE.pack(index, pixfmt, 1, bytes(bytearray(
+            return v4l2._FRMSIZE.pack(index, pixfmt, 1, bytes(bytearray(
                 sizes[index][0].to_bytes(4, "little") + sizes[index][1].to_bytes(4, "little")) + bytes(16)))
         raise AssertionError(hex(request))
 
 
 def test_v4l2_format_listing() -> None:
-    card, formats = doctor.v4l2_formats(-1, ioctl=FakeV4L2())
+    card, formats = v4l2.v4l2_formats(-1, ioctl=FakeV4L2())
     assert card == "USB Camera"
     assert formats == {"YUYV": ["640x480", "1280x720"], "MJPG": ["1920x1080"]}
 
