@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engines.errors import UserError
+from ground.errors import UserError
 from inspector.service.v4l2 import v4l2_formats
 
 log = logging.getLogger(__name__)
@@ -246,9 +246,9 @@ def _jetson_model() -> str | None:
 # --- the model ---------------------------------------------------------------------------------------------
 def check_model(cfg) -> list[Check]:
     """The model file, its sidecar, the checksum recorded at export/build time, and an engine's target."""
-    from engines.export import file_sha256
     from engines.meta import read_sidecar, sidecar_path
     from engines.tensorrt_backend import build_info
+    from ground.files import file_sha256
 
     path = Path(cfg.model.path)
     if not path.is_file():
@@ -524,8 +524,8 @@ def check_clock() -> list[Check]:
 # --- all together ----------------------------------------------------------------------------------------------
 def check_config_file(path: str) -> tuple[object | None, list[Check]]:
     """(validated config, rows); a bad file is one failing row per problem, and None."""
+    from ground.yamlconf import all_errors
     from inspector.config import InspectorConfig, load_config
-    from inspector.yamlconf import all_errors
 
     if not Path(path).is_file():
         return None, [Check("config", FAIL, f"{path}: not found", "give --config an existing YAML file",

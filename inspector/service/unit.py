@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engines.errors import UserError
+from ground.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engines.errors import UserError
+from ground.errors import UserError
 from inspector.cli import main
 from inspector.service.unit import inspector_exe, install, plan, uninstall
 
@@ -154,3 +154,20 @@ def test_cli_errors_without_traceback(tmp_path: Path) -> None:
                            check=False)
         assert r.returncode == 1 and want in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_exec_start_is_a_run_the_cli_accepts(tmp_path: Path) -> None:
+    """ExecStart's words, with ${INSPECTOR_CONFIG} as systemd expands it, parse with the real `inspector` parser
+    as a run of that configuration with no window (so a renamed flag cannot leave the unit starting nothing)."""
+    from inspector.cli import build_parser
+    from inspector.commands.lineargs import build_config
+
+    cfg = write_config(tmp_path)
+    p = plan(cfg, unit_dir=tmp_path / "units")
+    exec_start = next(ln for ln in p.template.splitlines() if ln.startswith("ExecStart="))
+    exe, *words = exec_start.removeprefix("ExecStart=").split()
+    assert exe == str(inspector_exe())
+    args = build_parser().parse_args([w.replace("${INSPECTOR_CONFIG}", str(p.config)) for w in words])
+    assert args.command == "run" and args.config == str(p.config) and args.no_display
+    built = build_config(args)
+    assert built.display.enabled == "off" and built.source.uri == "0"  # the file's source, no window
