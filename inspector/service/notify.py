@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 log = logging.getLogger(__name__)
 
 MAX_STATUS_CHARS = 200  # systemctl status shows one line; keep the datagram small
+SEND_TIMEOUT_S = 1.0  # the longest one notification may wait for room in the service manager's queue
 
 
 def socket_address(env: Mapping[str, str] | None = None) -> str | None:
@@ -69,6 +70,9 @@ class Notifier:
         self._warned = False
         if self.address is not None:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # a receiver that stops reading fills its queue (net.unix.max_dgram_qlen) and sendto() would block:
+            # never for long, or STOPPING=1 could hold up the shutdown it announces
+            self._sock.settimeout(SEND_TIMEOUT_S)
 
     @property
     def enabled(self) -> bool:

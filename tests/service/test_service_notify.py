@@ -151,3 +151,28 @@ def test_status_source_is_polled(listener) -> None:
         lst.wait_for("STATUS=parts 0", 2)
         lst.wait_for("STATUS=parts 1", 2)
         feeder.close()
+
+
+def test_a_receiver_that_stops_reading_cannot_block_the_sender(tmp_path: Path) -> None:
+    """The receiver's queue full (it stopped reading): a send gives up after SEND_TIMEOUT_S instead of blocking
+    for ever (which would hold up the STOPPING=1 of a shutdown); it says False, and sending works again once the
+    receiver reads."""
+    from inspector.service.notify import SEND_TIMEOUT_S
+
+    path = str(tmp_path / "full.sock")
+    lst = Listener(path)  # bound, never read until the end
+    n = Notifier(path)
+    try:
+        sent = 0
+        t0 = time.monotonic()
+        while n.send("WATCHDOG=1"):
+            sent += 1
+            assert sent < 10_000, "the queue never filled"
+        took = time.monotonic() - t0
+        assert sent >= 1 and took >= SEND_TIMEOUT_S * 0.9, (sent, took)
+        assert took < SEND_TIMEOUT_S + 2.0, took  # gave up, did not block
+        assert lst.next(1.0) == "WATCHDOG=1"  # the receiver reads again ...
+        assert n.send("STOPPING=1")  # ... and there is room
+    finally:
+        n.close()
+        lst.close()
