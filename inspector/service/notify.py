@@ -142,6 +142,7 @@ class ServiceNotifier:
         self._last_frame = self._last_progress = clock()
         self._ready = threading.Event()
         self._stop = threading.Event()
+        self._ping_lock = threading.Lock()  # STOPPING=1 and a ping never cross: no ping after STOPPING=1
         self._thread: threading.Thread | None = None
         self.pings = 0  # WATCHDOG=1 datagrams sent
         self.withheld = 0  # ping ticks skipped because the line was stale
@@ -209,11 +210,12 @@ class ServiceNotifier:
 
     def stopping(self, status: str | None = None) -> None:
         """Shutdown begins: STOPPING=1 and no more pings (a slow shutdown is not a hang)."""
-        self._stop.set()
         lines = ["STOPPING=1"]
         if status:
             lines.append(f"STATUS={one_line(status)}")
-        self._notifier.send(*lines)
+        with self._ping_lock:
+            self._stop.set()
+            self._notifier.send(*lines)
 
     # --- the ping thread --------------------------------------------------------------------------------
     def start(self) -> ServiceNotifier:
@@ -234,7 +236,10 @@ class ServiceNotifier:
         while not self._stop.is_set():
             reason = self.stale_reason()
             if reason is None:
-                self._notifier.send("WATCHDOG=1")
+                with self._ping_lock:
+                    if self._stop.is_set():
+                        return
+                    self._notifier.send("WATCHDOG=1")
                 self.pings += 1
                 if self._last_stale_reason is not None:
                     log.warning("watchdog: line alive again; pinging")
