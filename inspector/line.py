@@ -303,11 +303,16 @@ class Line:
 
     def _start_reload(self) -> None:
         """SIGHUP (systemctl reload) -> reload; installed before READY=1, since until then a reload would end the
-        process. Only on the main thread (Python's rule for signal handlers)."""
+        process. Only on the main thread (Python's rule for signal handlers), and only without a controlling
+        terminal: in a terminal SIGHUP means it closed, and the run ends as it always did."""
+        from inspector.service.reload import Reloader, controlling_terminal
+
         if threading.current_thread() is not threading.main_thread():
             log.warning("not on the main thread: SIGHUP will not reload the configuration")
             return
-        from inspector.service.reload import Reloader
+        if controlling_terminal():
+            log.info("started from a terminal: SIGHUP (the terminal closing) ends the run; no reload")
+            return
 
         pipeline = self.pipeline
         self.reloader = reloader = Reloader(

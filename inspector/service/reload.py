@@ -16,6 +16,7 @@ skipped, and no frame is judged half with the old settings and half with the new
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,17 @@ log = logging.getLogger(__name__)
 
 MODEL_LIVE = ("threshold", "min_sharpness")
 LOG_LIVE = ("retention_days", "max_size_mb", "ok_sample_fraction", "min_free_mb")
+
+
+def controlling_terminal() -> bool:
+    """Whether this process has a controlling terminal: there SIGHUP means the terminal went away (the run ends,
+    as it always did), not "reload". A service has none (systemd starts it in a session of its own)."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDONLY | os.O_NOCTTY)
+    except OSError:
+        return False
+    os.close(fd)
+    return True
 
 
 def is_live(key: str) -> bool:

@@ -58,8 +58,10 @@ def _spawn(tmp: Path, config: Path, *extra: str) -> subprocess.Popen:
     env = {**os.environ, "NOTIFY_SOCKET": str(tmp / "notify.sock"), "WATCHDOG_USEC": str(int(PERIOD * 1e6)),
            "PYTHONPATH": str(ROOT)}
     env.pop("DISPLAY", None)
+    # a session of its own, no terminal, as systemd starts it (in a terminal SIGHUP means hang-up, not reload)
     return subprocess.Popen([sys.executable, "-m", "inspector", "run", "--config", str(config), "--no-display",
-                             *extra], cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             *extra], cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def _finish(proc: subprocess.Popen, lst: Listener, timeout: float = 60) -> tuple[int, str, str]:
@@ -312,3 +314,49 @@ def test_sighup_reloads_a_good_file_and_refuses_a_bad_one(rendered_line, tmp_pat
     assert summary["frames"] == rendered_line.frames and summary["dropped_frames"] == 0, summary
     card = json.loads((tmp_path / "scorecard.json").read_text())
     assert card["missed"] == 0 and card["exactly_one_verdict"] and card["found"] == card["parts"] == 10, card
+
+
+def test_sighup_in_a_terminal_still_ends_the_run(rendered_line, tmp_path: Path) -> None:
+    """`inspector run --config` started in a terminal (a real pty as its controlling terminal): SIGHUP there means
+    the terminal closed, so the run ends as it always did (killed by SIGHUP) instead of reloading."""
+    import pty
+
+    cfg_path = _write(tmp_path / "line.yaml", _config(rendered_line, tmp_path))
+    lst = Listener(str(tmp_path / "notify.sock"))
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "PYTHONPATH": str(ROOT)}
+    env.pop("DISPLAY", None)
+    pid, master = pty.fork()  # the child: a new session with the pty's slave as its controlling terminal
+    if pid == 0:  # pragma: no cover - the child
+        os.chdir(tmp_path)
+        os.execve(sys.executable, [sys.executable, "-m", "inspector", "run", "--config", str(cfg_path)], env)
+    out = bytearray()
+    reader = threading.Thread(target=lambda: _drain(master, out), daemon=True)  # the dashboard draws on it
+    reader.start()
+    try:
+        lst.wait_for("READY=1", 60)  # started: the signal handlers are in place (or left alone)
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + 20
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
+            assert time.monotonic() < deadline, "the run did not end on SIGHUP in a terminal"
+            lst.collect(0.1)
+        status = done[1]
+        pid = 0
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGHUP, (status, bytes(out[-2000:]))
+        assert not any(m.startswith("RELOADING=1") for _, m in lst.messages), lst.messages
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(master)
+        lst.close()
+
+
+def _drain(fd: int, into: bytearray) -> None:
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the child has gone (EIO) or the test closed it
+            return
+        if not chunk:
+            return
+        into += chunk
