@@ -5,6 +5,11 @@ stages itself. Start order: engine -> metrics server -> MQTT -> sinks (gate, eve
 metrics) -> capture -> view; :meth:`Line.stop` closes them in the reverse order (the gate before the log, so it
 can report the parts still on the belt) and names any thread the line started that is still alive.
 
+Under systemd (``$NOTIFY_SOCKET``) the line also speaks the notify protocol (:mod:`inspector.service.notify`:
+READY once warmed up with a first frame, a watchdog fed by the capture's and the inspection loop's hooks,
+STOPPING first in :meth:`Line.stop`) and, given ``LineRequest.reload``, reloads on SIGHUP between two frames
+(:mod:`inspector.service.reload`). Without them nothing changes.
+
     with Line(cfg, LineRequest(events="run.jsonl")) as line:
         line.run()
     print(line.result())
