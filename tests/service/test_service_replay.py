@@ -328,6 +328,7 @@ def test_sighup_in_a_terminal_still_ends_the_run(rendered_line, tmp_path: Path) 
     pid, master = pty.fork()  # the child: a new session with the pty's slave as its controlling terminal
     if pid == 0:  # pragma: no cover - the child
         os.chdir(tmp_path)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as a shell leaves it (this test may run under nohup)
         os.execve(sys.executable, [sys.executable, "-m", "inspector", "run", "--config", str(cfg_path)], env)
     out = bytearray()
     reader = threading.Thread(target=lambda: _drain(master, out), daemon=True)  # the dashboard draws on it
