@@ -25,6 +25,8 @@ COMMANDS = (
     "gate_sim",
     "log",
     "check_config",
+    "service",
+    "doctor",
 )
 
 

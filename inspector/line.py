@@ -5,6 +5,11 @@ stages itself. Start order: engine -> metrics server -> MQTT -> sinks (gate, eve
 metrics) -> capture -> view; :meth:`Line.stop` closes them in the reverse order (the gate before the log, so it
 can report the parts still on the belt) and names any thread the line started that is still alive.
 
+Under systemd (``$NOTIFY_SOCKET``) the line also speaks the notify protocol (:mod:`inspector.service.notify`:
+READY once warmed up with a first frame, a watchdog fed by the capture's and the inspection loop's hooks,
+STOPPING first in :meth:`Line.stop`) and, given ``LineRequest.reload``, reloads on SIGHUP between two frames
+(:mod:`inspector.service.reload`). Without them nothing changes.
+
     with Line(cfg, LineRequest(events="run.jsonl")) as line:
         line.run()
     print(line.result())
@@ -16,7 +21,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +36,7 @@ from inspector.health import Health, HealthProbe, ModelHealth
 from inspector.pipeline import LoopStats, NullView, Pipeline, View, run_loop
 from inspector.records import PartSink
 from inspector.resources import resolve_model
+from inspector.service.notify import ServiceNotifier
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,9 @@ class LineRequest:
     watch_pace: bool = False  # the demo: at the line's own pace when a window shows it
     view: bool = True  # a window, dashboard or log view; False: none (a tool collecting parts)
     with_outputs: bool = True  # gate, defect log, metrics, MQTT as configured; False: none of them
+    # SIGHUP reloads the configuration with this (the file and the run's flags again); None: SIGHUP is not caught
+    reload: Callable[[], InspectorConfig] | None = None
+    config_file: str | None = None  # what the reload's log lines name
 
 
 class Line:
@@ -84,7 +93,11 @@ class Line:
         self._stages: list[tuple[str, Any]] = []
         self._threads_before: set[threading.Thread] = set()
         self._old_term: Any = None
+        self._old_hup: Any = None
         self._started = False
+        self._ready_sent = False
+        self.notifier: ServiceNotifier | None = None  # systemd's READY/WATCHDOG/STATUS/STOPPING (no-op without it)
+        self.reloader: Any = None  # inspector.service.reload.Reloader, when request.reload is given
 
     # --- lifecycle ----------------------------------------------------------------------------------------
     def __enter__(self) -> Line:
@@ -100,8 +113,12 @@ class Line:
         self._started = True
         self._threads_before = set(threading.enumerate())
         self._old_term = _on_sigterm(self.stop_event)
+        # reads $NOTIFY_SOCKET / $WATCHDOG_USEC; its ping thread waits for ready() (sent by run())
+        self.notifier = ServiceNotifier(status_source=self.status_line).start()
         try:
             self._start()
+            if self.request.reload is not None:
+                self._start_reload()
         except BaseException:
             self.stop()
             raise
@@ -151,6 +168,10 @@ class Line:
             self.gate = open_actuator(cfg.gate, on_result=self.dlog.gate_result if self.dlog is not None else None)
         sinks = [s for s in (self.gate, self.events, self.dlog, self.summary, self.metrics, self.mqtt)
                  if s is not None] + self.extra_sinks
+        if self.notifier.enabled:  # under systemd: a camera stall shows in `systemctl status` at once
+            from inspector.service.status import StatusOnLineState
+
+            sinks.append(StatusOnLineState(self.notifier, self.status_line))
         # the gate closes first: it drains the parts still on the belt and reports them to the log
         for s in sinks:
             if s is not self.gate and s is not self.mqtt:
@@ -161,7 +182,7 @@ class Line:
         window = want_window(cfg) if req.view else False
         if window and req.watch_pace:
             cfg.source.realtime = True  # the demo: at the line's own pace, so there is something to watch
-        self.capture = self._add("capture", open_capture(cfg))
+        self.capture = self._add("capture", open_capture(cfg, on_frame=self.notifier.frame_arrived))
         if outputs and self.capture.live and (problem := stall_gate_problem(cfg)):
             log.warning(problem)
             self.warnings.append(problem)
@@ -188,8 +209,9 @@ class Line:
         if self.pipeline is None:
             self.start()
         try:
+            self._ready()
             run_loop(self.pipeline, self.capture, view=self.view, stats=self.stats, stop=self.stop_event,
-                     max_frames=max_frames)
+                     max_frames=max_frames, progress=self._progressed)
         except KeyboardInterrupt:
             self.interrupted = True
             self.stats.t_end = time.monotonic()
@@ -203,6 +225,14 @@ class Line:
     def stop(self) -> list[str]:
         """Close the stages in reverse start order (a failing close is logged, the others still run); -> the
         names of threads this line started that are still alive afterwards (also logged)."""
+        if self.notifier is not None:
+            self.notifier.stopping(f"stopping: {self._stop_reason()}")  # first: a slow shutdown is not a hang
+        if self._old_hup is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGHUP, self._old_hup)
+            self._old_hup = None
+        if self.reloader is not None:
+            self.reloader.close()
+            self.reloader = None
         stages, self._stages = self._stages, []
         for name, obj in reversed(stages):
             try:
@@ -212,6 +242,9 @@ class Line:
         if self._old_term is not None:
             signal.signal(signal.SIGTERM, self._old_term)
             self._old_term = None
+        if self.notifier is not None:
+            self.notifier.close()
+            self.notifier = None
         self.alive_after_stop = self._threads_left()
         if self.alive_after_stop:
             log.warning("thread(s) still alive after the line stopped: %s", ", ".join(self.alive_after_stop))
@@ -231,6 +264,79 @@ class Line:
     def health(self) -> Health:
         """The line's state now, from any thread (what metrics and MQTT publish)."""
         return self.probe.snapshot()
+
+    # --- the service manager (systemd): readiness, watchdog, reload -------------------------------------------
+    def status_line(self) -> str:
+        """One line for `systemctl status` (any thread)."""
+        from inspector.service.status import status_line
+
+        return status_line(self.health())
+
+    def _ready(self) -> None:
+        """Under systemd: READY=1 once the model is warmed up (load_engine did that) and the first frame is in.
+        Without a first frame there is no READY: the run ends (the source ended: an error exit) or systemd's
+        start timeout restarts it."""
+        n = self.notifier
+        if n is None or not n.enabled or self._ready_sent:
+            return
+        cap = self.capture
+        while cap.stats.frames == 0 and not cap.ended.is_set():
+            if self.stop_event.wait(0.01):
+                return
+        if cap.stats.frames == 0:
+            return
+        size = "x".join(map(str, cap.size)) if cap.size else "?"
+        n.ready(f"{self.model_label} warmed up; first frame {size} from {redact(self.cfg.source.uri)}")
+        self._ready_sent = True
+
+    def _progressed(self) -> None:
+        """The inspection thread finished a frame: the watchdog's progress clock; a pending reload goes in here,
+        between two frames (one reference read per frame when there is none)."""
+        self.notifier.inspection_progressed()
+        if self.reloader is not None and self.reloader.pending is not None:
+            self._apply_reload()
+
+    def _apply_reload(self) -> None:
+        s = self.reloader.take()
+        if s is None:
+            return
+        lost = self.pipeline.set_live(s.cfg, s.threshold, s.roi)
+        if self.dlog is not None:
+            self.dlog.cfg = s.cfg.log  # the writer reads its settings through this reference
+        self.cfg = s.cfg
+        self.reloader.applied(s, len(lost))
+
+    def _start_reload(self) -> None:
+        """SIGHUP (systemctl reload) -> reload; installed before READY=1, since until then a reload would end the
+        process. Only on the main thread (Python's rule for signal handlers), and only without a controlling
+        terminal: in a terminal SIGHUP means it closed, and the run ends as it always did."""
+        from inspector.service.reload import Reloader, controlling_terminal
+
+        if threading.current_thread() is not threading.main_thread():
+            log.warning("not on the main thread: SIGHUP will not reload the configuration")
+            return
+        if controlling_terminal():
+            log.info("started from a terminal: SIGHUP (the terminal closing) ends the run; no reload")
+            return
+
+        pipeline = self.pipeline
+        self.reloader = reloader = Reloader(
+            self.request.reload, self.cfg, label=self.request.config_file or "the configuration",
+            model_threshold=float(self.engine.meta.threshold), frame_size=lambda: pipeline.frame_size,
+            current_roi=lambda: pipeline.roi, notifier=self.notifier,
+        )
+        self._old_hup = signal.signal(signal.SIGHUP, lambda *_: reloader.request())  # only sets an event
+
+    def _stop_reason(self) -> str:
+        if self.interrupted:
+            return "interrupted"
+        if self.stop_event.is_set():
+            return "stop requested"
+        if self.capture is not None and self.capture.error:
+            return self.capture.error
+        if self.capture is not None and self.capture.ended.is_set():
+            return "source ended"
+        return "run ended"
 
     # --- results ------------------------------------------------------------------------------------------
     @property
@@ -291,9 +397,9 @@ def undistorter_for(cfg: InspectorConfig) -> LazyUndistorter | None:
     return LazyUndistorter(cfg.calibration.camera) if cfg.calibration.camera else None
 
 
-def open_capture(cfg: InspectorConfig) -> CaptureThread:
-    """The configured source, open and read on its own thread."""
-    return CaptureThread(cfg.source, cfg.source.uri).start()
+def open_capture(cfg: InspectorConfig, on_frame: Callable[[], None] | None = None) -> CaptureThread:
+    """The configured source, open and read on its own thread (``on_frame``: called there for every frame)."""
+    return CaptureThread(cfg.source, cfg.source.uri, on_frame=on_frame).start()
 
 
 def want_window(cfg: InspectorConfig) -> bool:

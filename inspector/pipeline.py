@@ -16,6 +16,7 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -123,6 +124,27 @@ class Pipeline:
         parts = [self._no_verdict(t, frame, reason) for t in pending]
         self._emit(parts)
         return parts
+
+    @property
+    def frame_size(self) -> tuple[int, int] | None:
+        """(width, height) of the frames being inspected; None before the first."""
+        return self._frame_size
+
+    def set_live(self, cfg: InspectorConfig, threshold: float, roi: Roi | None = None) -> list[Part]:
+        """A configuration reload, applied between two frames (on this thread): the threshold, the sharpness
+        floor, and with ``roi`` a new ROI (validated against :attr:`frame_size` by the caller). The parts tracked
+        under the old ROI get a no-verdict (rejected) and are returned: their positions mean nothing in the new
+        one. Every other section of ``cfg`` must equal the running one (a restart changes those)."""
+        self.cfg, self.threshold, self.min_sharpness = cfg, threshold, cfg.model.min_sharpness
+        if roi is None or roi == self.roi or self._frame_size is None:  # no frame yet: the first builds the ROI
+            return []
+        lost = self.flush("ROI changed by a configuration reload; part in flight rejected")
+        next_id = self.tracker.next_id if self.tracker is not None else 1
+        self.roi = roi
+        self.detector = Detector(self.cfg.detection, roi)
+        self.tracker = Tracker(self.cfg.tracking, roi, first_id=next_id)
+        log.info("ROI %s in a %dx%d frame (reloaded)", roi, *self._frame_size)
+        return lost
 
     # --- helpers ----------------------------------------------------------------------------------------
     def _ensure_geometry(self, image: np.ndarray) -> None:
@@ -298,8 +320,13 @@ def run_loop(
     stop: threading.Event | None = None,
     max_frames: int | None = None,
     poll_s: float = 0.05,
+    progress: Callable[[], None] | None = None,
 ) -> LoopStats:
-    """Pull frames until the source ends, ``stop`` is set, the view says quit, or ``max_frames``."""
+    """Pull frames until the source ends, ``stop`` is set, the view says quit, or ``max_frames``.
+
+    ``progress`` is called on this thread after each frame is handled (its parts handed to the sinks) and on each
+    paused turn, never on an empty wait: the service watchdog's progress clock, and the point between two frames
+    where a configuration reload is applied."""
     view = view or NullView()
     stats = stats or LoopStats()
     stop = stop or threading.Event()
@@ -310,6 +337,8 @@ def run_loop(
     failures = 0
     while not stop.is_set():
         if view.paused:
+            if progress is not None:
+                progress()  # the operator paused the window: not a hang
             if not view.update(None, stats):
                 break
             time.sleep(poll_s)
@@ -351,6 +380,8 @@ def run_loop(
             if failures >= MAX_FAILURES_IN_A_ROW:
                 raise
         last_frame = frame
+        if progress is not None:
+            progress()
         stats.tick()
         stats.dropped = int(capture.stats.dropped)
         if pipeline.last is not None:

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from ground.errors import UserError
@@ -42,8 +43,12 @@ class CaptureStats:
 class CaptureThread:
     """Owns one source and its reader thread; ``get()`` hands frames to the inspection thread."""
 
-    def __init__(self, cfg: SourceConfig, uri: str | None = None, *, join_timeout_s: float = 3.0) -> None:
+    def __init__(self, cfg: SourceConfig, uri: str | None = None, *, join_timeout_s: float = 3.0,
+                 on_frame: Callable[[], None] | None = None) -> None:
         self.cfg = cfg
+        # called on the reader thread for every frame the source delivers (the service watchdog's frame clock:
+        # it must be cheap, and it must not wait for inspection, or a hung inference would look like a dead camera)
+        self.on_frame = on_frame
         self.uri = uri if uri is not None else cfg.uri
         self.stats = CaptureStats()
         self.ended = threading.Event()  # no more frames will come, and all were handed out
@@ -161,6 +166,8 @@ class CaptureThread:
         return t0
 
     def _put(self, frame: Frame, live: bool) -> None:
+        if self.on_frame is not None:
+            self.on_frame()
         with self._cond:
             self.stats.frames += 1
             if live:

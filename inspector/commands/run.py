@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     truth = args.truth
     check_truth(truth)
     if cfg.source.uri != "demo":
-        return inspect(cfg, args, truth=truth)
+        return inspect(cfg, args, truth=truth, reloadable=True)
     from inspector.demoline import prepare_demo
 
     cfg, demo_truth = prepare_demo(cfg, announce=lambda msg: print(msg, file=sys.stderr))

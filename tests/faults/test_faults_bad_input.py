@@ -271,6 +271,20 @@ CASES = [
     Case("display-on", "display.enabled on without a display",
          lambda k, t: ["run", "--source", str(k.video), "--model", str(k.onnx),
                        "--config", _cfg(t, "display:\n  enabled: 'on'\n")]),
+    # --- the service ----------------------------------------------------------------------------------------
+    Case("service-config-missing", "service install with a configuration that does not exist",
+         lambda k, t: ["service", "install", "--config", str(t / "nope.yaml"), "--dry-run"]),
+    Case("service-name", "service instance name with a space",
+         lambda k, t: ["service", "install", "--config", _cfg(t, "source:\n  uri: demo\n"), "--name", "line 1",
+                       "--dry-run"]),
+    Case("service-user", "service account that does not exist",
+         lambda k, t: ["service", "install", "--config", _cfg(t, "source:\n  uri: demo\n"), "--user",
+                       "no-such-inspector-user", "--dry-run"]),
+    Case("service-unit-dir", "unit folder that cannot be written",
+         lambda k, t: ["service", "install", "--config", _cfg(t, "source:\n  uri: demo\n"), "--unit-dir",
+                       "/proc/inspector-units"]),
+    Case("service-not-installed", "service uninstall of a line that is not installed",
+         lambda k, t: ["service", "uninstall", "--name", "line9", "--unit-dir", str(_mkdir(t / "units"))]),
 ]
 
 
