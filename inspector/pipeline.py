@@ -167,6 +167,7 @@ class Pipeline:
             t1 = time.monotonic_ns()
             probs = np.asarray(self.engine.infer(batch))
             t2 = time.monotonic_ns()
+            maps = getattr(self.engine, "last_maps", None)  # anomaly models only (engines.anomaly)
             scores = meta.defect_scores(probs)
             classes = meta.predicted_classes(probs, self.threshold)
         except Exception as exc:  # noqa: BLE001 - any engine failure rejects these parts, never stops the line
@@ -183,6 +184,8 @@ class Pipeline:
             p.score = s if math.isfinite(s) else None
             p.t_verdict_ns = now
             p.crop = crop if self.keep_crops else None
+            if maps is not None and self.keep_crops:
+                p.anomaly_map = maps[i, 0]
             p.sharpness = sharp[i]
             p.timings.update(
                 preprocess_ms=(t1 - t0) / 1e6,
