@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from engines.errors import UserError
+from engines.heatmap import compact
 from engines.preprocess import normalize, to_model_image
 from inspector.config import InspectorConfig
 from inspector.detect import Detection, Detector, Roi
@@ -185,7 +186,7 @@ class Pipeline:
             p.t_verdict_ns = now
             p.crop = crop if self.keep_crops else None
             if maps is not None and self.keep_crops:
-                p.anomaly_map = maps[i, 0]
+                p.anomaly_map = compact(maps[i, 0])
             p.sharpness = sharp[i]
             p.timings.update(
                 preprocess_ms=(t1 - t0) / 1e6,

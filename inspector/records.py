@@ -43,7 +43,7 @@ class Part:
     crop: np.ndarray | None = None
     sharpness: float | None = None  # variance of the Laplacian of the model's view of the crop (None: not judged)
     timings: dict[str, float] = field(default_factory=dict)  # extra stage timings, ms
-    anomaly_map: np.ndarray | None = None  # anomaly models: (S, S) scores in [0, 1] over the model's view
+    anomaly_map: np.ndarray | None = None  # anomaly models: scores in [0, 1] over the model's view (56 x 56 at most)
 
     @property
     def rejected(self) -> bool:

@@ -272,7 +272,22 @@ CASES = [
     Case("display-on", "display.enabled on without a display",
          lambda k, t: ["run", "--source", str(k.video), "--model", str(k.onnx),
                        "--config", _cfg(t, "display:\n  enabled: 'on'\n")]),
+    # --- training -------------------------------------------------------------------------------------------
+    Case("anomaly-no-ok-class", "anomaly training on class folders none of which names the good parts",
+         lambda k, t: _anomaly(t, {"a": 12, "b": 12})),
+    Case("anomaly-too-few", "anomaly training with too few good images",
+         lambda k, t: _anomaly(t, {"ok": 5})),
 ]
+
+
+def _anomaly(t: Path, folders: dict[str, int]) -> list[str]:
+    """`inspector train --anomaly` on class folders of tiny PNGs (any bytes: the check comes before decoding)."""
+    for name, n in folders.items():
+        _mkdir(t / "data")
+        _mkdir(t / "data" / name)
+        for i in range(n):
+            _touch(t / "data" / name / f"{i}.png")
+    return ["train", "--anomaly", "--data", str(t / "data"), "--out", str(t / "run")]
 
 
 def _touch(p: Path, data: bytes = b"x") -> Path:
