@@ -5,9 +5,10 @@ gives mid-level features at strides 8 and 16; each is averaged over its 3x3 neig
 context), the coarser one upsampled to the finer grid and both concatenated: one feature vector per patch.
 Training keeps a coreset of good patches (the memory bank). At inference every patch's distance to its
 nearest bank row, ``sqrt(|a|^2 - 2 a.b + |b|^2)`` by one MatMul and a TopK of k=1, is its anomaly score;
-the image score is the largest patch score. Both pass one logistic, ``sigmoid((d - centre) / scale)`` with
-the two constants chosen on held-out good images at training, so scores lie in [0, 1] and the runtime's
-``score >= threshold -> defect`` rule applies unchanged.
+the image score is the largest patch score. Both pass one logistic in log-distance,
+``sigmoid((ln d - ln centre) / scale)``, with the two constants chosen on held-out good images at training, so
+scores lie in [0, 1] and the runtime's ``score >= threshold -> defect`` rule applies unchanged. In log-distance
+a strong defect saturates only at many times the good parts' distance, so its map keeps its shape.
 
 Outputs, in every backend: ``probs`` (N, 1), the image score; ``anomaly_map`` (N, 1, S, S), the patch scores
 upsampled to the input.
@@ -130,13 +131,13 @@ def patch_features(feats: list[torch.Tensor]) -> torch.Tensor:
 class PatchCoreNet(nn.Module):
     """Image -> (score (N, 1), anomaly map (N, 1, S, S)), both in [0, 1]; see the module docstring."""
 
-    def __init__(self, features: Lite0Features, bank: torch.Tensor, centre: float = 0.0, scale: float = 1.0,
+    def __init__(self, features: Lite0Features, bank: torch.Tensor, log_centre: float = 0.0, scale: float = 1.0,
                  input_size: int = 224) -> None:
         super().__init__()
         self.features = features
         self.register_buffer("bank_t", bank.t().contiguous().clone())  # (D, M): the MatMul's right side
         self.register_buffer("bank_sq", (bank * bank).sum(dim=1)[None, None, :].clone())  # (1, 1, M)
-        self.register_buffer("centre", torch.tensor(float(centre)))
+        self.register_buffer("log_centre", torch.tensor(float(log_centre)))
         self.register_buffer("scale", torch.tensor(float(scale)))
         self.input_size = int(input_size)
 
@@ -149,13 +150,15 @@ class PatchCoreNet(nn.Module):
         nearest = torch.topk(d2, 1, dim=2, largest=False).values  # (N, h*w, 1)
         return nearest.clamp_min(0.0).sqrt().transpose(1, 2).reshape(n, 1, h, w)
 
+    def calibrated(self, d: torch.Tensor) -> torch.Tensor:
+        """Raw distances -> scores in [0, 1]: ``sigmoid((ln d - ln centre) / scale)``."""
+        return torch.sigmoid((torch.log(d.clamp_min(1e-6)) - self.log_centre) / self.scale)
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dist = self.patch_distances(x)
-        raw_score = torch.amax(dist, dim=(2, 3))  # (N, 1)
-        score = torch.sigmoid((raw_score - self.centre) / self.scale)
+        score = self.calibrated(torch.amax(dist, dim=(2, 3)))  # (N, 1)
         up = F.interpolate(dist, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-        amap = torch.sigmoid((up - self.centre) / self.scale)
-        return score, amap
+        return score, self.calibrated(up)
 
 
 def is_anomaly(meta: ModelMeta) -> bool:

@@ -7,9 +7,10 @@ Steps (``inspector train --anomaly --data DIR --out RUN``):
    folder are defects: they never train, half go to validation (at most ``max_val_defects``), the rest to test.
 2. Patch features of the good training images (:mod:`engines.anomaly`); at most ``max_patches`` of them,
    sampled evenly over the images, then a greedy k-centre coreset of ``bank_size`` rows: the memory bank.
-3. Calibration on held-out good images: centre = their ``good_quantile`` raw score, scale so that their
-   median maps to 0.1. With defect images in validation the threshold is chosen for ``target_recall``
-   (default 0.95) as the classifier path does; without, it is 0.5 (= the good quantile).
+3. Calibration on held-out good images: a logistic in log-distance whose centre is their ``good_quantile``
+   raw score and whose scale puts their median at 0.1. With defect images in validation the threshold is
+   chosen for ``target_recall`` (default 0.95) as the classifier path does; without, it is 0.5 (= the good
+   quantile).
 4. ``model.pt`` (backbone + bank + calibration) and ``model.onnx`` (+ sidecar), with a torch-vs-ONNX Runtime
    parity check on scores and maps; validation and test figures go into the metadata.
 """
@@ -60,6 +61,7 @@ class AnomalyOptions:
     good_quantile: float = 0.99  # held-out good score that maps to 0.5
     target_recall: float | None = None  # with defect images: None means 0.95
     max_val_defects: int = 500
+    max_test_defects: int | None = None  # None: every defect image not in validation is judged
     ok_class: str | None = None
     seed: int = 0
     threads: int | None = None
@@ -228,6 +230,8 @@ def train_anomaly(o: AnomalyOptions, console=None) -> Path:
         raise UserError(f"{root / ok}: too few distinct good images to split into train/validation/test "
                         f"({ {k: len(v) for k, v in gi.items()} }); add images")
     dv, dt = _split_defects(defects.hashes, o.max_val_defects, o.seed, o.dup_distance)
+    if o.max_test_defects is not None and len(dt) > o.max_test_defects:  # a fixed-seed sample, said in the output
+        dt = np.sort(np.random.default_rng(o.seed).choice(dt, size=o.max_test_defects, replace=False))
     console.print(f"data: {len(good.keys)} good ({ok}) -> train/val/test {[len(gi[s]) for s in gi]}; "
                   f"{len(defects.keys)} defect images {defect_classes or '(none)'} -> val/test {len(dv)}/{len(dt)}")
 
@@ -269,12 +273,14 @@ def train_anomaly(o: AnomalyOptions, console=None) -> Path:
     g_val = raw_scores(net, good.images[gi["val"]], meta, o.batch_size)
     d_val = raw_scores(net, defects.images[dv], meta, o.batch_size)
     centre = float(np.quantile(g_val, o.good_quantile))
-    scale = max((centre - float(np.median(g_val))) / math.log(9.0), 1e-3 * max(centre, 1e-6), 1e-6)
-    net.centre.fill_(centre)
+    log_centre = math.log(max(centre, 1e-6))
+    scale = max((log_centre - math.log(max(float(np.median(g_val)), 1e-6))) / math.log(9.0), 1e-3)
+    net.log_centre.fill_(log_centre)
     net.scale.fill_(scale)
 
     def mapped(raw: np.ndarray) -> np.ndarray:
-        return (1.0 / (1.0 + np.exp(-(raw.astype(np.float64) - centre) / scale))).astype(np.float32)
+        z = (np.log(np.maximum(raw.astype(np.float64), 1e-6)) - log_centre) / scale
+        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
     val_scores = np.concatenate([mapped(g_val), mapped(d_val)])
     val_true = [ok] * len(g_val) + [defect_name] * len(d_val)
@@ -302,14 +308,17 @@ def train_anomaly(o: AnomalyOptions, console=None) -> Path:
             "method": "PatchCore-style: EfficientNet-Lite0 (ImageNet, timm tf_efficientnet_lite0) stages 2+4 "
                       "(strides 8, 16), 3x3 average, upsampled to stride 8, concatenated; greedy k-centre "
                       "coreset (random projection to 32 dims); nearest-neighbour L2 (MatMul + TopK k=1); "
-                      "image score = max patch score; sigmoid((d - centre) / scale)",
+                      "image score = max patch score; sigmoid((ln d - ln centre) / scale)",
             "bank_shape": [int(m), int(bank.shape[1])],
             "bank_mb": round(bank.numel() * 4 / 1e6, 2),
             "patch_grid": [grid, grid],
             "patches_seen": int(n_patches),
             "patches_per_image_sampled": int(min(per_image, grid * grid)),
             "centre": centre,
+            "log_centre": log_centre,
             "scale": scale,
+            "test_defects": f"a fixed-seed sample of {len(dt)}" if o.max_test_defects is not None and
+                            len(dt) == o.max_test_defects else "all not in validation",
             "good_quantile": o.good_quantile,
             "weights": weights.name,
             "defect_classes": defect_classes,

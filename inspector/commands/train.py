@@ -51,6 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--good-quantile", type=float, default=0.99,
                    help="anomaly mode: the held-out good score quantile that maps to 0.5 (the threshold when the "
                         "folder has no defect images)")
+    p.add_argument("--max-test-defects", type=int, default=None,
+                   help="anomaly mode: judge at most this many defect images (a fixed-seed sample; default all)")
     p.add_argument("--drop-conflicts", action="store_true",
                    help="leave label conflicts (near-identical images with different labels) out of the training "
                         "split; validation and test keep them (evaluate --exclude-conflicts)")
@@ -83,7 +85,7 @@ def _run_anomaly(args: argparse.Namespace) -> int:
     opts = AnomalyOptions(
         data=args.data, out=args.out, img_size=args.img_size or 224, bank_size=args.bank_size,
         good_quantile=args.good_quantile, target_recall=args.target_recall, ok_class=args.ok_class, seed=args.seed,
-        threads=args.threads, dup_distance=args.dup_distance,
+        threads=args.threads, dup_distance=args.dup_distance, max_test_defects=args.max_test_defects,
     )
     print(train_anomaly(opts))
     return 0
