@@ -49,6 +49,7 @@ from training.threshold import choose_threshold, rates_at
 log = logging.getLogger(__name__)
 
 MIN_GOOD = 10  # fewer good images cannot give a training, a validation and a test share
+MIN_LOG_SCALE = math.log(3.0) / math.log(999.0)  # 3x the centre distance maps to 0.999 at most
 
 
 @dataclass
@@ -274,7 +275,8 @@ def train_anomaly(o: AnomalyOptions, console=None) -> Path:
     d_val = raw_scores(net, defects.images[dv], meta, o.batch_size)
     centre = float(np.quantile(g_val, o.good_quantile))
     log_centre = math.log(max(centre, 1e-6))
-    scale = max((log_centre - math.log(max(float(np.median(g_val)), 1e-6))) / math.log(9.0), 1e-3)
+    # median good -> 0.1; never steeper than 3x the centre distance -> 0.999, so strong defects keep a shaped map
+    scale = max((log_centre - math.log(max(float(np.median(g_val)), 1e-6))) / math.log(9.0), MIN_LOG_SCALE)
     net.log_centre.fill_(log_centre)
     net.scale.fill_(scale)
 

@@ -96,9 +96,10 @@ def test_training_on_good_parts_finds_the_planted_defects(anomaly_run):
     side = TILE + 2 * MARGIN
     hits = 0
     for amap, (_, (cx, cy)) in zip(maps[12:], planted, strict=True):
-        py, px = np.unravel_index(np.argmax(amap[0]), amap[0].shape)
+        hot = np.argwhere(amap[0] >= amap[0].max() - 0.05)  # the hottest region (a strong spot saturates near 1)
+        py, px = hot.mean(axis=0)
         sx, sy = (cx + MARGIN) * 64 / side, (cy + MARGIN) * 64 / side
-        hits += np.hypot(px - sx, py - sy) <= 12  # within 12 of 64 px of the spot's centre
+        hits += np.hypot(px - sx, py - sy) <= 12  # centred within 12 of 64 px of the spot's centre
     assert hits >= 10
 
 
@@ -113,8 +114,8 @@ def test_onnx_matches_torch_on_scores_and_maps(anomaly_run):
         x = preprocess(images, t_eng.meta)
         s_t, s_o = t_eng.infer(x), o_eng.infer(x)
         assert s_t.shape == s_o.shape == (4, 1)
-        assert np.abs(s_t - s_o).max() < 1e-4
-        assert np.abs(t_eng.last_maps - o_eng.last_maps).max() < 1e-4
+        assert np.abs(s_t - s_o).max() < 1e-3  # the export's own refusal limit (engines.anomaly_export)
+        assert np.abs(t_eng.last_maps - o_eng.last_maps).max() < 1e-3
     sidecar = json.loads(Path(str(onnx_path) + ".json").read_text())["extra"]
     assert sidecar["parity"]["flips"] == 0 and sidecar["outputs"] == ["probs", "anomaly_map"]
     import onnx
@@ -152,7 +153,7 @@ class Sink:
 def test_the_runtime_rejects_a_planted_defect_through_the_engine_loader(anomaly_run, tmp_path):
     from engines.base import load_engine
     from inspector.config import InspectorConfig, LogConfig
-    from inspector.defectlog.writer import DefectLogWriter, map_path
+    from inspector.defectlog.writer import DefectLog, map_path
     from inspector.events import Summary
     from inspector.overlay import THUMB, render_overlay
     from inspector.pipeline import LoopStats, Pipeline
@@ -165,8 +166,8 @@ def test_the_runtime_rejects_a_planted_defect_through_the_engine_loader(anomaly_
         "detection": {"method": "threshold", "threshold": 100, "min_area": 800, "blur": 0, "morph": 3, "downscale": 1},
         "roi": {"direction": "right", "trigger": 0.5}, "tracking": {"max_distance_px": 60}})
     sink = Sink()
-    writer = DefectLogWriter(LogConfig(db=str(tmp_path / "log.db"), images_dir=str(tmp_path / "img"),
-                                       ok_sample_fraction=0.0))
+    writer = DefectLog(LogConfig(db=str(tmp_path / "log.db"), images_dir=str(tmp_path / "img"),
+                                 ok_sample_fraction=0.0))
     with load_engine(onnx_path, threads=1) as engine:
         pipe = Pipeline(cfg, engine, [sink, writer])
         for i, image in enumerate(_line(tiles)):
