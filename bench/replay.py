@@ -106,6 +106,7 @@ class _NoInference:
 
     def __init__(self, meta) -> None:
         self.meta = meta
+        self.last_maps = None
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         return np.zeros((len(batch), self.meta.num_outputs), np.float32)

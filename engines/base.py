@@ -32,6 +32,7 @@ class Engine(ABC):
     meta: ModelMeta
     path: Path
     backend: str = "?"
+    last_maps: np.ndarray | None = None  # anomaly models: the anomaly map (N, 1, S, S) of the last infer
 
     @abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:

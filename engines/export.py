@@ -78,6 +78,10 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = OPSET) -> 
     if out.suffix != ".onnx":
         raise UserError(f"{out}: the ONNX output file must end in .onnx")
     meta, state, _ = load_checkpoint(checkpoint)
+    if meta.kind == "anomaly":  # two outputs (score, map) and a parity check of its own
+        from engines.anomaly_export import export_anomaly_onnx
+
+        return export_anomaly_onnx(checkpoint, out, opset=opset)
     net = build_network(meta)
     try:
         net.load_state_dict(state)

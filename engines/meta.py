@@ -20,6 +20,7 @@ import numpy as np
 from engines.errors import UserError
 
 OK_CLASS_NAMES = ("ok", "good", "normal", "pass", "ok_front")
+MODEL_KINDS = ("classifier", "anomaly")
 
 
 def default_ok_class(classes: list[str]) -> str | None:
@@ -41,6 +42,10 @@ class ModelMeta:
     std: list[float]
     threshold: float = 0.5
     extra: dict[str, Any] = field(default_factory=dict)
+    # "classifier": outputs are probabilities (below). "anomaly": trained on good parts only (engines.anomaly);
+    # output 0 is the image score in [0, 1] (binary layout, compared with ``threshold`` alike), and a second
+    # output holds the anomaly map (N, 1, S, S). Optional: older metadata without it is a classifier.
+    kind: str = "classifier"
 
     def __post_init__(self) -> None:
         if len(self.classes) < 2:
@@ -53,6 +58,8 @@ class ModelMeta:
             raise UserError(
                 f"model metadata: mean/std need {self.channels} values each, got {self.mean!r} / {self.std!r}"
             )
+        if self.kind not in MODEL_KINDS:
+            raise UserError(f"model metadata: kind must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}")
         if not 0.0 <= float(self.threshold) <= 1.0:
             raise UserError(f"model metadata: threshold must be in [0, 1], got {self.threshold!r}")
 
@@ -61,6 +68,11 @@ class ModelMeta:
     def binary(self) -> bool:
         """One sigmoid output, P(defect): two classes, one of them OK."""
         return len(self.classes) == 2 and self.ok_class is not None
+
+    @property
+    def anomaly(self) -> bool:
+        """Trained on good parts only: the score is an anomaly score and an anomaly map comes with it."""
+        return self.kind == "anomaly"
 
     @property
     def num_outputs(self) -> int:
@@ -97,7 +109,7 @@ class ModelMeta:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "model metadata") -> ModelMeta:
         names = {f.name for f in fields(cls)}
-        missing = sorted(n for n in names - set(data) if n not in ("threshold", "extra"))
+        missing = sorted(n for n in names - set(data) if n not in ("threshold", "extra", "kind"))
         if missing:
             raise UserError(f"{where}: missing field(s) {', '.join(missing)}; re-export the model")
         unknown = sorted(set(data) - names)

@@ -81,9 +81,12 @@ class OnnxEngine(Engine):
                 f"{m.input_size}); the .json belongs to another export - re-export both together"
             )
 
+
     def infer(self, batch: np.ndarray) -> np.ndarray:
         batch = self.check_input(batch)
-        return self.session.run(None, {self.input_name: batch})[0]
+        outs = self.session.run(None, {self.input_name: batch})
+        self.last_maps = outs[1] if len(outs) > 1 else None
+        return outs[0]
 
     def close(self) -> None:
         self.session = None

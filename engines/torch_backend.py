@@ -30,18 +30,27 @@ class TorchEngine(Engine):
             torch.set_num_threads(threads)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.fp16 = (self.device.type == "cuda") if fp16 is None else fp16
-        try:
-            net = build_network(self.meta)
-        except UserError as exc:  # say which file, and what to do with it
-            raise UserError(f"{path}: {exc}; this checkpoint needs a newer inspector, or retrain it") from None
-        try:
-            net.load_state_dict(state)
-        except RuntimeError as exc:
-            raise UserError(
-                f"{path}: weights do not fit architecture {self.meta.arch!r} "
-                f"({str(exc).splitlines()[0][:120]})"
-            ) from None
-        self.net = inference_network(net, self.meta).to(self.device)
+        if self.meta.kind == "anomaly":  # engines.anomaly: (score, map) out, activation inside
+            from engines.anomaly import build_anomaly_network
+
+            self.fp16 = False  # |a|^2 - 2ab + |b|^2 cancels badly in half precision
+            try:
+                self.net = build_anomaly_network(self.meta, state).to(self.device)
+            except UserError as exc:
+                raise UserError(f"{path}: {exc}") from None
+        else:
+            try:
+                net = build_network(self.meta)
+            except UserError as exc:  # say which file, and what to do with it
+                raise UserError(f"{path}: {exc}; this checkpoint needs a newer inspector, or retrain it") from None
+            try:
+                net.load_state_dict(state)
+            except RuntimeError as exc:
+                raise UserError(
+                    f"{path}: weights do not fit architecture {self.meta.arch!r} "
+                    f"({str(exc).splitlines()[0][:120]})"
+                ) from None
+            self.net = inference_network(net, self.meta).to(self.device)
         if self.fp16:
             self.net = self.net.half()
         self._torch = torch
@@ -54,7 +63,11 @@ class TorchEngine(Engine):
             x = torch.from_numpy(batch).to(self.device)
             if self.fp16:
                 x = x.half()
-            return self.net(x).float().cpu().numpy()
+            out = self.net(x)
+            if isinstance(out, tuple):  # anomaly models: (score, map)
+                out, amap = out
+                self.last_maps = amap.float().cpu().numpy()
+            return out.float().cpu().numpy()
 
     def close(self) -> None:
         self.net = None

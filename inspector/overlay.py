@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engines.heatmap import overlay_heatmap
 from inspector.pipeline import FrameView, LoopStats
 from inspector.records import Part, Verdict
 
@@ -99,6 +100,11 @@ def _thumbnail(out: np.ndarray, part: Part) -> None:
     x0, y0 = W - size - 6, 6
     out[y0 : y0 + size, x0 : x0 + size] = thumb
     cv2.rectangle(out, (x0 - 2, y0 - 2), (x0 + size + 1, y0 + size + 1), VERDICT_COLORS[Verdict.DEFECT], 2)
+    amap = getattr(part, "anomaly_map", None)
+    if amap is not None and x0 - size - 8 >= 0:  # anomaly models: where the part differs from good ones
+        xm = x0 - size - 8
+        out[y0 : y0 + size, xm : xm + size] = overlay_heatmap(thumb, amap)
+        cv2.rectangle(out, (xm - 2, y0 - 2), (xm + size + 1, y0 + size + 1), VERDICT_COLORS[Verdict.DEFECT], 2)
     _text(out, f"last defect #{part.part_id}", (max(0, x0 - 10), y0 + size + 16), (255, 255, 255), 0.45)
 
 

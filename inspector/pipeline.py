@@ -23,6 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from engines.base import Engine
+from engines.heatmap import compact
 from engines.preprocess import normalize, to_model_image
 from ground.errors import UserError
 from inspector.config import InspectorConfig
@@ -188,6 +189,7 @@ class Pipeline:
             t1 = time.monotonic_ns()
             probs = np.asarray(self.engine.infer(batch))
             t2 = time.monotonic_ns()
+            maps = self.engine.last_maps  # anomaly models only (engines.anomaly)
             scores = meta.defect_scores(probs)
             classes = meta.predicted_classes(probs, self.threshold)
         except Exception as exc:  # noqa: BLE001 - any engine failure rejects these parts, never stops the line
@@ -204,6 +206,8 @@ class Pipeline:
             p.score = s if math.isfinite(s) else None
             p.t_verdict_ns = now
             p.crop = crop if self.keep_crops else None
+            if maps is not None and self.keep_crops:
+                p.anomaly_map = compact(maps[i, 0])
             p.sharpness = sharp[i]
             p.t_engine_start_ns, p.t_engine_end_ns, p.batch_size = t1, t2, len(todo)
             if meta.binary:

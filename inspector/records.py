@@ -73,6 +73,7 @@ class Part:
     t_engine_end_ns: int | None = None  # ... and returned
     batch_size: int | None = None  # parts in its batch
     gate: GateResult | None = None  # the gate's outcome (sent_ns, acked_ns, fired_ns), once known
+    anomaly_map: np.ndarray | None = None  # anomaly models: scores in [0, 1] over the model's view (56 x 56 at most)
 
     @property
     def rejected(self) -> bool:

@@ -167,7 +167,12 @@ def evaluate(
     plots.confusion_png(metrics, out / "confusion_matrix.png")
     if meta.ok_class is not None and "roc_auc" in metrics.get("defect_vs_ok", {}):
         plots.roc_pr_png(meta, scored.probs, _is_defect(meta, scored.true), out / "roc_pr.png")
-    metrics["gradcam"] = plots.gradcam_png(Path(model), meta, scored, out / "gradcam.png") if gradcam else "off"
+    if meta.kind == "anomaly":  # its own explanation: the anomaly map (training.anomaly)
+        from training.anomaly import maps_png
+
+        metrics["anomaly_maps"] = maps_png(Path(model), meta, scored, out / "anomaly_maps.png")
+    else:
+        metrics["gradcam"] = plots.gradcam_png(Path(model), meta, scored, out / "gradcam.png") if gradcam else "off"
     (out / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "report"}, indent=2)
                                       + "\n")
     (out / "report.txt").write_text(metrics["report"])

@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, type=Path, help="run folder: model.pt, history.json, curves.png")
     p.add_argument("--arch", default="seedcnn",
                    choices=("seedcnn", "resnet18", "mobilenet_v3_small", "efficientnet_b0"))
-    p.add_argument("--img-size", type=int, default=128, help="square model input side in pixels")
+    p.add_argument("--img-size", type=int, default=None,
+                   help="square model input side in pixels (default 128; 224 with --anomaly)")
     p.add_argument("--epochs", type=int, default=30, help="most epochs (early stopping may end sooner)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--patience", type=int, default=None,
@@ -43,6 +44,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="augmentation: +- this fraction of random zoom (the line's crops vary in size)")
     p.add_argument("--shift-jitter", type=float, default=0.05,
                    help="augmentation: +- this fraction of the side of random shift (off-centre crops)")
+    p.add_argument("--anomaly", action="store_true",
+                   help="anomaly mode: learn from the OK class alone (PatchCore-style; other class folders only "
+                        "choose the threshold and judge it); see docs/anomaly.md")
+    p.add_argument("--bank-size", type=int, default=2048, help="anomaly mode: memory-bank rows (coreset size)")
+    p.add_argument("--good-quantile", type=float, default=0.99,
+                   help="anomaly mode: the held-out good score quantile that maps to 0.5 (the threshold when the "
+                        "folder has no defect images)")
+    p.add_argument("--max-test-defects", type=int, default=None,
+                   help="anomaly mode: judge at most this many defect images (a fixed-seed sample; default all)")
     p.add_argument("--drop-conflicts", action="store_true",
                    help="leave label conflicts (near-identical images with different labels) out of the training "
                         "split; validation and test keep them (evaluate --exclude-conflicts)")
@@ -50,6 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.anomaly:
+        return _run_anomaly(args)
+    if args.img_size is None:
+        args.img_size = 128
     from training.train import TrainOptions, train
 
     opts = TrainOptions(
@@ -62,4 +76,16 @@ def run(args: argparse.Namespace) -> int:
     )
     path = train(opts)
     print(path)
+    return 0
+
+
+def _run_anomaly(args: argparse.Namespace) -> int:
+    from training.anomaly import AnomalyOptions, train_anomaly
+
+    opts = AnomalyOptions(
+        data=args.data, out=args.out, img_size=args.img_size or 224, bank_size=args.bank_size,
+        good_quantile=args.good_quantile, target_recall=args.target_recall, ok_class=args.ok_class, seed=args.seed,
+        threads=args.threads, dup_distance=args.dup_distance, max_test_defects=args.max_test_defects,
+    )
+    print(train_anomaly(opts))
     return 0

@@ -27,6 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engines.heatmap import heatmap
 from inspector.config import LogConfig
 from inspector.records import GateResult, Part, Verdict
 
@@ -54,6 +55,11 @@ PART_COLS = ("time", "frame", "verdict", "score", "class", "reason", "latency_ms
 GATE_COLS = ("gate_status", "reject_sent", "reject_acked", "reject_fired", "sent_ms", "acked_ms",
              "fire_late_ms", "gate_retries", "gate_reason")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")  # no dots either: no '..', no hidden files, no second suffix
+
+
+def map_path(crop_path: Path) -> Path:
+    """Where an anomaly model's heat map of a logged crop goes: ``<crop>_map.png`` beside it."""
+    return crop_path.with_name(crop_path.stem + "_map.png")
 
 
 def safe_name(text: object, limit: int = 40) -> str:
@@ -136,6 +142,8 @@ class DefectLog:
                 else:
                     self._images_waiting += 1
                     crop = part.crop  # the Part owns its crop (the pipeline copies it out of the frame)
+                    if part.anomaly_map is not None:  # anomaly models: saved beside the crop, <crop>_map.png
+                        row["_anomaly_map"] = part.anomaly_map
         item = ("part", part.part_id, row, crop)
         if self.gate_wait_s is None:
             self._put(item)
@@ -314,6 +322,16 @@ class DefectLog:
             return
         row["image"], row["image_bytes"] = rel, len(buf)
         self.stats["images"] += 1
+        amap = row.pop("_anomaly_map", None)
+        if amap is not None:
+            try:
+                ok, png = cv2.imencode(".png", heatmap(amap, (crop.shape[1], crop.shape[0])))
+                if not ok:
+                    raise OSError("PNG encoding failed")
+                map_path(path).write_bytes(png.tobytes())
+                row["image_bytes"] += len(png)  # size retention counts the map with its crop
+            except (OSError, cv2.error, ValueError) as exc:
+                log.warning("defect log anomaly map for part %d not written: %s", pid, exc)
 
     def _retention(self, con: sqlite3.Connection) -> None:
         """Delete rows (and images) older than retention_days; then oldest images until under max_size_mb."""
@@ -350,9 +368,10 @@ class DefectLog:
     def _unlink(self, rel: str) -> None:
         p = (self.images_dir / rel).resolve()
         if self.images_dir.resolve() in p.parents:  # never outside the images folder, whatever the row says
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                log.warning("retention: cannot delete %s: %s", p, exc)
+            for f in (p, map_path(p)):  # the crop and, for anomaly models, its map
+                try:
+                    os.unlink(f)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    log.warning("retention: cannot delete %s: %s", f, exc)

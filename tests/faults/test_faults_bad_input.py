@@ -285,6 +285,11 @@ CASES = [
                        "/proc/inspector-units"]),
     Case("service-not-installed", "service uninstall of a line that is not installed",
          lambda k, t: ["service", "uninstall", "--name", "line9", "--unit-dir", str(_mkdir(t / "units"))]),
+    # --- training -------------------------------------------------------------------------------------------
+    Case("anomaly-no-ok-class", "anomaly training on class folders none of which names the good parts",
+         lambda k, t: _anomaly(t, {"a": 12, "b": 12})),
+    Case("anomaly-too-few", "anomaly training with too few good images",
+         lambda k, t: _anomaly(t, {"ok": 5})),
 ]
 
 
@@ -300,6 +305,16 @@ def _unreachable_for(user: str, kit: Kit) -> str | None:
     last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
     return (f"the user {user} cannot reach {sys.executable}, the project or the kit from here ({last}); "
             "run the tests from a checkout outside a private (0700) folder to cover this case")
+
+
+def _anomaly(t: Path, folders: dict[str, int]) -> list[str]:
+    """`inspector train --anomaly` on class folders of tiny PNGs (any bytes: the check comes before decoding)."""
+    for name, n in folders.items():
+        _mkdir(t / "data")
+        _mkdir(t / "data" / name)
+        for i in range(n):
+            _touch(t / "data" / name / f"{i}.png")
+    return ["train", "--anomaly", "--data", str(t / "data"), "--out", str(t / "run")]
 
 
 def _touch(p: Path, data: bytes = b"x") -> Path:

@@ -27,6 +27,7 @@ class FaultyEngine:
         self.meta, self.path, self.backend = self.engine.meta, self.engine.path, self.engine.backend
         self.raise_on, self.sleep_on, self.sleep_s = raise_on, sleep_on, sleep_s
         self.calls = 0
+        self.last_maps = None
 
     def infer(self, batch):
         self.calls += 1

@@ -66,6 +66,7 @@ def as_frames(images: list[np.ndarray]) -> list[Frame]:
 class FakeEngine:
     """P(defect) from the crop's brightest pixels: drawn defects are brighter. Records every batch."""
 
+    last_maps = None  # a classifier: no anomaly map (engines.base.Engine)
     fail: bool = False
     batches: list[int] = field(default_factory=list)
     meta: ModelMeta = field(

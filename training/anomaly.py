@@ -1,0 +1,421 @@
+"""Anomaly mode: learn what a good part looks like from good images alone (PatchCore-style), no defect photos needed.
+
+Steps (``inspector train --anomaly --data DIR --out RUN``):
+
+1. The OK class folder of DIR (``--ok-class`` or the conventional names) is split by near-duplicate groups
+   (the classifier's pHash grouping) into train / validation / test (70 / 15 / 15). Images of any other class
+   folder are defects: they never train, half go to validation (at most ``max_val_defects``), the rest to test.
+2. Patch features of the good training images (:mod:`engines.anomaly`); at most ``max_patches`` of them,
+   sampled evenly over the images, then a greedy k-centre coreset of ``bank_size`` rows: the memory bank.
+3. Calibration on held-out good images: a logistic in log-distance whose centre is their ``good_quantile``
+   raw score and whose scale puts their median at 0.1. With defect images in validation the threshold is
+   chosen for ``target_recall`` (default 0.95) as the classifier path does; without, it is 0.5 (= the good
+   quantile).
+4. ``model.pt`` (backbone + bank + calibration) and ``model.onnx`` (+ sidecar), with a torch-vs-ONNX Runtime
+   parity check on scores and maps; validation and test figures go into the metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engines.anomaly import (
+    ARCH,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Lite0Features,
+    PatchCoreNet,
+    lite0_weights_path,
+    patch_features,
+    pretrained_lite0,
+)
+from engines.checkpoint import save_checkpoint
+from engines.errors import UserError
+from engines.meta import ModelMeta, default_ok_class
+from engines.preprocess import normalize, to_model_image
+from training.data import IMAGE_SUFFIXES, BadImage, dihedral_phash, read_image
+from training.metrics import compute_metrics
+from training.split import group_split, near_duplicate_pairs, split_digest, union_find_groups
+from training.threshold import choose_threshold, rates_at
+
+log = logging.getLogger(__name__)
+
+MIN_GOOD = 10  # fewer good images cannot give a training, a validation and a test share
+MIN_LOG_SCALE = math.log(3.0) / math.log(999.0)  # 3x the centre distance maps to 0.999 at most
+
+
+@dataclass
+class AnomalyOptions:
+    data: Path
+    out: Path
+    img_size: int = 224
+    bank_size: int = 2048  # memory-bank rows kept by the coreset (per-crop cost grows with it)
+    max_patches: int = 200_000  # patches the coreset chooses from (sampled evenly over the training images)
+    good_quantile: float = 0.99  # held-out good score that maps to 0.5
+    target_recall: float | None = None  # with defect images: None means 0.95
+    max_val_defects: int = 500
+    max_test_defects: int | None = None  # None: every defect image not in validation is judged
+    ok_class: str | None = None
+    seed: int = 0
+    threads: int | None = None
+    batch_size: int = 16
+    dup_distance: int = 20
+    export: bool = True
+
+
+@dataclass
+class _Images:
+    keys: list[str]
+    labels: list[str]
+    images: np.ndarray  # (N, S, S, 3) uint8 RGB through THE preprocessing
+    hashes: np.ndarray
+
+
+def index_folder(data: Path, ok_class: str | None) -> tuple[str, dict[str, list[Path]]]:
+    """DIR/<class>/<image>: (the OK class, files per class). Every failure is one :class:`UserError`."""
+    root = Path(data)
+    if not root.is_dir():
+        raise UserError(f"{root}: dataset folder not found; give a folder with a sub-folder of good images "
+                        "(e.g. DIR/ok/*.png)")
+    files = {
+        d.name: sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
+    }
+    files = {k: v for k, v in files.items() if v}
+    if not files:
+        raise UserError(f"{root}: no class sub-folder with images; anomaly mode needs DIR/<ok class>/<images> "
+                        "(good parts), optionally beside defect folders")
+    ok = ok_class or default_ok_class(list(files))
+    if ok is None:
+        raise UserError(f"{root}: no OK class among {sorted(files)}; name the good-part folder ok/good/normal "
+                        "or give --ok-class NAME")
+    if ok not in files:
+        raise UserError(f"--ok-class {ok!r}: no such image folder in {root} (found {sorted(files)})")
+    return ok, files
+
+
+def _decode(root: Path, paths: list[Path], label: str, meta: ModelMeta, progress=None) -> _Images:
+    keys, imgs, hashes, skipped = [], [], [], 0
+    for p in paths:
+        try:
+            img = read_image(p)
+        except BadImage as exc:
+            log.warning("skipped %s: %s", p, exc)
+            skipped += 1
+            continue
+        imgs.append(to_model_image(img, meta))
+        hashes.append(dihedral_phash(img))
+        keys.append(p.relative_to(root).as_posix())
+        if progress:
+            progress()
+    if skipped:
+        log.warning("%d unreadable image(s) of class %s skipped", skipped, label)
+    shape = (0, meta.input_size, meta.input_size, 3)
+    return _Images(keys, [label] * len(keys), np.stack(imgs) if imgs else np.zeros(shape, np.uint8),
+                   np.stack(hashes) if hashes else np.zeros((0, 8, 4), np.uint64))
+
+
+def _split_defects(hashes: np.ndarray, max_val: int, seed: int, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+    """Near-duplicate groups of defect images, alternately to validation (up to ``max_val``) and test."""
+    n = len(hashes)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    groups = union_find_groups(n, near_duplicate_pairs(hashes, max_distance))
+    order = np.random.default_rng(seed).permutation(np.unique(groups))
+    val: list[int] = []
+    test: list[int] = []
+    cap = min(max_val, n // 2)
+    for g in order:
+        members = np.nonzero(groups == g)[0].tolist()
+        (val if len(val) + len(members) <= cap and len(val) <= len(test) else test).extend(members)
+    return np.array(sorted(val), np.int64), np.array(sorted(test), np.int64)
+
+
+def greedy_coreset(x: torch.Tensor, m: int, seed: int = 0, proj_dims: int = 32) -> torch.Tensor:
+    """Indices of ``m`` rows chosen greedily, each the row furthest from those already chosen (k-centre).
+
+    Distances are taken in a random Gaussian projection to ``proj_dims`` (as PatchCore does) for speed. One
+    thread: each step is a memory-bound pass over the rows, where more threads only add synchronisation.
+    """
+    n = len(x)
+    if m >= n:
+        return torch.arange(n)
+    g = torch.Generator().manual_seed(seed)
+    z = x
+    if x.shape[1] > proj_dims:
+        proj = torch.randn(x.shape[1], proj_dims, generator=g) / math.sqrt(proj_dims)
+        z = x @ proj
+    z = z.contiguous()
+    zsq = (z * z).sum(dim=1)
+    chosen = torch.empty(m, dtype=torch.long)
+    idx = int(torch.randint(n, (1,), generator=g))
+    mind = torch.full((n,), float("inf"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for i in range(m):
+            chosen[i] = idx
+            # |z - c|^2 = |z|^2 - 2 z.c + |c|^2: one pass over z per step, no (N, D) temporary
+            d = torch.addmv(zsq + zsq[idx], z, z[idx], alpha=-2.0)
+            torch.minimum(mind, d, out=mind)
+            idx = int(torch.argmax(mind))
+    finally:
+        torch.set_num_threads(threads)
+    return chosen
+
+
+def _batches(images: np.ndarray, meta: ModelMeta, size: int):
+    for a in range(0, len(images), size):
+        yield torch.from_numpy(normalize(images[a : a + size], meta))
+
+
+def raw_scores(net: PatchCoreNet, images: np.ndarray, meta: ModelMeta, batch: int) -> np.ndarray:
+    """Raw image scores (largest patch distance) of uint8 model images."""
+    out = []
+    with torch.inference_mode():
+        for x in _batches(images, meta, batch):
+            out.append(torch.amax(net.patch_distances(x), dim=(2, 3))[:, 0].numpy())
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def train_anomaly(o: AnomalyOptions, console=None) -> Path:
+    """Fit, calibrate, save and export an anomaly model; returns the path of ``model.pt``."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = console or Console(stderr=True)
+    t_start = time.perf_counter()
+    torch.set_num_threads(o.threads or 2)
+    if not 0.5 <= o.good_quantile <= 1.0:
+        raise UserError(f"--good-quantile must be in [0.5, 1], got {o.good_quantile}")
+    if o.bank_size < 1 or o.max_patches < o.bank_size:
+        raise UserError(f"--bank-size must be >= 1 and <= --max-patches ({o.max_patches}), got {o.bank_size}")
+    if o.img_size < 32 or o.img_size % 16:
+        raise UserError(f"--img-size {o.img_size}: anomaly mode needs a multiple of 16, at least 32 (e.g. 224)")
+    root = Path(o.data)
+    ok, files = index_folder(root, o.ok_class)
+    defect_classes = [c for c in files if c != ok]
+    if len(files[ok]) < MIN_GOOD:
+        raise UserError(f"{root / ok}: {len(files[ok])} good image(s); anomaly mode needs at least {MIN_GOOD} "
+                        "(a few hundred for a real line)")
+    defect_name = defect_classes[0] if len(defect_classes) == 1 else "defect"
+    classes = sorted([ok, defect_name])
+    meta = ModelMeta(ARCH, classes, ok, o.img_size, 3, list(IMAGENET_MEAN), list(IMAGENET_STD), 0.5, {},
+                     kind="anomaly")
+    weights = lite0_weights_path()
+    n_files = sum(len(v) for v in files.values())
+    with Progress(console=console, transient=True) as prog:
+        task = prog.add_task("decoding images", total=n_files)
+        good = _decode(root, files[ok], ok, meta, lambda: prog.advance(task))
+        bad = [_decode(root, files[c], c, meta, lambda: prog.advance(task)) for c in defect_classes]
+    if len(good.keys) < MIN_GOOD:
+        raise UserError(f"{root / ok}: only {len(good.keys)} readable good image(s); need at least {MIN_GOOD}")
+    defects = _Images(sum((b.keys for b in bad), []), sum((b.labels for b in bad), []),
+                      np.concatenate([b.images for b in bad]) if bad else good.images[:0],
+                      np.concatenate([b.hashes for b in bad]) if bad else good.hashes[:0])
+    split = group_split(np.zeros(len(good.keys), np.int64), good.hashes, seed=o.seed, max_distance=o.dup_distance)
+    gi = {s: split.indices(s) for s in ("train", "val", "test")}
+    if any(len(v) == 0 for v in gi.values()):
+        raise UserError(f"{root / ok}: too few distinct good images to split into train/validation/test "
+                        f"({ {k: len(v) for k, v in gi.items()} }); add images")
+    dv, dt = _split_defects(defects.hashes, o.max_val_defects, o.seed, o.dup_distance)
+    if o.max_test_defects is not None and len(dt) > o.max_test_defects:  # a fixed-seed sample, said in the output
+        dt = np.sort(np.random.default_rng(o.seed).choice(dt, size=o.max_test_defects, replace=False))
+    console.print(f"data: {len(good.keys)} good ({ok}) -> train/val/test {[len(gi[s]) for s in gi]}; "
+                  f"{len(defects.keys)} defect images {defect_classes or '(none)'} -> val/test {len(dv)}/{len(dt)}")
+
+    # --- the memory bank ----------------------------------------------------------------------------------
+    t_fit = time.perf_counter()
+    feats = Lite0Features(pretrained_lite0(weights)).eval()
+    train_imgs = good.images[gi["train"]]
+    per_image = max(1, o.max_patches // len(train_imgs))
+    rng = np.random.default_rng(o.seed)
+    pool: list[torch.Tensor] = []
+    n_patches = 0
+    with torch.inference_mode(), Progress(console=console, transient=True) as prog:
+        task = prog.add_task("patch features", total=len(train_imgs))
+        for x in _batches(train_imgs, meta, o.batch_size):
+            f = patch_features(feats(x))  # (B, D, h, w)
+            rows = f.flatten(2).transpose(1, 2)  # (B, h*w, D)
+            n_patches += rows.shape[0] * rows.shape[1]
+            for r in rows:
+                keep = rng.choice(len(r), size=min(per_image, len(r)), replace=False) if per_image < len(r) else None
+                pool.append((r if keep is None else r[torch.from_numpy(np.sort(keep))]).clone())
+            prog.advance(task, len(x))
+    patches = torch.cat(pool)
+    grid = int(round(math.sqrt(rows.shape[1])))
+    t_feat = time.perf_counter() - t_fit
+    m = min(o.bank_size, len(patches))
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        chosen = greedy_coreset(patches, m, seed=o.seed)
+    bank = patches[chosen].clone()
+    t_coreset = time.perf_counter() - t0
+    del pool, patches
+    console.print(f"memory bank: {m} x {bank.shape[1]} float32 ({bank.numel() * 4 / 1e6:.1f} MB) by greedy coreset "
+                  f"from {n_patches} patches ({grid}x{grid} per image, {min(per_image, grid * grid)} per image "
+                  f"sampled); features {t_feat:.0f} s, coreset {t_coreset:.0f} s")
+    net = PatchCoreNet(feats, bank, input_size=o.img_size).eval()
+
+    # --- calibration and threshold -------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    g_val = raw_scores(net, good.images[gi["val"]], meta, o.batch_size)
+    d_val = raw_scores(net, defects.images[dv], meta, o.batch_size)
+    centre = float(np.quantile(g_val, o.good_quantile))
+    log_centre = math.log(max(centre, 1e-6))
+    # median good -> 0.1; never steeper than 3x the centre distance -> 0.999, so strong defects keep a shaped map
+    scale = max((log_centre - math.log(max(float(np.median(g_val)), 1e-6))) / math.log(9.0), MIN_LOG_SCALE)
+    net.log_centre.fill_(log_centre)
+    net.scale.fill_(scale)
+
+    def mapped(raw: np.ndarray) -> np.ndarray:
+        z = (np.log(np.maximum(raw.astype(np.float64), 1e-6)) - log_centre) / scale
+        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+    val_scores = np.concatenate([mapped(g_val), mapped(d_val)])
+    val_true = [ok] * len(g_val) + [defect_name] * len(d_val)
+    val_def = np.array([t != ok for t in val_true])
+    if len(d_val):
+        recall = o.target_recall if o.target_recall is not None else 0.95
+        choice = choose_threshold(val_scores, val_def, recall)
+        meta.threshold = choice.threshold
+        how = {**choice.to_dict(), "chosen_on": "val", "rule": f"defect recall >= {recall} on validation"}
+    else:
+        _, _, frr = rates_at(val_scores, val_def, 0.5)
+        how = {"threshold": 0.5, "rule": f"good-image quantile {o.good_quantile} (no defect images)",
+               "false_reject_rate": frr, "n_ok": len(g_val), "n_defect": 0, "chosen_on": "val"}
+    g_test = raw_scores(net, good.images[gi["test"]], meta, o.batch_size)
+    d_test = raw_scores(net, defects.images[dt], meta, o.batch_size)
+    t_score = time.perf_counter() - t0
+    metrics = {
+        "val": _figures(meta, val_scores, val_true),
+        "test": _figures(meta, np.concatenate([mapped(g_test), mapped(d_test)]),
+                         [ok] * len(g_test) + [defect_name] * len(d_test)),
+    }
+    train_s = time.perf_counter() - t_start
+    meta.extra.update(
+        anomaly={
+            "method": "PatchCore-style: EfficientNet-Lite0 (ImageNet, timm tf_efficientnet_lite0) stages 2+4 "
+                      "(strides 8, 16), 3x3 average, upsampled to stride 8, concatenated; greedy k-centre "
+                      "coreset (random projection to 32 dims); nearest-neighbour L2 (MatMul + TopK k=1); "
+                      "image score = max patch score; sigmoid((ln d - ln centre) / scale)",
+            "bank_shape": [int(m), int(bank.shape[1])],
+            "bank_mb": round(bank.numel() * 4 / 1e6, 2),
+            "patch_grid": [grid, grid],
+            "patches_seen": int(n_patches),
+            "patches_per_image_sampled": int(min(per_image, grid * grid)),
+            "centre": centre,
+            "log_centre": log_centre,
+            "scale": scale,
+            "test_defects": f"a fixed-seed sample of {len(dt)}" if o.max_test_defects is not None and
+                            len(dt) == o.max_test_defects else "all not in validation",
+            "good_quantile": o.good_quantile,
+            "weights": weights.name,
+            "defect_classes": defect_classes,
+        },
+        threshold_choice=how,
+        data={"root": str(root), "ok_class": ok, "counts": {ok: len(good.keys), **{b.labels[0]: len(b.keys)
+                                                                                   for b in bad if b.keys}}},
+        split={
+            **{k: v for k, v in split.report.items() if k != "counts"},
+            "counts": {"train": len(gi["train"]), "val": len(gi["val"]) + len(dv), "test": len(gi["test"]) + len(dt)},
+            "digest": {"train": split_digest([good.keys[i] for i in gi["train"]])},
+            "val": sorted([good.keys[i] for i in gi["val"]] + [defects.keys[i] for i in dv]),
+            "test": sorted([good.keys[i] for i in gi["test"]] + [defects.keys[i] for i in dt]),
+        },
+        metrics=metrics,
+        training={"train_seconds": round(train_s, 1), "feature_seconds": round(t_feat, 1),
+                  "coreset_seconds": round(t_coreset, 1), "scoring_seconds": round(t_score, 1),
+                  "peak_rss_mb": round(_peak_rss_mb(), 1), "threads": torch.get_num_threads(),
+                  "seed": o.seed, "torch": torch.__version__},
+    )
+    o.out.mkdir(parents=True, exist_ok=True)
+    model_path = o.out / "model.pt"
+    save_checkpoint(model_path, net.state_dict(), meta)
+    v, t = metrics["val"], metrics["test"]
+    console.print(f"threshold {meta.threshold:.4f} ({how['rule']}); val: ROC AUC {v.get('roc_auc', float('nan')):.4f}"
+                  f", recall {v['recall']:.4f}, false rejects {v['false_reject_rate']:.4f}")
+    console.print(f"test ({t['n_images']} held-out images): ROC AUC {t.get('roc_auc', float('nan')):.4f} accuracy "
+                  f"{t['accuracy']:.4f} recall {t['recall']:.4f} false rejects {t['false_reject_rate']:.4f}; "
+                  f"trained in {train_s:.0f} s, peak memory {_peak_rss_mb():.0f} MB; wrote {model_path}")
+    if "roc_auc" in v and v["roc_auc"] < 0.9:
+        console.print(f"[yellow]weak anomaly model:[/] validation ROC AUC {v['roc_auc']:.3f} < 0.9; try a larger "
+                      "--img-size, more good images, or the classifier (without --anomaly) when defect photos exist")
+    if o.export:
+        from engines.anomaly_export import export_anomaly_onnx
+
+        onnx_path = export_anomaly_onnx(model_path, o.out / "model.onnx", net=net, meta=meta,
+                                        check_images=good.images[gi["val"]][:16])
+        parity = meta.extra.get("parity", {})
+        console.print(f"exported {onnx_path}: torch vs ONNX Runtime on {parity.get('n')} held-out good images, "
+                      f"largest score difference {parity.get('max_score_diff', float('nan')):.2e}, map "
+                      f"{parity.get('max_map_diff', float('nan')):.2e}, verdicts that differ {parity.get('flips')}")
+    return model_path
+
+
+def _figures(meta: ModelMeta, scores: np.ndarray, true: list[str]) -> dict:
+    m = compute_metrics(meta, scores[:, None], true)
+    d = m.get("defect_vs_ok", {})
+    out = {k: m[k] for k in ("n_images", "accuracy", "precision", "recall", "threshold") if k in m}
+    out.update({k: d[k] for k in ("roc_auc", "average_precision", "n_ok", "n_defect", "false_rejects",
+                                  "missed_defects") if k in d})
+    out["false_reject_rate"] = d.get("false_rejects", 0) / max(1, d.get("n_ok", 0))
+    return out
+
+
+def maps_png(model: Path, meta: ModelMeta, scored, path: Path, per_group: int = 8) -> str:
+    """Grid of anomaly maps over the judged images: the worst mistakes first, then correct parts of each class.
+
+    ``evaluate`` shows this instead of Grad-CAM for anomaly models: the map is the model's own explanation.
+    """
+    import cv2
+
+    from engines.base import load_engine
+    from engines.heatmap import overlay_heatmap
+    from engines.preprocess import preprocess
+
+    scores = meta.defect_scores(scored.probs)
+    pred = [meta.defect_class if s >= meta.threshold else meta.ok_class for s in scores]
+    conf = np.abs(scores - meta.threshold)
+    wrong = [i for i in np.argsort(-conf) if pred[i] != scored.true[i]][:per_group]
+    right: list[int] = []
+    for cls in meta.classes:
+        right += [i for i in np.argsort(-scores) if pred[i] == scored.true[i] == cls][: max(1, per_group // 2)]
+    picks = [(i, "wrong") for i in wrong] + [(i, "right") for i in right[:per_group]]
+    if not picks:
+        return "skipped: nothing to show"
+    engine = load_engine(model, warm_up=False)
+    try:
+        images = [read_image(scored.items[i].path) for i, _ in picks]
+        engine.infer(preprocess(images, meta))
+        maps = engine.last_maps
+    finally:
+        engine.close()
+    if maps is None:
+        return f"skipped: {model.name} returns no anomaly map"
+    tiles = []
+    side = 160
+    for (i, kind), img, amap in zip(picks, images, maps, strict=True):
+        view = cv2.resize(to_model_image(img, meta), (side, side))[:, :, ::-1]  # model view, back to BGR
+        tile = np.hstack([view, overlay_heatmap(view, amap)])
+        label = f"{kind}: {scored.true[i]} {scores[i]:.2f}"
+        cv2.putText(tile, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(tile)
+    cols = 2
+    while len(tiles) % cols:
+        tiles.append(np.zeros_like(tiles[0]))
+    grid = np.vstack([np.hstack(tiles[r : r + cols]) for r in range(0, len(tiles), cols)])
+    cv2.imwrite(str(path), grid)
+    return str(path)
