@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from engines.errors import UserError
-from engines.preprocess import normalize, to_model_image
+from engines.preprocess import combine_views, model_views, normalize
 from inspector.config import InspectorConfig
 from inspector.detect import Detection, Detector, Roi
 from inspector.records import Frame, Part, PartSink, Verdict
@@ -159,13 +159,14 @@ class Pipeline:
         for p, _ in todo:
             p.t_infer_start_ns = t0
         try:
-            views = [to_model_image(c, meta) for _, c in todo]  # engines.preprocess, split to score the views
+            per_crop = [model_views(c, meta) for _, c in todo]  # engines.preprocess: one view, or one per tile
+            counts = [len(v) for v in per_crop]
             ts = time.monotonic_ns()
-            sharp = [sharpness(v) for v in views]
+            sharp = [sharpness(v[0]) for v in per_crop]
             ts = time.monotonic_ns() - ts
-            batch = normalize(np.stack(views), meta)
+            batch = normalize(np.stack([v for vs in per_crop for v in vs]), meta)
             t1 = time.monotonic_ns()
-            probs = np.asarray(self.engine.infer(batch))
+            probs = combine_views(np.asarray(self.engine.infer(batch)), counts, meta)  # a part: its worst tile
             t2 = time.monotonic_ns()
             scores = meta.defect_scores(probs)
             classes = meta.predicted_classes(probs, self.threshold)

@@ -138,6 +138,8 @@ def inspect(cfg, args: argparse.Namespace, truth: str | None = None) -> int:
     model_path = resolve_model(cfg.model.path)
     opts = {"threads": cfg.model.threads} if cfg.model.threads else {}
     engine = load_engine(model_path, **opts)
+    if weak := engine.meta.weak_warning():  # inspector train's guard tripped and --allow-weak kept the model
+        log.warning("%s: %s", model_path, weak)
     closers: list[tuple[str, Any]] = [("engine", engine)]
     stop = threading.Event()
     old_term = _on_sigterm(stop)
