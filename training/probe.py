@@ -17,6 +17,7 @@ import torch
 log = logging.getLogger(__name__)
 
 MAX_TRAIN = 600
+MIN_CACHED = 300  # training photos cached at least, budget or not
 
 
 def frozen_features(trainer, net: torch.nn.Module, idx: np.ndarray, batch: int = 64) -> tuple[np.ndarray, list[int]]:
@@ -52,10 +53,28 @@ def init_head_from_probe(trainer, net: torch.nn.Module, max_train: int = MAX_TRA
     t0 = time.perf_counter()
     meta = trainer.meta
     tr, va = trainer.idx["train"], trainer.idx["val"]
-    if len(tr) > max_train:
-        tr = np.sort(np.random.default_rng(trainer.o.seed).choice(tr, max_train, replace=False))
-    f_tr, c_tr = frozen_features(trainer, net, tr)
-    f_va, c_va = frozen_features(trainer, net, va)
+    if getattr(trainer.o, "cached_trunk", False) and meta.arch == "efficientnet_lite0":
+        # the trunk maps of every training and validation photo are cached for the tuning that follows, and
+        # the probe's features come from them
+        from training.cached import cache_trunk, tail_features
+
+        val = cache_trunk(trainer, net, va)
+        sec = (time.perf_counter() - t0) / max(1, len(val[1]))
+        deadline = trainer.o.deadline
+        if deadline is not None:  # a budget: cache only the training photos that 40% of the time left allows
+            allowed = max(MIN_CACHED, int(0.4 * (deadline - time.monotonic()) / max(sec, 1e-6)))
+            if len(tr) > allowed:
+                tr = np.sort(np.random.default_rng(trainer.o.seed).choice(tr, allowed, replace=False))
+                log.info("caching %d of the %d training photos (time budget)", allowed, len(trainer.idx["train"]))
+        trainer.cache = {"train": cache_trunk(trainer, net, tr), "val": val, "train_idx": tr}
+        n_views = len(trainer.cache["train"][1]) + len(val[1])
+        trainer.fwd_seconds = (time.perf_counter() - t0) / max(1, n_views) * 1.25
+        (f_tr, c_tr), (f_va, c_va) = (tail_features(net, *trainer.cache[s]) for s in ("train", "val"))
+    else:
+        if len(tr) > max_train:
+            tr = np.sort(np.random.default_rng(trainer.o.seed).choice(tr, max_train, replace=False))
+        f_tr, c_tr = frozen_features(trainer, net, tr)
+        f_va, c_va = frozen_features(trainer, net, va)
     y_items = trainer.data.labels[tr]
     y_views = np.repeat(y_items, c_tr)
     if meta.binary:

@@ -118,7 +118,8 @@ def auto_train(opts, console=None, budget_min: float = 15.0, fit: str | None = N
         # 2. the probe picks the size
         probes = []
         for size in shape["sizes"]:
-            o = replace(base, arch="efficientnet_lite0", img_size=size, out=out / "candidates" / f"lite0_{size}")
+            o = replace(base, arch="efficientnet_lite0", img_size=size, out=out / "candidates" / f"lite0_{size}",
+                        deadline=deadline - seed_reserve)
             tr = Trainer(o, console)
             tr.load()
             from engines.archs import build_network

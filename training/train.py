@@ -67,6 +67,7 @@ class TrainOptions:
     backbone_lr_scale: float = 0.3  # a pretrained backbone learns at this fraction of the head's rate
     probe_init: bool = True  # pretrained: start the head from a linear probe on frozen features
     freeze_stages: int = 3  # efficientnet_lite0: the stem and its first stages keep their ImageNet weights
+    cached_trunk: bool = True  # efficientnet_lite0: tune only the last stages on cached trunk maps (training.cached)
     target_recall_guard: float = 0.95  # the recall at which the false-reject rate is judged (weak-model guard)
     min_auc: float = 0.9  # weak-model guard: validation ROC AUC below this is weak
     max_false_reject: float = 0.2  # weak-model guard: more false rejects than this at the target recall is weak
@@ -277,10 +278,17 @@ class Trainer:
             row["val_auc"] = auc
         return row
 
+    def _split_probs(self, net: nn.Module, split: str) -> np.ndarray:
+        """Outputs on a split for the final report, computed once per split (the weights no longer change)."""
+        memo = self.__dict__.setdefault("_final_probs", {})
+        if split not in memo:
+            memo[split] = self.probs(net, self.idx[split])
+        return memo[split]
+
     def _metrics(self, net: nn.Module, split: str, threshold: float | None = None) -> dict:
         idx = self.idx[split]
         true = [self.meta.classes[i] for i in self.data.labels[idx]]
-        return compute_metrics(self.meta, self.probs(net, idx), true, threshold)
+        return compute_metrics(self.meta, self._split_probs(net, split), true, threshold)
 
     # --- loop ---------------------------------------------------------------------------------------------
     def _param_groups(self, net: nn.Module) -> list[dict]:
@@ -375,6 +383,8 @@ class Trainer:
             self.console.print(f"linear probe on frozen features: val ROC AUC {self.probe_info.get('val_auc', 0):.4f}"
                                f" ({self.probe_info['seconds']:.0f} s); the head starts from it")
         loss_fn = self._loss()
+        if o.arch == "efficientnet_lite0" and o.cached_trunk and not o.resume:
+            return self._run_cached(net, loss_fn)
         # Whole batches only (drop_last): a last batch of a few images gives BatchNorm a noisy step each epoch.
         batches = max(1, len(self.idx["train"]) // o.batch_size)
         self._freeze(net)  # before timing: frozen early stages are what makes a step cheaper
@@ -515,6 +525,26 @@ class Trainer:
                           "last epoch (onecycle)" if per_step else "best validation loss")
         return self._finish(net, state)
 
+    def _run_cached(self, net: nn.Module, loss_fn: nn.Module) -> Path:
+        """Lite0's default: the last stages tuned on cached trunk maps (training.cached), best validation kept."""
+        from training.cached import cache_trunk, fit_tail
+
+        if getattr(self, "cache", None) is None:
+            t0 = time.perf_counter()
+            self.cache = {s: cache_trunk(self, net, self.idx[s]) for s in ("train", "val")}
+            self.cache["train_idx"] = self.idx["train"]
+            n = sum(len(c[1]) for c in self.cache.values())
+            self.fwd_seconds = (time.perf_counter() - t0) / max(1, n) * 1.25
+        self.ema_decay = 0.0
+        state = fit_tail(self, net, loss_fn, self.cache, self.o.deadline, self.o.epochs, self.console)
+        self.cache = None  # the maps are not needed any more: free the memory before the report
+        net.load_state_dict(state["best_state"])
+        self.keep_rule = "best validation ROC AUC (last stages tuned on cached trunk maps)" if self.meta.binary or \
+            self.meta.ok_class is not None else "best validation accuracy (last stages tuned on cached trunk maps)"
+        if state["stopped"]:
+            self.console.print(f"[yellow]{state['stopped']}[/]")
+        return self._finish(net, state)
+
     def _resume(self, last: Path, net: nn.Module, opt, sched, ema) -> dict:
         if not last.is_file():
             raise UserError(f"--resume: {last} not found; start without --resume")
@@ -537,7 +567,7 @@ class Trainer:
         meta = self.meta
         if o.target_recall is not None and meta.ok_class is not None:
             idx = self.idx["val"]
-            scores = meta.defect_scores(self.probs(net, idx))
+            scores = meta.defect_scores(self._split_probs(net, "val"))
             is_def = np.array([meta.classes[i] != meta.ok_class for i in self.data.labels[idx]])
             choice = choose_threshold(scores, is_def, o.target_recall)
             if meta.binary:
@@ -550,7 +580,7 @@ class Trainer:
         quality = None
         if meta.ok_class is not None:
             idx = self.idx["val"]
-            scores = meta.defect_scores(self.probs(net, idx))
+            scores = meta.defect_scores(self._split_probs(net, "val"))
             is_def = np.array([meta.classes[i] != meta.ok_class for i in self.data.labels[idx]])
             quality = judge_quality(scores, is_def, o.target_recall or o.target_recall_guard, o.min_auc,
                                     o.max_false_reject)
@@ -638,6 +668,8 @@ def plot_curves(history: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    history = [{k: h.get(k, float("nan")) for k in ("epoch", "train_loss", "val_loss", "train_acc", "val_acc")}
+               for h in history]
     ep = [h["epoch"] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot(ep, [h["train_loss"] for h in history], label="train")
