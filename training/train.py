@@ -103,8 +103,13 @@ def pretrained_weights(arch: str, weights: Path | None) -> Path | None:
     if cached is not None and cached.is_file():
         return cached
     if weights is not None and entry is not None:  # --weights imagenet: download into the torch cache
+        import contextlib
+        import io
+
+        log.info("downloading %s ImageNet weights from %s", arch, entry.url)
         try:
-            torch.hub.load_state_dict_from_url(entry.url, progress=False, check_hash=True)
+            with contextlib.redirect_stdout(io.StringIO()):  # torch.hub prints its own "Downloading" line
+                torch.hub.load_state_dict_from_url(entry.url, progress=False, check_hash=True)
         except Exception as exc:  # noqa: BLE001 - URLError, HTTP errors, hash mismatch
             raise UserError(f"--weights imagenet: could not download the {arch} ImageNet weights from {entry.url} "
                             f"({type(exc).__name__}); with no network, give --weights FILE or use --arch "

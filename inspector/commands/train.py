@@ -73,6 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-false-reject", type=float, default=0.2,
                    help="weak-model guard: more than this share of good parts rejected at the target recall "
                    "(--target-recall, else 0.95) is weak")
+    p.add_argument("--full-finetune", action="store_true",
+                   help="efficientnet_lite0: train stages 3-6 on augmented photos every step instead of the last stage "
+                   "on cached trunk maps (slower per epoch on a CPU)")
     p.add_argument("--allow-weak", action="store_true",
                    help="exit 0 even when the weak-model guard trips (the model is written either way)")
     p.set_defaults(func=run)
@@ -95,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         rotate_deg=args.rotate, ema=args.ema, scale_jitter=args.scale_jitter, shift_jitter=args.shift_jitter,
         schedule=args.schedule, weight_decay=args.weight_decay, drop_conflicts=args.drop_conflicts,
         fit=args.fit or "stretch", tile_aspect=args.tile_aspect or 0.0, min_auc=args.min_auc,
-        max_false_reject=args.max_false_reject,
+        max_false_reject=args.max_false_reject, cached_trunk=not args.full_finetune,
     )
     budget = 15.0 if args.budget_min is None else args.budget_min
     if budget <= 0:
