@@ -640,7 +640,7 @@ def judge_quality(scores: np.ndarray, is_defect: np.ndarray, target_recall: floa
     if not auc >= min_auc:
         reasons.append(f"validation ROC AUC {auc:.3f} < {min_auc}")
     if frr > max_false_reject:
-        reasons.append(f"{frr:.0%} false rejects at defect recall {target_recall:.2f} > {max_false_reject:.0%}")
+        reasons.append(f"{frr:.0%} false rejects at defect recall {target_recall:g} > {max_false_reject:.0%}")
     return {"val_auc": auc, "target_recall": float(target_recall), "false_reject_rate": float(frr),
             "min_auc": float(min_auc), "max_false_reject": float(max_false_reject), "weak": bool(reasons),
             "reasons": reasons, "n_val": int(len(y))}

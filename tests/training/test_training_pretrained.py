@@ -122,7 +122,7 @@ def test_a_learnable_set_passes_the_guard(tmp_path, capsys):
 def test_default_recipe_chooses_on_validation_within_a_tiny_budget(tmp_path, capsys):
     data = surfaces(tmp_path / "d", 24, size=(40, 100))  # not square, 2.5:1: letterbox and tiles
     run = tmp_path / "run"
-    rc = main(["train", "--data", str(data), "--out", str(run), "--budget-min", "1.5", "--dup-distance", "4",
+    rc = main(["train", "--data", str(data), "--out", str(run), "--budget-min", "1.0", "--dup-distance", "4",
                "--batch-size", "8", "--threads", "2", "--allow-weak"])
     assert rc == 0
     recipe = json.loads((run / "recipe.json").read_text())
