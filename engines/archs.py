@@ -14,7 +14,8 @@ from torch import nn
 from engines.errors import UserError
 from engines.meta import ModelMeta
 
-ARCHS = ("seedcnn", "resnet18", "mobilenet_v3_small", "efficientnet_b0")
+ARCHS = ("seedcnn", "efficientnet_lite0", "resnet18", "mobilenet_v3_small", "efficientnet_b0")
+PRETRAINED_ARCHS = ARCHS[1:]
 
 
 class SeedCNN(nn.Module):
@@ -70,6 +71,10 @@ def build_network(meta: ModelMeta, weights_path: Path | None = None) -> nn.Modul
     """The logits network for ``meta.arch``; ``weights_path`` is an ImageNet state dict for a backbone."""
     if meta.arch == "seedcnn":
         return SeedCNN(meta.channels, meta.num_outputs, meta.input_size)
+    if meta.arch == "efficientnet_lite0":
+        from engines.lite0 import build_lite0
+
+        return build_lite0(meta.channels, meta.num_outputs, weights_path)
     if meta.arch in ARCHS:
         return _torchvision(meta.arch, meta.channels, meta.num_outputs, weights_path)
     raise UserError(f"unknown architecture {meta.arch!r}; supported: {', '.join(ARCHS)}")

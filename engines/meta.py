@@ -21,6 +21,8 @@ from engines.errors import UserError
 
 OK_CLASS_NAMES = ("ok", "good", "normal", "pass", "ok_front")
 MODEL_KINDS = ("classifier", "anomaly")
+FITS = ("stretch", "letterbox")
+OPTIONAL_FIELDS = ("threshold", "extra", "fit", "tile_aspect", "kind")  # older files lack them: the defaults apply
 
 
 def default_ok_class(classes: list[str]) -> str | None:
@@ -46,6 +48,12 @@ class ModelMeta:
     # output 0 is the image score in [0, 1] (binary layout, compared with ``threshold`` alike), and a second
     # output holds the anomaly map (N, 1, S, S). Optional: older metadata without it is a classifier.
     kind: str = "classifier"
+    # How a crop becomes the model's square input (engines.preprocess): "stretch" resizes it to the square
+    # (older models), "letterbox" keeps its aspect ratio and pads with the mean colour.
+    fit: str = "stretch"
+    # Tiles for long images: 0 off; else a crop whose long/short side ratio is at least this is cut into
+    # overlapping short x short windows along its long side, each scored; the crop's defect score is the max.
+    tile_aspect: float = 0.0
 
     def __post_init__(self) -> None:
         if len(self.classes) < 2:
@@ -62,6 +70,10 @@ class ModelMeta:
             raise UserError(f"model metadata: kind must be one of {', '.join(MODEL_KINDS)}, got {self.kind!r}")
         if not 0.0 <= float(self.threshold) <= 1.0:
             raise UserError(f"model metadata: threshold must be in [0, 1], got {self.threshold!r}")
+        if self.fit not in FITS:
+            raise UserError(f"model metadata: fit must be one of {', '.join(FITS)}, got {self.fit!r}")
+        if self.tile_aspect and float(self.tile_aspect) < 1.0:
+            raise UserError(f"model metadata: tile_aspect must be 0 (off) or >= 1, got {self.tile_aspect!r}")
 
     # --- what the outputs mean -------------------------------------------------------------------------
     @property
@@ -102,6 +114,14 @@ class ModelMeta:
             return [self.defect_class if s >= t else self.ok_class for s in scores]  # type: ignore[misc]
         return [self.classes[i] for i in probs.argmax(axis=1)]
 
+    def weak_warning(self) -> str | None:
+        """One line when training judged this model weak (``extra.quality``, inspector train's guard), else None."""
+        q = self.extra.get("quality") or {}
+        if not q.get("weak"):
+            return None
+        return (f"model {self.arch} was judged weak when it was trained ({'; '.join(q.get('reasons', []))}): "
+                "it may pass defects or reject good parts; retrain it (inspector train) before relying on it")
+
     # --- (de)serialisation -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,7 +129,7 @@ class ModelMeta:
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "model metadata") -> ModelMeta:
         names = {f.name for f in fields(cls)}
-        missing = sorted(n for n in names - set(data) if n not in ("threshold", "extra", "kind"))
+        missing = sorted(n for n in names - set(data) if n not in OPTIONAL_FIELDS)
         if missing:
             raise UserError(f"{where}: missing field(s) {', '.join(missing)}; re-export the model")
         unknown = sorted(set(data) - names)

@@ -130,6 +130,8 @@ class Line:
         self.engine = self._add("engine", load_engine(self.model_path, **opts))
         self.probe.model = ModelHealth(self.model_path.name, self.engine.backend)
         check_input_size(cfg, self.engine)
+        if weak := self.engine.meta.weak_warning():  # inspector train's guard tripped; --allow-weak kept it
+            log.warning("%s: %s", self.model_path, weak)
         outputs = req.with_outputs
         if outputs and cfg.metrics.enabled:
             from inspector.metrics import MetricsServer, RunMetrics

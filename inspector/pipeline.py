@@ -24,7 +24,7 @@ import numpy as np
 
 from engines.base import Engine
 from engines.heatmap import compact
-from engines.preprocess import normalize, to_model_image
+from engines.preprocess import combine_views, model_views, normalize
 from ground.errors import UserError
 from inspector.config import InspectorConfig
 from inspector.detect import Detection, Detector, Roi
@@ -183,11 +183,12 @@ class Pipeline:
         for p, _ in todo:
             p.t_infer_start_ns = t0
         try:
-            views = [to_model_image(c, meta) for _, c in todo]  # engines.preprocess, split to score the views
-            sharp = [sharpness(v) for v in views]
-            batch = normalize(np.stack(views), meta)
+            per_crop = [model_views(c, meta) for _, c in todo]  # engines.preprocess: one view, or one per tile
+            counts = [len(v) for v in per_crop]
+            sharp = [sharpness(v[0]) for v in per_crop]
+            batch = normalize(np.stack([v for vs in per_crop for v in vs]), meta)
             t1 = time.monotonic_ns()
-            probs = np.asarray(self.engine.infer(batch))
+            probs = combine_views(np.asarray(self.engine.infer(batch)), counts, meta)  # a part: its worst tile
             t2 = time.monotonic_ns()
             maps = self.engine.last_maps  # anomaly models only (engines.anomaly)
             scores = meta.defect_scores(probs)
@@ -200,14 +201,15 @@ class Pipeline:
                 p.crop = crop if self.keep_crops else None
             return
         now = time.monotonic_ns()
+        first = np.cumsum([0, *counts[:-1]])  # index of each part's first view in the batch
         for i, (p, crop) in enumerate(todo):
             s = float(scores[i])
             p.cls = classes[i]
             p.score = s if math.isfinite(s) else None
             p.t_verdict_ns = now
             p.crop = crop if self.keep_crops else None
-            if maps is not None and self.keep_crops:
-                p.anomaly_map = compact(maps[i, 0])
+            if maps is not None and self.keep_crops:  # the map of the part's first view (anomaly models: one)
+                p.anomaly_map = compact(maps[first[i], 0])
             p.sharpness = sharp[i]
             p.t_engine_start_ns, p.t_engine_end_ns, p.batch_size = t1, t2, len(todo)
             if meta.binary:

@@ -26,7 +26,7 @@ import numpy as np
 
 from engines.errors import UserError
 from engines.meta import ModelMeta, default_ok_class
-from engines.preprocess import to_model_image
+from engines.preprocess import model_views
 
 log = logging.getLogger(__name__)
 
@@ -231,31 +231,64 @@ def is_gray_content(img: np.ndarray, tol: float = 10.0) -> bool:
 
 @dataclass
 class LoadedData:
-    """Decoded dataset: per item its model image (uint8 S x S x C), label index and perceptual hash."""
+    """Decoded dataset: per item its model view(s) (uint8 S x S x C), label index and perceptual hash.
+
+    An item has one view, or one per tile when the model tiles long images (``meta.tile_aspect``):
+    ``images[first[k]:first[k + 1]]`` are item k's views.
+    """
 
     index: DatasetIndex
     items: list[Item]
-    images: np.ndarray  # (N, S, S, C) uint8, in the model's colour
+    images: np.ndarray  # (T, S, S, C) uint8, in the model's colour: every view of every item, in item order
     labels: np.ndarray  # (N,) int64 index into index.classes
     hashes: np.ndarray  # (N, 8, W) uint64: pHash of the image under each of its 8 rotations/flips
     channels: int
     skipped: list[tuple[str, str]]
+    first: np.ndarray | None = None  # (N + 1,) offsets of each item's views; None: one view per item
+    sizes: np.ndarray | None = None  # (N, 2) decoded (height, width) per item
+    smalls: np.ndarray | None = None  # (N, 64, 64) float32 gray thumbnails for the label-conflict check
+
+    @property
+    def tiled(self) -> bool:
+        return self.first is not None and len(self.images) != len(self.items)
 
     def subset(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(views, labels) of items ``idx``; only for one view per item (see :meth:`views`)."""
+        if self.tiled:
+            raise ValueError("subset() on tiled data; use views()")
         return self.images[idx], self.labels[idx]
 
+    def views(self, idx: np.ndarray) -> tuple[np.ndarray, list[int], np.ndarray]:
+        """(every view of items ``idx``, views per item, labels of the items)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if not self.tiled:
+            return self.images[idx], [1] * len(idx), self.labels[idx]
+        assert self.first is not None
+        parts = [np.arange(self.first[k], self.first[k + 1]) for k in idx]
+        counts = [len(p) for p in parts]
+        sel = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return self.images[sel], counts, self.labels[idx]
 
-def load_images(index: DatasetIndex, input_size: int, channels: int | None = None, progress=None) -> LoadedData:
-    """Decode every file once: the model image (via THE preprocessing) and its pHash; skip bad files.
+
+_HASH_CACHE: dict[tuple[str, int, int], np.ndarray] = {}  # (path, size, mtime_ns) -> pHash: candidates re-decode
+
+
+def load_images(index: DatasetIndex, input_size: int, channels: int | None = None, progress=None,
+                fit: str = "stretch", tile_aspect: float = 0.0) -> LoadedData:
+    """Decode every file once: the model view(s) (via THE preprocessing) and its pHash; skip bad files.
 
     ``channels`` None chooses from the data: 1 when every image is gray content, else 3.
     """
+    from training.conflicts import small_gray
+
     kept: list[Item] = []
-    imgs: list[np.ndarray] = []
+    views: list[list[np.ndarray]] = []
     hashes: list[np.ndarray] = []
+    sizes: list[tuple[int, int]] = []
+    smalls: list[np.ndarray] = []
     skipped = list(index.skipped)
     all_gray = True
-    metas = {c: _probe_meta(index, input_size, c) for c in (1, 3)}
+    metas = {c: _probe_meta(index, input_size, c, fit, tile_aspect) for c in (1, 3)}
     for it in index.items:
         try:
             img = read_image(it.path)
@@ -268,17 +301,22 @@ def load_images(index: DatasetIndex, input_size: int, channels: int | None = Non
         gray = is_gray_content(img)
         all_gray &= gray
         c = channels or (1 if gray else 3)
-        model_img = to_model_image(img, metas[c])
-        hashes.append(dihedral_phash(img))
+        views.append(model_views(img, metas[c]))
+        st = it.path.stat()
+        key = (str(it.path), st.st_size, st.st_mtime_ns)
+        if key not in _HASH_CACHE:
+            _HASH_CACHE[key] = dihedral_phash(img)
+        hashes.append(_HASH_CACHE[key])
+        sizes.append(img.shape[:2])
+        smalls.append(small_gray(img))
         kept.append(it)
-        imgs.append(model_img)
         if progress:
             progress()
     n_bad = len(skipped) - len(index.skipped)
     if n_bad:
         log.warning("%d of %d file(s) skipped as unreadable, truncated or not images", n_bad, len(index.items))
     chosen = channels or (1 if all_gray else 3)
-    imgs = [im if im.shape[2] == chosen else np.repeat(im, 3, axis=2) for im in imgs]
+    flat = [im if im.shape[2] == chosen else np.repeat(im, 3, axis=2) for vs in views for im in vs]
     classes_left = {it.label for it in kept}
     if not kept:
         raise UserError(f"{index.root}: none of the {len(index.items)} file(s) is a readable image")
@@ -291,11 +329,14 @@ def load_images(index: DatasetIndex, input_size: int, channels: int | None = Non
     return LoadedData(
         index=index,
         items=kept,
-        images=np.stack(imgs),
+        images=np.stack(flat),
         labels=np.array([lookup[it.label] for it in kept], dtype=np.int64),
         hashes=np.stack(hashes),
         channels=chosen,
         skipped=skipped,
+        first=np.concatenate([[0], np.cumsum([len(v) for v in views])]).astype(np.int64),
+        sizes=np.array(sizes, dtype=np.int64),
+        smalls=np.stack(smalls),
     )
 
 
@@ -324,7 +365,10 @@ def dihedral_phash(image: np.ndarray, hash_size: int = HASH_SIZE) -> np.ndarray:
     return np.stack(out)
 
 
-def _probe_meta(index: DatasetIndex, input_size: int, channels: int) -> ModelMeta:
-    """A metadata record used only for its size/colour, so decoding uses THE preprocessing."""
-    return ModelMeta("seedcnn", index.classes, index.ok_class, input_size, channels, [0.0] * channels,
-                     [1.0] * channels)
+def _probe_meta(index: DatasetIndex, input_size: int, channels: int, fit: str = "stretch",
+                tile_aspect: float = 0.0) -> ModelMeta:
+    """A metadata record used only for its size/colour/fit/tiles, so decoding uses THE preprocessing.
+
+    """
+    return ModelMeta("seedcnn", index.classes, index.ok_class, input_size, channels, [0.5] * channels,
+                     [1.0] * channels, fit=fit, tile_aspect=tile_aspect)

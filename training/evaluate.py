@@ -17,7 +17,7 @@ import numpy as np
 from engines.base import load_engine, store_metadata
 from engines.errors import UserError
 from engines.meta import ModelMeta
-from engines.preprocess import preprocess
+from engines.preprocess import infer_crops
 from training.data import BadImage, DatasetIndex, Item, index_dataset, read_image
 from training.metrics import compute_metrics
 from training.threshold import choose_threshold
@@ -80,7 +80,7 @@ def score_items(engine, items: list[Item], mapping: dict[str, str], batch: int =
                 skipped.append((it.key, str(exc)))
                 log.warning("skipped %s: %s", it.path, exc)
         if imgs:
-            probs.append(engine.infer(preprocess(imgs, engine.meta)))
+            probs.append(infer_crops(engine, imgs))  # tiles scored and folded as at run time
             kept += chunk
         if progress:
             progress(len(items[a : a + batch]))
@@ -151,8 +151,11 @@ def evaluate(
             meta.threshold = choice.threshold
             meta.extra["threshold_choice"] = {**choice.to_dict(), "chosen_on": vused}
             threshold_note = str(store_metadata(Path(model), meta))
+        quality = _quality(engine, meta, index, mapping, scored, used, target_recall, conflicts)
     engine.close()
     metrics = compute_metrics(meta, scored.probs, scored.true)
+    if quality is not None:
+        metrics["quality"] = quality
     metrics.update(
         model=str(model), data=str(index.root), split=used, n_skipped=len(scored.skipped),
         skipped=[f"{k}: {why}" for k, why in scored.skipped[:50]],
@@ -179,26 +182,54 @@ def evaluate(
     return metrics
 
 
+def _quality(engine, meta: ModelMeta, index: DatasetIndex, mapping: dict, scored: Scored, used: str,
+             target_recall: float | None, conflicts: dict | None) -> dict | None:
+    """Validation ROC AUC and false rejects at the target recall (the weak-model guard's figures), and the same
+    on the judged split. Validation is the model's own split when ``index`` is its training data."""
+    if meta.ok_class is None:
+        return None
+    from training.train import judge_quality
+
+    stored = meta.extra.get("quality", {})
+    recall = target_recall or stored.get("target_recall") or 0.95
+    lim = {"min_auc": stored.get("min_auc", 0.9), "max_false_reject": stored.get("max_false_reject", 0.2)}
+    out: dict = {}
+    try:
+        val_items, _ = select_items(meta, index, "val")
+        if conflicts is not None:
+            val_items = [it for it in val_items if it.key not in conflicts["keys"]]
+        val = scored if used == "val" else score_items(engine, val_items, mapping)
+        out["val"] = judge_quality(meta.defect_scores(val.probs), _is_defect(meta, val.true), recall, **lim)
+    except UserError:
+        pass  # not the training data: no validation split here
+    is_def = _is_defect(meta, scored.true)
+    if 0 < is_def.sum() < len(is_def):
+        out[used] = judge_quality(meta.defect_scores(scored.probs), is_def, recall, **lim)
+    return out or None
+
+
 def _conflicts(index: DatasetIndex, console=None) -> dict:
     """Label conflicts over every image of ``index``: {'keys': set of keys in one, 'report': JSON summary}."""
     from rich.progress import Progress
 
     from training.conflicts import conflict_report, label_conflicts, small_gray
 
-    keys, labels, small = [], [], []
+    keys, labels, small, paths = [], [], [], []
     with Progress(console=console, transient=True) as prog:
         task = prog.add_task("looking for label conflicts", total=len(index.items))
         for it in index.items:
             try:
                 small.append(small_gray(read_image(it.path)))
+                paths.append(it.path)
                 keys.append(it.key)
                 labels.append(it.label)
             except BadImage:
                 pass  # counted where the image is judged
             prog.advance(task)
     codes = {c: i for i, c in enumerate(sorted(set(labels)))}
-    pairs = label_conflicts(np.stack(small) if small else np.zeros((0, 64, 64)), [codes[c] for c in labels])
+    details: list = []
+    pairs = label_conflicts(small, [codes[c] for c in labels], full=paths, details=details)
     involved = {keys[i] for i, j, _ in pairs} | {keys[j] for i, j, _ in pairs}
-    report = conflict_report(keys, labels, pairs)
+    report = conflict_report(keys, labels, pairs, details=details)
     log.info("label conflicts: %d pair(s), %d image(s) left out", len(pairs), len(involved))
     return {"keys": involved, "report": report}

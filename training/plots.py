@@ -71,6 +71,8 @@ def _target_layer(net, arch: str):
         return [m for m in net.features if m.__class__.__name__ == "ReLU"][-1]
     if arch == "resnet18":
         return net.layer4[-1]
+    if arch == "efficientnet_lite0":
+        return net.bn2  # timm: the head convolution's BatchNorm + ReLU6, the last spatial map
     return net.features[-1]
 
 

@@ -43,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
         d = m["defect_vs_ok"]
         print(f"missed defects {d['missed_defects']} of {d['n_defect']}, "
               f"false rejects {d['false_rejects']} of {d['n_ok']}")
+    for split, q in (m.get("quality") or {}).items():
+        line = (f"{split}: ROC AUC {q['val_auc']:.4f}, false rejects {q['false_reject_rate']:.1%} at defect recall "
+                f"{q['target_recall']:.2f}")
+        print(line + (f" - weak: {'; '.join(q['reasons'])}" if q["weak"] else ""))
     if "label_conflicts" in m:
         c = m["label_conflicts"]
         print(f"label conflicts: {c['n_pairs']} near-identical pair(s) of different classes in {m['data']}; "

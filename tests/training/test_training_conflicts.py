@@ -115,3 +115,41 @@ def test_drop_conflicts_leaves_them_out_of_training_only(tiny_dataset, tmp_path)
     assert d["label_conflicts"]["dropped_from_train"] == in_train
     assert d["counts"] == kept["counts"] and d["val"] == kept["val"] and d["test"] == kept["test"]  # same split
     assert d["digest"]["train"] != kept["digest"]["train"]
+
+
+def _tile(seed: int, h: int = 240, w: int = 320) -> np.ndarray:
+    """A textured surface photo (smooth noise), gray, like a tile or a sheet."""
+    rng = np.random.default_rng(seed)
+    base = cv2.resize(rng.normal(128, 40, (h // 8, w // 8)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    fine = rng.normal(0, 6, (h, w)).astype(np.float32)
+    return np.clip(base + fine, 0, 255).astype(np.uint8)
+
+
+def _jpeg(img: np.ndarray, q: int = 85) -> np.ndarray:
+    return cv2.imdecode(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, q])[1], cv2.IMREAD_UNCHANGED)
+
+
+def test_a_planted_duplicate_is_a_conflict_and_a_planted_small_defect_is_not(tmp_path):
+    from training.conflicts import candidate_pairs, difference
+
+    dup_src, spot_src = _tile(10), _tile(11)
+    dup_twin = _jpeg(cv2.rotate(dup_src, cv2.ROTATE_180), 80)  # the same photo re-saved, turned: differs nowhere
+    spot_twin = spot_src.copy()
+    cv2.circle(spot_twin, (290, 30), 7, 20, -1)  # a small dark defect in one corner: a real defect
+    images = [dup_src, dup_twin, spot_src, spot_twin, _tile(12), _tile(13)]
+    labels = [0, 1, 0, 1, 0, 1]
+    cands = candidate_pairs(images, labels)
+    assert {(i, j) for i, j, _ in cands} == {(0, 1), (2, 3)}  # at 64x64 both pairs look like the same picture
+    assert difference(dup_src, dup_twin)["kind"] == "duplicate"
+    d = difference(spot_src, spot_twin)
+    assert d["kind"] == "small_difference" and d["peak"] > 40 and d["spot_fraction"] < 0.01
+    details: list = []
+    paths = []
+    for k, im in enumerate(images):
+        paths.append(tmp_path / f"{k}.png")
+        cv2.imwrite(str(paths[-1]), im)
+    pairs = label_conflicts(paths, labels, details=details)
+    assert [(i, j) for i, j, _ in pairs] == [(0, 1)]
+    r = conflict_report([p.name for p in paths], ["ok", "def"] * 3, pairs, details=details)
+    assert r["n_pairs"] == 1 and r["n_candidates"] == 2
+    assert r["not_conflicts"]["n_small_difference"] == 1 and r["not_conflicts"]["pairs"][0][0] == "2.png"
