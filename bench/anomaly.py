@@ -120,13 +120,20 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True, help="run folder for the trained model")
     ap.add_argument("--train-args", default="", help="extra arguments for inspector train, e.g. '--bank-size 4096'")
     ap.add_argument("--seconds", type=float, default=5.0, help="timing per batch size")
-    ap.add_argument("--reuse", action="store_true",
-                    help="RUN was already trained by `inspector train --anomaly`: take its training time and peak "
-                         "memory from its metadata (measured in that process, before the export) instead of training")
+    ap.add_argument(
+        "--reuse",
+        action="store_true",
+        help="RUN was already trained by `inspector train --anomaly`: take its training time and peak "
+        "memory from its metadata (measured in that process, before the export) instead of training",
+    )
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--eval-limit", type=int, default=None,
-                    help="judge the ONNX model on a fixed-seed sample of this many test images (default: all, "
-                         "through `inspector evaluate`)")
+    ap.add_argument(
+        "--eval-limit",
+        type=int,
+        default=None,
+        help="judge the ONNX model on a fixed-seed sample of this many test images (default: all, "
+        "through `inspector evaluate`)",
+    )
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-anomaly-"))
     data = elpv_links(work) if args.elpv else args.data
@@ -138,8 +145,21 @@ def main() -> int:
         t = json.loads(Path(str(args.out / "model.onnx") + ".json").read_text())["extra"]["training"]
         train_s, train_mb = t["train_seconds"], t["peak_rss_mb"]
     else:
-        train_s, train_mb, out = run_child([py, "-m", "inspector", "train", "--anomaly", "--data", str(data),
-                                            "--out", str(args.out), *ok_args, *args.train_args.split()])
+        train_s, train_mb, out = run_child(
+            [
+                py,
+                "-m",
+                "inspector",
+                "train",
+                "--anomaly",
+                "--data",
+                str(data),
+                "--out",
+                str(args.out),
+                *ok_args,
+                *args.train_args.split(),
+            ]
+        )
         print(out.strip(), flush=True)
     onnx_path = args.out / "model.onnx"
     side = json.loads(Path(str(onnx_path) + ".json").read_text())
@@ -147,8 +167,21 @@ def main() -> int:
         metrics = sampled_eval(onnx_path, data, side, args.eval_limit)
     else:
         ev_dir = args.out / "eval_onnx"
-        _, _, ev_out = run_child([py, "-m", "inspector", "evaluate", "--model", str(onnx_path), "--data", str(data),
-                                  "--out", str(ev_dir), *ok_args])
+        _, _, ev_out = run_child(
+            [
+                py,
+                "-m",
+                "inspector",
+                "evaluate",
+                "--model",
+                str(onnx_path),
+                "--data",
+                str(data),
+                "--out",
+                str(ev_dir),
+                *ok_args,
+            ]
+        )
         print(ev_out.strip(), flush=True)
         metrics = json.loads((ev_dir / "metrics.json").read_text())
         metrics["judged"] = "inspector evaluate, the whole test split"
@@ -168,17 +201,33 @@ def main() -> int:
         "threshold_rule": side["extra"]["threshold_choice"]["rule"],
         "val": side["extra"]["metrics"]["val"],
         "test_torch": side["extra"]["metrics"]["test"],
-        "test_onnx": {k: metrics["defect_vs_ok"].get(k) for k in ("roc_auc", "average_precision", "recall",
-                                                                  "precision", "missed_defects", "false_rejects",
-                                                                  "n_defect", "n_ok")},
+        "test_onnx": {
+            k: metrics["defect_vs_ok"].get(k)
+            for k in (
+                "roc_auc",
+                "average_precision",
+                "recall",
+                "precision",
+                "missed_defects",
+                "false_rejects",
+                "n_defect",
+                "n_ok",
+            )
+        },
         "test_onnx_accuracy": metrics["accuracy"],
         "test_onnx_judged": metrics["judged"],
         "parity": side["extra"]["parity"],
     }
     with load_engine(onnx_path, threads=1) as engine:
         rows = [bench_batch(engine, b, seconds=args.seconds) for b in (1, 8)]
-        res["ort_1_thread"] = {f"batch {r.batch}": {"p50_ms": round(r.p50_ms, 2), "p99_ms": round(r.p99_ms, 2),
-                                                    "per_crop_ms": round(r.per_image_ms, 2)} for r in rows}
+        res["ort_1_thread"] = {
+            f"batch {r.batch}": {
+                "p50_ms": round(r.p50_ms, 2),
+                "p99_ms": round(r.p99_ms, 2),
+                "per_crop_ms": round(r.per_image_ms, 2),
+            }
+            for r in rows
+        }
         if args.elpv:
             from sklearn.metrics import roc_auc_score
 
@@ -192,11 +241,15 @@ def main() -> int:
                     paths = sorted((shared() / "elpv" / level).glob("*.png"))
                 s = scores_of(engine, paths)
                 y = np.r_[np.zeros(len(s_ok)), np.ones(len(s))]
-                levels[level] = {"n": len(s), "roc_auc_vs_test_ok": round(float(roc_auc_score(y, np.r_[s_ok, s])), 4),
-                                 "flagged_at_threshold": round(float((s >= engine.meta.threshold).mean()), 4)}
+                levels[level] = {
+                    "n": len(s),
+                    "roc_auc_vs_test_ok": round(float(roc_auc_score(y, np.r_[s_ok, s])), 4),
+                    "flagged_at_threshold": round(float((s >= engine.meta.threshold).mean()), 4),
+                }
             res["elpv_levels"] = {"n_test_ok": len(s_ok), **levels}
-    res["per_crop_vs_33ms_budget"] = {k: round(v["per_crop_ms"] / FRAME_BUDGET_MS, 3)
-                                      for k, v in res["ort_1_thread"].items()}
+    res["per_crop_vs_33ms_budget"] = {
+        k: round(v["per_crop_ms"] / FRAME_BUDGET_MS, 3) for k, v in res["ort_1_thread"].items()
+    }
     print(json.dumps(res, indent=2))
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")

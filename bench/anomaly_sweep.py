@@ -78,9 +78,17 @@ def main() -> int:
     t0 = time.perf_counter()
     order = greedy_coreset(pool, min(max(banks), len(pool)))
     t_core = time.perf_counter() - t0
-    res = {"data": str(args.data), "train_images": args.train, "val_good": len(f_ok), "val_defect": len(f_bad),
-           "img_size": args.img_size, "patches": len(pool), "feature_s": round(t_feat, 1),
-           "coreset_s": round(t_core, 1), "auc": {}}
+    res = {
+        "data": str(args.data),
+        "train_images": args.train,
+        "val_good": len(f_ok),
+        "val_defect": len(f_bad),
+        "img_size": args.img_size,
+        "patches": len(pool),
+        "feature_s": round(t_feat, 1),
+        "coreset_s": round(t_core, 1),
+        "auc": {},
+    }
     y = np.r_[np.zeros(len(f_ok)), np.ones(len(f_bad))]
     for b in banks:
         bank = pool[order[:b]]

@@ -57,13 +57,22 @@ def camera_rows(tmp: Path) -> list[dict]:
         for fix_k3 in (False, True):
             t0 = time.perf_counter()
             c = calibrate(list_images(d), (9, 6), 25.0, fix_k3=fix_k3)
-            rows.append({
-                "size": f"{size[0]}x{size[1]}", "views": views, "model": "k1 k2 p1 p2" if fix_k3 else "k1 k2 p1 p2 k3",
-                "fx_err_pct": 100 * (c.K[0, 0] / K[0, 0] - 1), "fy_err_pct": 100 * (c.K[1, 1] / K[1, 1] - 1),
-                "rms_px": c.rms_px, "lens_max_diff_px": lens_difference(K, DIST, c.K, c.dist, size),
-                "k1": c.dist_coeffs[0], "k2": c.dist_coeffs[1], "found": len(c.per_image),
-                "calib_s": time.perf_counter() - t0, "render_s": render_s,
-            })
+            rows.append(
+                {
+                    "size": f"{size[0]}x{size[1]}",
+                    "views": views,
+                    "model": "k1 k2 p1 p2" if fix_k3 else "k1 k2 p1 p2 k3",
+                    "fx_err_pct": 100 * (c.K[0, 0] / K[0, 0] - 1),
+                    "fy_err_pct": 100 * (c.K[1, 1] / K[1, 1] - 1),
+                    "rms_px": c.rms_px,
+                    "lens_max_diff_px": lens_difference(K, DIST, c.K, c.dist, size),
+                    "k1": c.dist_coeffs[0],
+                    "k2": c.dist_coeffs[1],
+                    "found": len(c.per_image),
+                    "calib_s": time.perf_counter() - t0,
+                    "render_s": render_s,
+                }
+            )
     return rows
 
 
@@ -77,16 +86,39 @@ def belt_rows(tmp: Path) -> list[dict]:
             cv2.circle(img, (48, 48), 24, (25, 25, 25), -1)
             cv2.imwrite(str(imgs / name / f"{i}.png"), img)
     rows = []
-    for direction, speed, fps, blur in [("right", 300, 30, False), ("left", 450, 30, True), ("down", 150, 25, False),
-                                        ("up", 600, 60, True)]:
-        spec = render_line(imgs, tmp / f"line_{direction}.avi", fps=fps, size=(640, 480), speed_px_s=speed,
-                           parts=8, seed=3, direction=direction, blur=blur)
+    for direction, speed, fps, blur in [
+        ("right", 300, 30, False),
+        ("left", 450, 30, True),
+        ("down", 150, 25, False),
+        ("up", 600, 60, True),
+    ]:
+        spec = render_line(
+            imgs,
+            tmp / f"line_{direction}.avi",
+            fps=fps,
+            size=(640, 480),
+            speed_px_s=speed,
+            parts=8,
+            seed=3,
+            direction=direction,
+            blur=blur,
+        )
         cfg = InspectorConfig.model_validate(spec.config_dict())
         tracks, dirn, frames = collect_tracks(cfg, spec.video)
         m = measure_belt(tracks, dirn)
-        rows.append({"direction": direction, "true_px_s": speed, "fps": fps, "motion_blur": blur,
-                     "measured_px_s": m.speed_px_s, "err_pct": 100 * (m.speed_px_s / speed - 1),
-                     "spread_pct": m.spread_pct, "parts": m.parts, "rendered_parts": len(spec.parts)})
+        rows.append(
+            {
+                "direction": direction,
+                "true_px_s": speed,
+                "fps": fps,
+                "motion_blur": blur,
+                "measured_px_s": m.speed_px_s,
+                "err_pct": 100 * (m.speed_px_s / speed - 1),
+                "spread_pct": m.spread_pct,
+                "parts": m.parts,
+                "rendered_parts": len(spec.parts),
+            }
+        )
     return rows
 
 
@@ -97,8 +129,13 @@ def undistort_rows() -> list[dict]:
     for w, h in [(640, 480), (1280, 720), (1920, 1080)]:
         s = w / 640
         K = [[800.0 * s, 0, w / 2], [0, 800.0 * s, h / 2], [0, 0, 1]]
-        calib = CameraCalibration(frame_size=(w, h), board=Board(cols=9, rows=6, square_mm=25), camera_matrix=K,
-                                  dist_coeffs=DIST.tolist(), rms_px=0.1)
+        calib = CameraCalibration(
+            frame_size=(w, h),
+            board=Board(cols=9, rows=6, square_mm=25),
+            camera_matrix=K,
+            dist_coeffs=DIST.tolist(),
+            rms_px=0.1,
+        )
         und = Undistorter(calib)
         frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
         times: dict[str, list[float]] = {"remap": [], "undistort": []}
@@ -112,8 +149,13 @@ def undistort_rows() -> list[dict]:
                     else:
                         cv2.undistort(frame, Kc, dc, None, newK)
                 times[name].append((time.perf_counter() - t0) / 20 * 1000)
-        rows.append({"size": f"{w}x{h}", "remap_ms": float(np.median(times["remap"])),
-                     "undistort_ms": float(np.median(times["undistort"]))})
+        rows.append(
+            {
+                "size": f"{w}x{h}",
+                "remap_ms": float(np.median(times["remap"])),
+                "undistort_ms": float(np.median(times["undistort"])),
+            }
+        )
     return rows
 
 
@@ -123,21 +165,29 @@ def main() -> int:
     args = ap.parse_args()
     cv2.setNumThreads(2)
     with tempfile.TemporaryDirectory() as tmp:
-        res = {"machine": f"{platform.node()} {platform.machine()} python {platform.python_version()} "
-                          f"opencv {cv2.__version__}",
-               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-               "camera": camera_rows(Path(tmp)), "belt": belt_rows(Path(tmp)), "undistort": undistort_rows()}
+        res = {
+            "machine": f"{platform.node()} {platform.machine()} python {platform.python_version()} "
+            f"opencv {cv2.__version__}",
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "camera": camera_rows(Path(tmp)),
+            "belt": belt_rows(Path(tmp)),
+            "undistort": undistort_rows(),
+        }
     print(f"# {res['machine']}, {res['date']}")
     print("\n| frames | views | distortion model | fx error | fy error | RMS px | lens max diff px | k1 | k2 |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in res["camera"]:
-        print(f"| {r['size']} | {r['views']} | {r['model']} | {r['fx_err_pct']:+.3f} % | {r['fy_err_pct']:+.3f} % | "
-              f"{r['rms_px']:.3f} | {r['lens_max_diff_px']:.2f} | {r['k1']:.4f} | {r['k2']:.4f} |")
+        print(
+            f"| {r['size']} | {r['views']} | {r['model']} | {r['fx_err_pct']:+.3f} % | {r['fy_err_pct']:+.3f} % | "
+            f"{r['rms_px']:.3f} | {r['lens_max_diff_px']:.2f} | {r['k1']:.4f} | {r['k2']:.4f} |"
+        )
     print("\n| direction | fps | motion blur | true px/s | measured px/s | error | spread | parts |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in res["belt"]:
-        print(f"| {r['direction']} | {r['fps']} | {r['motion_blur']} | {r['true_px_s']} | {r['measured_px_s']:.2f} | "
-              f"{r['err_pct']:+.3f} % | {r['spread_pct']:.3f} % | {r['parts']}/{r['rendered_parts']} |")
+        print(
+            f"| {r['direction']} | {r['fps']} | {r['motion_blur']} | {r['true_px_s']} | {r['measured_px_s']:.2f} | "
+            f"{r['err_pct']:+.3f} % | {r['spread_pct']:.3f} % | {r['parts']}/{r['rendered_parts']} |"
+        )
     print("\n| frame | one remap (runtime) ms | cv2.undistort ms |")
     print("| --- | --- | --- |")
     for r in res["undistort"]:

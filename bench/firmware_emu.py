@@ -56,17 +56,28 @@ def pct(values: list[float], q: float) -> float:
 
 
 def summary(values: list[float], digits: int = 3) -> dict:
-    return {"p50": round(pct(values, 50), digits), "p99": round(pct(values, 99), digits),
-            "max": round(max(values), digits), "min": round(min(values), digits), "n": len(values)}
+    return {
+        "p50": round(pct(values, 50), digits),
+        "p99": round(pct(values, 99), digits),
+        "max": round(max(values), digits),
+        "min": round(min(values), digits),
+        "n": len(values),
+    }
 
 
 def size(elf: Path) -> dict:
     out = subprocess.run(["avr-size", "-A", str(elf)], capture_output=True, text=True, check=True).stdout
     sec = {w[0]: int(w[1]) for w in (ln.split() for ln in out.splitlines()) if len(w) >= 3 and w[0].startswith(".")}
     flash, ram = sec[".text"] + sec.get(".data", 0), sec.get(".data", 0) + sec.get(".bss", 0)
-    return {"flash_bytes": flash, "flash_pct": round(100 * flash / 32768, 1), "ram_bytes": ram,
-            "ram_pct": round(100 * ram / 2048, 1), "text": sec[".text"], "data": sec.get(".data", 0),
-            "bss": sec.get(".bss", 0)}
+    return {
+        "flash_bytes": flash,
+        "flash_pct": round(100 * flash / 32768, 1),
+        "ram_bytes": ram,
+        "ram_pct": round(100 * ram / 2048, 1),
+        "text": sec[".text"],
+        "data": sec.get(".data", 0),
+        "bss": sec.get(".bss", 0),
+    }
 
 
 def free_run(elf: Path, exe: Path, tmp: Path, seconds: float) -> dict:
@@ -78,9 +89,14 @@ def free_run(elf: Path, exe: Path, tmp: Path, seconds: float) -> dict:
         emu.close()
         link.close()
     end = emu.trace().end
-    return {"emulated_s": end["emu_s"], "wall_s": round(end["wall_s"], 3), "cpu_s": round(end["cpu_s"], 3),
-            "speed_x_real_time": round(end["emu_s"] / end["wall_s"], 2),
-            "loop_pass_cycles_min": int(end["loop_min"]), "loop_pass_cycles_median": int(end["loop_median"])}
+    return {
+        "emulated_s": end["emu_s"],
+        "wall_s": round(end["wall_s"], 3),
+        "cpu_s": round(end["cpu_s"], 3),
+        "speed_x_real_time": round(end["emu_s"] / end["wall_s"], 2),
+        "loop_pass_cycles_min": int(end["loop_min"]),
+        "loop_pass_cycles_median": int(end["loop_median"]),
+    }
 
 
 def line(elf: Path, exe: Path, tmp: Path, n: int, rate: float) -> dict:
@@ -152,18 +168,32 @@ def line(elf: Path, exe: Path, tmp: Path, n: int, rate: float) -> dict:
     fire_cost = [c for c in (pass_cost(sorted(tr.loops), end["loop_median"], e.cycle) for e in ups) if c is not None]
     return {
         "fire_cycles (the pass that set the pin and queued FIRED)": cost_summary(fire_cost) if fire_cost else None,
-        "parts": n, "rate_hz": rate, "diverter_edges": len(ups), "rejt_commands": len(commanded),
-        "fire_minus_commanded_emulated_us": summary(emu_us, 1), "fired_a_ms_or_more_late": ms_late,
-        "fired_inside_the_previous_pulse": merged, "no_edge_at_or_after_its_time": no_fire,
+        "parts": n,
+        "rate_hz": rate,
+        "diverter_edges": len(ups),
+        "rejt_commands": len(commanded),
+        "fire_minus_commanded_emulated_us": summary(emu_us, 1),
+        "fired_a_ms_or_more_late": ms_late,
+        "fired_inside_the_previous_pulse": merged,
+        "no_edge_at_or_after_its_time": no_fire,
         "fire_minus_gate_time_host_ms": summary(host_ms, 2),
-        "fired_late_ms_reported": {str(k): sum(1 for r in results.values() if r.fire_late_ms == k)
-                                   for k in sorted({r.fire_late_ms for r in results.values()}, key=str)},
-        "statuses": statuses, "missed": act.stats["missed"], "retries": act.stats["retries"],
+        "fired_late_ms_reported": {
+            str(k): sum(1 for r in results.values() if r.fire_late_ms == k)
+            for k in sorted({r.fire_late_ms for r in results.values()}, key=str)
+        },
+        "statuses": statuses,
+        "missed": act.stats["missed"],
+        "retries": act.stats["retries"],
         "millis_vs_emulated_drift_ppm": round(drift_ppm, 1),
-        "paced": {"emulated_s": round(end["emu_s"], 3), "wall_s": round(end["wall_s"], 3),
-                  "cpu_s": round(end["cpu_s"], 3), "cpu_pct_of_one_core": round(100 * end["cpu_s"] / end["wall_s"], 1),
-                  "max_lag_behind_wall_us": int(end["max_lag_us"]),
-                  "slices_more_than_1ms_behind": int(end["behind_1ms"]), "slices": int(end["slices"])},
+        "paced": {
+            "emulated_s": round(end["emu_s"], 3),
+            "wall_s": round(end["wall_s"], 3),
+            "cpu_s": round(end["cpu_s"], 3),
+            "cpu_pct_of_one_core": round(100 * end["cpu_s"] / end["wall_s"], 1),
+            "max_lag_behind_wall_us": int(end["max_lag_us"]),
+            "slices_more_than_1ms_behind": int(end["behind_1ms"]),
+            "slices": int(end["slices"]),
+        },
     }
 
 
@@ -194,8 +224,12 @@ def pass_cost(passes: list[tuple[int, int]], idle: float, at_cycle: int) -> floa
 
 
 def cost_summary(vals: list[float]) -> dict:
-    return {"cycles_p50": int(statistics.median(vals)), "cycles_max": int(max(vals)), "n": len(vals),
-            "us_p50": round(statistics.median(vals) / CYC_PER_US, 1)}
+    return {
+        "cycles_p50": int(statistics.median(vals)),
+        "cycles_max": int(max(vals)),
+        "n": len(vals),
+        "us_p50": round(statistics.median(vals) / CYC_PER_US, 1),
+    }
 
 
 def cycles(elf: Path, exe: Path, tmp: Path, per: int) -> dict:
@@ -250,8 +284,12 @@ def main() -> int:
         return 2
     tmp = Path(tempfile.mkdtemp(prefix="fw-emu-bench-"))
     elf, exe = gate_emu.build(tmp)
-    out = {"date": dt.date.today().isoformat(), "machine": platform.node(), "python": platform.python_version(),
-           "size": size(elf)}
+    out = {
+        "date": dt.date.today().isoformat(),
+        "machine": platform.node(),
+        "python": platform.python_version(),
+        "size": size(elf),
+    }
     print(json.dumps({"size": out["size"]}), flush=True)
     out["free_run"] = free_run(elf, exe, tmp, args.free_run_s)
     print(json.dumps({"free_run": out["free_run"]}), flush=True)
@@ -263,8 +301,12 @@ def main() -> int:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
     ln = out["line"]
     # every part fired: an edge of its own in its millisecond, or inside the previous part's pulse
-    ok = ln["missed"] == 0 and ln["fired_a_ms_or_more_late"] == 0 and ln["no_edge_at_or_after_its_time"] == 0 \
+    ok = (
+        ln["missed"] == 0
+        and ln["fired_a_ms_or_more_late"] == 0
+        and ln["no_edge_at_or_after_its_time"] == 0
         and ln["statuses"].get("fired", 0) == args.parts
+    )
     return 0 if ok else 1
 
 

@@ -41,15 +41,23 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--parts", type=int, default=1000)
     ap.add_argument("--rate", type=float, default=30.0, help="parts per second, all defects (default: 30 fps line)")
-    ap.add_argument("--timebase", choices=("clock", "time"), default="clock",
-                    help="REJT on the controller's clock (default) or REJ 'N ms after receipt'")
+    ap.add_argument(
+        "--timebase",
+        choices=("clock", "time"),
+        default="clock",
+        help="REJT on the controller's clock (default) or REJ 'N ms after receipt'",
+    )
     ap.add_argument("--json", help="write the figures here")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="gate-bench-"))
     port, record = tmp / "ttyGATE", tmp / "gate.jsonl"
-    sim = subprocess.Popen([sys.executable, "-m", "inspector", "gate-sim", "--port", str(port), "--record",
-                            str(record)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "inspector", "gate-sim", "--port", str(port), "--record", str(record)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
     assert "listening" in sim.stdout.readline()
     # the defaults: 300 mm at 200 mm/s = 1.5 s of travel, 115200 baud
     cfg = GateConfig(queue_size=4096, timebase=args.timebase)
@@ -88,21 +96,35 @@ def main() -> int:
     fire = {e["part"]: e for e in events if e["event"] == "fire"}
     wire = [(rx[p.part_id] - p.t_verdict_ns) / 1e6 for p in parts if p.part_id in rx]
     host = [ns / 1e6 for ns in act.wire_ns]
-    sched = [(fire[p.part_id]["scheduled_ns"] - p.t_capture_ns - act.travel_ns) / 1e6 for p in parts
-             if p.part_id in fire]
+    sched = [
+        (fire[p.part_id]["scheduled_ns"] - p.t_capture_ns - act.travel_ns) / 1e6 for p in parts if p.part_id in fire
+    ]
     actual = [(fire[p.part_id]["t_ns"] - p.t_capture_ns - act.travel_ns) / 1e6 for p in parts if p.part_id in fire]
     out = {
-        "date": dt.date.today().isoformat(), "machine": platform.node(), "python": platform.python_version(),
-        "parts": args.parts, "rate_hz": args.rate, "timebase": args.timebase,
+        "date": dt.date.today().isoformat(),
+        "machine": platform.node(),
+        "python": platform.python_version(),
+        "parts": args.parts,
+        "rate_hz": args.rate,
+        "timebase": args.timebase,
         "verdict_to_wire_ms": {"p50": pct(wire, 50), "p99": pct(wire, 99), "max": max(wire), "n": len(wire)},
         "verdict_to_write_returned_ms": {"p50": pct(host, 50), "p99": pct(host, 99), "max": max(host)},
-        "fire_error_commanded_ms": {"p50": pct(sched, 50), "p99": pct([abs(x) for x in sched], 99),
-                                    "max_abs": max(abs(x) for x in sched)},
-        "fire_error_actual_ms": {"p50": pct(actual, 50), "p99": pct([abs(x) for x in actual], 99),
-                                 "max_abs": max(abs(x) for x in actual)},
-        "fired": len(fire), "statuses": {s: sum(1 for r in results.values() if r.status == s)
-                                         for s in {r.status for r in results.values()}},
-        "retries": act.stats["retries"], "missed": act.stats["missed"],
+        "fire_error_commanded_ms": {
+            "p50": pct(sched, 50),
+            "p99": pct([abs(x) for x in sched], 99),
+            "max_abs": max(abs(x) for x in sched),
+        },
+        "fire_error_actual_ms": {
+            "p50": pct(actual, 50),
+            "p99": pct([abs(x) for x in actual], 99),
+            "max_abs": max(abs(x) for x in actual),
+        },
+        "fired": len(fire),
+        "statuses": {
+            s: sum(1 for r in results.values() if r.status == s) for s in {r.status for r in results.values()}
+        },
+        "retries": act.stats["retries"],
+        "missed": act.stats["missed"],
     }
     print(json.dumps(out, indent=2))
     if args.json:

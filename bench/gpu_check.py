@@ -85,8 +85,11 @@ def train(meta: ModelMeta, x: np.ndarray, y: np.ndarray, epochs: int, device: st
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device_type=device, dtype=torch.float16, enabled=amp):
                 out = net(xt[idx])
-                loss = (torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0], yt[idx]) if meta.binary
-                        else torch.nn.functional.cross_entropy(out, yt[idx].long()))
+                loss = (
+                    torch.nn.functional.binary_cross_entropy_with_logits(out[:, 0], yt[idx])
+                    if meta.binary
+                    else torch.nn.functional.cross_entropy(out, yt[idx].long())
+                )
             scaler.scale(loss).backward()
             scaler.step(opt)
             scaler.update()
@@ -123,8 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_check: PyTorch is not installed; nothing measured")
         return 0
     if not torch.cuda.is_available():
-        print(f"gpu_check: no CUDA GPU visible to PyTorch {torch.__version__} (CUDA build "
-              f"{torch.version.cuda}); run this on a machine with an NVIDIA GPU. Nothing measured.")
+        print(
+            f"gpu_check: no CUDA GPU visible to PyTorch {torch.__version__} (CUDA build "
+            f"{torch.version.cuda}); run this on a machine with an NVIDIA GPU. Nothing measured."
+        )
         return 0
     from engines.base import load_engine
     from engines.bench import bench_batch
@@ -151,9 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     results["speed"] = speed
     a = results["agreement"]
     print(f"trained {args.epochs} epochs (mixed precision) in {train_s:.1f} s")
-    print(f"FP16 vs FP32 on {a['images']} held-out images: {a['verdicts_differ']} verdicts differ "
-          f"(agreement {a['agreement']:.4%}), largest score difference {a['max_score_diff']:.2e}; "
-          f"accuracy FP32 {a['accuracy_fp32']:.4f}, FP16 {a['accuracy_fp16']:.4f}")
+    print(
+        f"FP16 vs FP32 on {a['images']} held-out images: {a['verdicts_differ']} verdicts differ "
+        f"(agreement {a['agreement']:.4%}), largest score difference {a['max_score_diff']:.2e}; "
+        f"accuracy FP32 {a['accuracy_fp32']:.4f}, FP16 {a['accuracy_fp16']:.4f}"
+    )
     print(f"{'precision':>9} {'batch':>5} {'p50 ms':>8} {'p99 ms':>8} {'images/s':>10}")
     for name in ("fp32", "fp16"):
         for b, r in speed[name].items():

@@ -241,25 +241,32 @@ def render(result: dict, out: Path) -> None:
             for b in groups[i + 1 :]:
                 if a != b:
                     bad_pairs.add((a, b))
-    nodes = sorted({e["from"] for e in result["package_edges"]} | {e["to"] for e in result["package_edges"]}
-                   | set(result["lines_per_package"]))
+    nodes = sorted(
+        {e["from"] for e in result["package_edges"]}
+        | {e["to"] for e in result["package_edges"]}
+        | set(result["lines_per_package"])
+    )
     lines = ["digraph layout {", '  rankdir=BT; node [shape=box, fontname="Helvetica"]; edge [fontname="Helvetica"];']
-    title = (f"{result['modules']} modules, {len(result['circles'])} circles, "
-             f"{len(result['back_arrows'])} arrows back up or sideways")
+    title = (
+        f"{result['modules']} modules, {len(result['circles'])} circles, "
+        f"{len(result['back_arrows'])} arrows back up or sideways"
+    )
     lines.append(f'  labelloc=t; label="{title}";')
     by_top: dict[str, list[str]] = defaultdict(list)
     for n in nodes:
         by_top[n.split(".")[0]].append(n)
     for top, members in sorted(by_top.items()):
-        lines.append(f'  subgraph "cluster_{top}" {{ label="{top} (layer {LAYERS.get(top, "?")}, '
-                     f'{result["lines_per_package"].get(top, 0)} lines)"; style=rounded;')
+        lines.append(
+            f'  subgraph "cluster_{top}" {{ label="{top} (layer {LAYERS.get(top, "?")}, '
+            f'{result["lines_per_package"].get(top, 0)} lines)"; style=rounded;'
+        )
         for n in members:
             extra = f"\\n{circle_groups[n]} circle(s)" if circle_groups.get(n) else ""
-            colour = ', color=red, fontcolor=red' if circle_groups.get(n) else ""
+            colour = ", color=red, fontcolor=red" if circle_groups.get(n) else ""
             lines.append(f'    "{n}" [label="{n}{extra}"{colour}];')
         lines.append("  }")
     for e in result["package_edges"]:
-        colour = ', color=red, fontcolor=red, penwidth=2' if (e["from"], e["to"]) in bad_pairs else ""
+        colour = ", color=red, fontcolor=red, penwidth=2" if (e["from"], e["to"]) in bad_pairs else ""
         lines.append(f'  "{e["from"]}" -> "{e["to"]}" [label="{e["modules"]}"{colour}];')
     lines.append("}")
     dot = shutil.which("dot")

@@ -29,8 +29,11 @@ def photos() -> dict[str, np.ndarray]:
     import matplotlib.cbook as cbook
     from sklearn.datasets import load_sample_images
 
-    out = {"grace_hopper": cv2.cvtColor(cv2.imread(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))),
-                                        cv2.COLOR_BGR2RGB)}
+    out = {
+        "grace_hopper": cv2.cvtColor(
+            cv2.imread(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))), cv2.COLOR_BGR2RGB
+        )
+    }
     for name, img in zip(("china", "flower"), load_sample_images().images, strict=True):
         out[name] = img
     return out
@@ -45,8 +48,10 @@ def main() -> int:
     net = build_lite0(3, 1000, path).eval()
     print(f"weights {path}: loaded strictly (no missing or unexpected key)")
     ok = True
-    for label, (mean, std) in (("mean/std 0.5 (the model's)", (MEAN, STD)),
-                               ("ImageNet mean/std (contrast)", ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]))):
+    for label, (mean, std) in (
+        ("mean/std 0.5 (the model's)", (MEAN, STD)),
+        ("ImageNet mean/std (contrast)", ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])),
+    ):
         for name, im in photos().items():
             h, w = im.shape[:2]
             s = min(h, w)
@@ -59,8 +64,10 @@ def main() -> int:
             hit = int(top.indices[0]) in EXPECTED[name]
             if label.startswith("mean/std 0.5"):
                 ok &= hit
-            print(f"{label:30s} {name:13s} top-3 {[(int(i), round(float(v), 3)) for v, i in zip(*top, strict=True)]}"
-                  f" {'expected' if hit else 'UNEXPECTED'}")
+            print(
+                f"{label:30s} {name:13s} top-3 {[(int(i), round(float(v), 3)) for v, i in zip(*top, strict=True)]}"
+                f" {'expected' if hit else 'UNEXPECTED'}"
+            )
     return 0 if ok else 1
 
 

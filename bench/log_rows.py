@@ -44,17 +44,31 @@ def crops(n: int = 16) -> list[np.ndarray]:
 
 def run(parts: int, defect_every: int, ok_fraction: float, imgs: list[np.ndarray]) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="log-bench-"))
-    cfg = LogConfig(db=str(tmp / "log.db"), ok_sample_fraction=ok_fraction, queue_size=parts + 1,
-                    retention_days=None, max_size_mb=None)
+    cfg = LogConfig(
+        db=str(tmp / "log.db"),
+        ok_sample_fraction=ok_fraction,
+        queue_size=parts + 1,
+        retention_days=None,
+        max_size_mb=None,
+    )
     log = DefectLog(cfg, "model", "config")
     cost = []
     t0 = time.perf_counter()
     for i in range(parts):
         now = time.monotonic_ns()
         defect = i % defect_every == 0
-        p = Part(i, i, now - 20_000_000, (0, 0, 300, 300), Verdict.DEFECT if defect else Verdict.OK,
-                 0.9 if defect else 0.1, "def_front" if defect else "ok_front", t_infer_start_ns=now - 5_000_000,
-                 t_verdict_ns=now, crop=imgs[i % len(imgs)])
+        p = Part(
+            i,
+            i,
+            now - 20_000_000,
+            (0, 0, 300, 300),
+            Verdict.DEFECT if defect else Verdict.OK,
+            0.9 if defect else 0.1,
+            "def_front" if defect else "ok_front",
+            t_infer_start_ns=now - 5_000_000,
+            t_verdict_ns=now,
+            crop=imgs[i % len(imgs)],
+        )
         c0 = time.perf_counter_ns()
         log.on_part(p)
         cost.append((time.perf_counter_ns() - c0) / 1e3)
@@ -63,11 +77,19 @@ def run(parts: int, defect_every: int, ok_fraction: float, imgs: list[np.ndarray
     elapsed = time.perf_counter() - t0
     cost.sort()
     size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file())
-    return {"parts": parts, "images": log.stats["images"], "dropped": log._dropped(), "rows": log.stats["rows"],
-            "seconds": round(elapsed, 3), "rows_per_s": round(parts / elapsed, 1),
-            "images_per_s": round(log.stats["images"] / elapsed, 1), "offer_seconds": round(t_offered, 3),
-            "on_part_us": {"p50": round(cost[len(cost) // 2], 1), "p99": round(cost[int(len(cost) * 0.99)], 1)},
-            "disk_mb": round(size / 1e6, 2), "commits": log.stats["commits"]}
+    return {
+        "parts": parts,
+        "images": log.stats["images"],
+        "dropped": log._dropped(),
+        "rows": log.stats["rows"],
+        "seconds": round(elapsed, 3),
+        "rows_per_s": round(parts / elapsed, 1),
+        "images_per_s": round(log.stats["images"] / elapsed, 1),
+        "offer_seconds": round(t_offered, 3),
+        "on_part_us": {"p50": round(cost[len(cost) // 2], 1), "p99": round(cost[int(len(cost) * 0.99)], 1)},
+        "disk_mb": round(size / 1e6, 2),
+        "commits": log.stats["commits"],
+    }
 
 
 def main() -> int:
@@ -77,10 +99,14 @@ def main() -> int:
     args = ap.parse_args()
     cv2.setNumThreads(1)
     imgs = crops()
-    out = {"date": dt.date.today().isoformat(), "machine": platform.node(), "python": platform.python_version(),
-           "crop": f"{imgs[0].shape[1]}x{imgs[0].shape[0]}",
-           "all_defects": run(args.parts, 1, 0.0, imgs),
-           "production_mix": run(args.parts, 10, 0.02, imgs)}
+    out = {
+        "date": dt.date.today().isoformat(),
+        "machine": platform.node(),
+        "python": platform.python_version(),
+        "crop": f"{imgs[0].shape[1]}x{imgs[0].shape[0]}",
+        "all_defects": run(args.parts, 1, 0.0, imgs),
+        "production_mix": run(args.parts, 10, 0.02, imgs),
+    }
     print(json.dumps(out, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")

@@ -47,8 +47,18 @@ def free_port() -> int:
 
 def part(i: int) -> Part:
     t = time.monotonic_ns()
-    return Part(i, i, t, (10, 20, 120, 120), Verdict.DEFECT if i % 3 == 0 else Verdict.OK, 0.42, "def_front",
-                t_infer_start_ns=t, t_verdict_ns=t + 3_000_000, sharpness=512.0)
+    return Part(
+        i,
+        i,
+        t,
+        (10, 20, 120, 120),
+        Verdict.DEFECT if i % 3 == 0 else Verdict.OK,
+        0.42,
+        "def_front",
+        t_infer_start_ns=t,
+        t_verdict_ns=t + 3_000_000,
+        sharpness=512.0,
+    )
 
 
 def offer(pub: MqttPublisher, n: int) -> np.ndarray:
@@ -73,13 +83,15 @@ def main() -> int:
     if mosquitto is None:
         print("mosquitto not found: apt-get install mosquitto")
         return 1
-    res: dict = {"machine": f"{platform.node()} {platform.machine()}, Python {platform.python_version()}",
-                 "paho": __import__("paho.mqtt").mqtt.__version__, "date": time.strftime("%F %T")}
+    res: dict = {
+        "machine": f"{platform.node()} {platform.machine()}, Python {platform.python_version()}",
+        "paho": __import__("paho.mqtt").mqtt.__version__,
+        "date": time.strftime("%F %T"),
+    }
     port = free_port()
     with tempfile.TemporaryDirectory() as d:
         conf = Path(d) / "m.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                        "max_queued_messages 0\n")
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n")
         broker = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             for _ in range(100):
@@ -105,9 +117,13 @@ def main() -> int:
             deadline = time.monotonic() + 60
             while len(got) < a.parts - pub.dropped_queue and time.monotonic() < deadline:
                 time.sleep(0.1)
-            res["flat_out"] = {"parts": a.parts, "on_part_us_p50": round(float(np.percentile(us, 50)), 2),
-                               "on_part_us_p99": round(float(np.percentile(us, 99)), 2),
-                               "received": len(got), "dropped_at_queue": pub.dropped_queue}
+            res["flat_out"] = {
+                "parts": a.parts,
+                "on_part_us_p50": round(float(np.percentile(us, 50)), 2),
+                "on_part_us_p99": round(float(np.percentile(us, 99)), 2),
+                "received": len(got),
+                "dropped_at_queue": pub.dropped_queue,
+            }
             # 2. at a line's pace: publish-to-receipt latency
             got.clear()
             sent: dict[int, float] = {}
@@ -124,11 +140,15 @@ def main() -> int:
                 time.sleep(max(0.0, t_next - time.monotonic()))
             time.sleep(1.0)
             lat = np.array([(t - sent[pid]) * 1e3 for t, pid in got if pid in sent])
-            res["paced"] = {"rate": a.rate, "parts": n, "received": len(lat),
-                            "on_part_us_p50": round(float(np.percentile(paced_us, 50)), 2),
-                            "on_part_us_p99": round(float(np.percentile(paced_us, 99)), 2),
-                            "latency_ms_p50": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
-                            "latency_ms_p99": round(float(np.percentile(lat, 99)), 2) if len(lat) else None}
+            res["paced"] = {
+                "rate": a.rate,
+                "parts": n,
+                "received": len(lat),
+                "on_part_us_p50": round(float(np.percentile(paced_us, 50)), 2),
+                "on_part_us_p99": round(float(np.percentile(paced_us, 99)), 2),
+                "latency_ms_p50": round(float(np.percentile(lat, 50)), 2) if len(lat) else None,
+                "latency_ms_p99": round(float(np.percentile(lat, 99)), 2) if len(lat) else None,
+            }
             pub.close()
             sub.loop_stop()
             sub.disconnect()
@@ -139,9 +159,13 @@ def main() -> int:
     pub = MqttPublisher(MqttConfig(enabled=True, port=free_port(), topic="bench", max_queued=100000), model="bench")
     us = offer(pub, a.parts)
     pub.close(timeout_s=0.5)
-    res["no_broker"] = {"parts": a.parts, "on_part_us_p50": round(float(np.percentile(us, 50)), 2),
-                        "on_part_us_p99": round(float(np.percentile(us, 99)), 2),
-                        "dropped_at_queue": pub.dropped_queue, "connects": pub.stats["connects"]}
+    res["no_broker"] = {
+        "parts": a.parts,
+        "on_part_us_p50": round(float(np.percentile(us, 50)), 2),
+        "on_part_us_p99": round(float(np.percentile(us, 99)), 2),
+        "dropped_at_queue": pub.dropped_queue,
+        "connects": pub.stats["connects"],
+    }
     print(json.dumps(res, indent=2))
     if a.json:
         a.json.write_text(json.dumps(res, indent=2) + "\n")

@@ -47,8 +47,9 @@ def _line_hook_ns(svc: ServiceNotifier, calls: int) -> float:
     cfg = InspectorConfig()
     line = Line(cfg)  # not started: only its hook is timed
     line.notifier = svc
-    line.reloader = Reloader(lambda: cfg, cfg, label="bench", model_threshold=0.5, frame_size=lambda: None,
-                             current_roi=lambda: None)
+    line.reloader = Reloader(
+        lambda: cfg, cfg, label="bench", model_threshold=0.5, frame_size=lambda: None, current_roi=lambda: None
+    )
     try:
         return per_call_ns(line._progressed, calls)  # noqa: SLF001 - the hook itself is what is measured
     finally:

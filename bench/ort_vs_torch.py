@@ -66,9 +66,11 @@ def main(argv: list[str] | None = None) -> int:
             for b in batches:
                 for name, eng in (("pytorch", torch_eng), ("onnxruntime", ort_eng)):
                     rows[name][b].append(bench_batch(eng, b, args.seconds))
-    print(f"model {args.checkpoint} ({torch_eng.meta.arch}, {torch_eng.meta.input_size} px, "
-          f"{torch_eng.meta.channels} ch); {args.threads} threads; {os.cpu_count()} CPUs "
-          f"{platform.machine()}; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
+    print(
+        f"model {args.checkpoint} ({torch_eng.meta.arch}, {torch_eng.meta.input_size} px, "
+        f"{torch_eng.meta.channels} ch); {args.threads} threads; {os.cpu_count()} CPUs "
+        f"{platform.machine()}; load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after"
+    )
     print("\n".join(cmp.lines("PyTorch", "ONNX Runtime")) + f"  [{check_s:.0f} s]")
     print(f"{'backend':>12} {'batch':>5} {'p50 ms':>8} {'p99 ms':>8} {'images/s':>9}")
     summary: dict = {"verdicts": cmp.__dict__, "speed": {}}
@@ -77,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         for name in rows:
             r = rows[name][b]
             med[name] = {k: float(np.median([getattr(x, k) for x in r])) for k in ("p50_ms", "p99_ms", "images_per_s")}
-            print(f"{name:>12} {b:>5} {med[name]['p50_ms']:8.3f} {med[name]['p99_ms']:8.3f} "
-                  f"{med[name]['images_per_s']:9.0f}")
+            print(
+                f"{name:>12} {b:>5} {med[name]['p50_ms']:8.3f} {med[name]['p99_ms']:8.3f} "
+                f"{med[name]['images_per_s']:9.0f}"
+            )
         ratio = med["onnxruntime"]["images_per_s"] / med["pytorch"]["images_per_s"]
         print(f"{'':>12} batch {b}: ONNX Runtime / PyTorch throughput = {ratio:.2f}x")
         summary["speed"][b] = {**med, "ratio": ratio}

@@ -130,9 +130,7 @@ def main() -> int:
     res["parts_judged"] = parts_seen[-1]
     per_frame_model = (infer_s + prep_s) * parts_seen[-1] / n
     res["process_minus_model_ms_per_frame"] = round((proc_s / n - per_frame_model) * 1e3, 3)
-    res["work_over_decode_plus_model"] = round(
-        (decode_s / n + proc_s / n) / (decode_s / n + per_frame_model), 3
-    )
+    res["work_over_decode_plus_model"] = round((decode_s / n + proc_s / n) / (decode_s / n + per_frame_model), 3)
     print(json.dumps(res, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")

@@ -92,8 +92,10 @@ def decode_and_infer(video: str, engine, events: list[dict], margin: int) -> tup
         if boxes:
             t1 = time.perf_counter()
             h, w = img.shape[:2]
-            crops = [img[max(0, y - margin) : min(h, y + bh + margin), max(0, x - margin) : min(w, x + bw + margin)]
-                     for x, y, bw, bh in boxes]
+            crops = [
+                img[max(0, y - margin) : min(h, y + bh + margin), max(0, x - margin) : min(w, x + bw + margin)]
+                for x, y, bw, bh in boxes
+            ]
             engine.infer(preprocess(crops, engine.meta))
             t_inf += time.perf_counter() - t1
         n += 1
@@ -155,8 +157,9 @@ def framing_sensitivity(engine, images: list[Path], part_px: int) -> dict:
     ok = np.array([not p.parent.name.startswith("def") for p in images])
 
     def scores(batch: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate([meta.defect_scores(engine.infer(preprocess(batch[i : i + 64], meta)))
-                               for i in range(0, len(batch), 64)])
+        return np.concatenate(
+            [meta.defect_scores(engine.infer(preprocess(batch[i : i + 64], meta))) for i in range(0, len(batch), 64)]
+        )
 
     def logit(p: np.ndarray) -> np.ndarray:
         p = np.clip(p, 1e-7, 1 - 1e-7)
@@ -179,8 +182,11 @@ def framing_sensitivity(engine, images: list[Path], part_px: int) -> dict:
         s = scores(batch)
         d = logit(s)[ok] - logit(base)[ok]
         same = float(((s >= meta.threshold) == (base >= meta.threshold)).mean())
-        out[name] = {"ok_logit_shift": round(float(d.mean()), 2), "sd": round(float(d.std()), 2),
-                     "verdicts_same": round(same, 4)}
+        out[name] = {
+            "ok_logit_shift": round(float(d.mean()), 2),
+            "sd": round(float(d.std()), 2),
+            "verdicts_same": round(same, 4),
+        }
     return out
 
 
@@ -202,8 +208,21 @@ def cli_run(cfg_path: Path, model: str, events: Path, truth: str, realtime: bool
     The peak is the kernel's high-water mark (VmHWM) of the child, polled while it runs: wait4's ru_maxrss
     would also count the bench's own memory, which a forked child shares until it execs.
     """
-    cmd = [sys.executable, "-m", "inspector", "run", "--config", str(cfg_path), "--model", model, "--no-display",
-           "--events", str(events), "--truth", truth]
+    cmd = [
+        sys.executable,
+        "-m",
+        "inspector",
+        "run",
+        "--config",
+        str(cfg_path),
+        "--model",
+        model,
+        "--no-display",
+        "--events",
+        str(events),
+        "--truth",
+        truth,
+    ]
     if realtime:
         cmd.append("--realtime")
     if max_frames:
@@ -240,15 +259,26 @@ def main() -> int:
     ap.add_argument("--images", default=None, help="class-folder images (default: ../shared/data casting, else demo/)")
     ap.add_argument("--parts", type=int, default=60)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--belt", choices=("green", "dark"), default="green",
-                    help="green: colour segmentation (the demo's); dark: brightness threshold")
-    ap.add_argument("--realtime-s", type=float, default=0.0,
-                    help="seconds of the line to replay in --realtime (default 0: all of it, one verdict per part)")
+    ap.add_argument(
+        "--belt",
+        choices=("green", "dark"),
+        default="green",
+        help="green: colour segmentation (the demo's); dark: brightness threshold",
+    )
+    ap.add_argument(
+        "--realtime-s",
+        type=float,
+        default=0.0,
+        help="seconds of the line to replay in --realtime (default 0: all of it, one verdict per part)",
+    )
     ap.add_argument("--photos", type=int, default=300, help="held-out photos for the framing sensitivity check")
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the three in-process timings")
-    ap.add_argument("--downscale", default="auto",
-                    help="detection.downscale: 'auto' (the runtime's default, for speed) or 1 (the simulator's "
-                    "config: exact boxes for accuracy)")
+    ap.add_argument(
+        "--downscale",
+        default="auto",
+        help="detection.downscale: 'auto' (the runtime's default, for speed) or 1 (the simulator's "
+        "config: exact boxes for accuracy)",
+    )
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: the runtime's, 1)")
     ap.add_argument("--out", default=None, help="work folder (default: a temporary one)")
     ap.add_argument("--json", default=None, help="also write the results here")
@@ -257,8 +287,16 @@ def main() -> int:
     work = Path(args.out or tempfile.mkdtemp(prefix="bench-replay-"))
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    spec = render_line(images_for(args), work / "line.mp4", work / "truth.csv", fps=30, size=(640, 480),
-                       parts=args.parts, seed=args.seed, belt=args.belt)
+    spec = render_line(
+        images_for(args),
+        work / "line.mp4",
+        work / "truth.csv",
+        fps=30,
+        size=(640, 480),
+        parts=args.parts,
+        seed=args.seed,
+        belt=args.belt,
+    )
     t_render = time.perf_counter() - t0
     cfg_path = spec.write_config(work / "line.yaml", model=args.model)
     text = cfg_path.read_text().replace("  downscale: 1\n", f"  downscale: {args.downscale}\n")
@@ -270,8 +308,11 @@ def main() -> int:
     engine = load_engine(cfg.model.path, **opts)
     engine.warm_up()
     real_time_s = spec.frames / spec.fps
-    print(f"line: {spec.frames} frames, {len(spec.parts)} parts, {real_time_s:.1f} s of line "
-          f"(rendered in {t_render:.1f} s); model {Path(cfg.model.path).name} ({engine.backend})", flush=True)
+    print(
+        f"line: {spec.frames} frames, {len(spec.parts)} parts, {real_time_s:.1f} s of line "
+        f"(rendered in {t_render:.1f} s); model {Path(cfg.model.path).name} ({engine.backend})",
+        flush=True,
+    )
 
     decode_alone(spec.video)  # warm the file cache
     # Rounds interleaved (decode, pipeline, decode+infer, segmentation): the shared machine's load hits all alike;
@@ -298,7 +339,11 @@ def main() -> int:
     card = score(events, spec.truth).to_dict()
     best = {k: (min(w for w, _ in v), min(c for _, c in v)) for k, v in t.items()}
     (t_dec, c_dec), (t_pipe, c_pipe), (t_di, c_di), (t_seg, c_seg) = (
-        best["decode"], best["pipeline"], best["decode_infer"], best["segment"])
+        best["decode"],
+        best["pipeline"],
+        best["decode_infer"],
+        best["segment"],
+    )
     t_inf = min(t_infs)
     sensitivity = framing_sensitivity(engine, held_out_photos(cfg.model.path, args.photos), spec.part_px)
     engine.close()
@@ -324,11 +369,16 @@ def main() -> int:
         "pipeline_fps": round(n_pipe / t_pipe, 1),
         "x_real_time": round(real_time_s / t_pipe, 2),
         "overhead": round(t_pipe / t_di, 3),
-        "cpu_s": {"decode": round(c_dec, 3), "decode_infer": round(c_di, 3), "decode_segment_track": round(c_seg, 3),
-                  "pipeline": round(c_pipe, 3)},
+        "cpu_s": {
+            "decode": round(c_dec, 3),
+            "decode_infer": round(c_di, 3),
+            "decode_segment_track": round(c_seg, 3),
+            "pipeline": round(c_pipe, 3),
+        },
         "overhead_cpu": round(c_pipe / c_di, 3),
-        "overhead_median_of_rounds": round(float(np.median([w for w, _ in t["pipeline"]]))
-                                           / float(np.median([w for w, _ in t["decode_infer"]])), 3),
+        "overhead_median_of_rounds": round(
+            float(np.median([w for w, _ in t["pipeline"]])) / float(np.median([w for w, _ in t["decode_infer"]])), 3
+        ),
         "segment_track_cpu_ms_per_frame": round((c_seg - c_dec) / spec.frames * 1e3, 3),
         "rounds_wall_s": {k: [round(w, 3) for w, _ in v] for k, v in t.items()},
         "cli_flat_fps": flat["frames_per_s"],
@@ -341,8 +391,20 @@ def main() -> int:
         "realtime_dropped": rt["dropped_frames"],
         "realtime_peak_rss_mb": rt["peak_rss_mb"],
         "framing_sensitivity": sensitivity,
-        "scorecard": {k: card[k] for k in ("parts", "found", "missed", "split", "duplicated", "spurious",
-                                            "accuracy", "escaped_defects", "verdict_frame_error_max")},
+        "scorecard": {
+            k: card[k]
+            for k in (
+                "parts",
+                "found",
+                "missed",
+                "split",
+                "duplicated",
+                "spurious",
+                "accuracy",
+                "escaped_defects",
+                "verdict_frame_error_max",
+            )
+        },
     }
     goals = {
         "x_real_time >= 3": res["x_real_time"] >= 3,

@@ -107,8 +107,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration-min", type=float, default=30.0, help="how long to run (minutes)")
     ap.add_argument("--sample-s", type=float, default=10.0, help="sampling period (s)")
-    ap.add_argument("--warmup-s", type=float, default=None,
-                    help="samples ignored at the start (default: a third of the run, at most 10 min)")
+    ap.add_argument(
+        "--warmup-s",
+        type=float,
+        default=None,
+        help="samples ignored at the start (default: a third of the run, at most 10 min)",
+    )
     ap.add_argument("--model", default=str(ROOT / "models" / "casting_seedcnn.onnx"))
     ap.add_argument("--images", default=str(ROOT / "demo"), help="class folders of part images")
     ap.add_argument("--parts", type=int, default=40, help="parts per loop of the rendered line")
@@ -131,18 +135,37 @@ def main() -> int:
     per_loop = count_frames(spec.video)
     events_path = out / "events.jsonl"
     port = out / "ttyGATE"
-    cmd = [sys.executable, "-m", "inspector", "run", "--config", str(out / "line.yaml"), "--no-display",
-           "--realtime", "--events", str(events_path), "--serial", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "inspector",
+        "run",
+        "--config",
+        str(out / "line.yaml"),
+        "--no-display",
+        "--realtime",
+        "--events",
+        str(events_path),
+        "--serial",
+        str(port),
+    ]
     duration = args.duration_min * 60.0
     warmup = args.warmup_s if args.warmup_s is not None else min(600.0, duration / 3)
-    print(f"soak: {args.duration_min:g} min of {spec.video} ({per_loop} frames, {len(spec.parts)} parts per "
-          f"loop) with {args.model}; sampling every {args.sample_s:g} s", flush=True)
+    print(
+        f"soak: {args.duration_min:g} min of {spec.video} ({per_loop} frames, {len(spec.parts)} parts per "
+        f"loop) with {args.model}; sampling every {args.sample_s:g} s",
+        flush=True,
+    )
 
     for f in (events_path, out / "gate.jsonl", out / "log" / "defects.db"):
         f.unlink(missing_ok=True)
-    gate = subprocess.Popen([sys.executable, "-m", "inspector", "gate-sim", "--port", str(port), "--record",
-                             str(out / "gate.jsonl")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            cwd=out)
+    gate = subprocess.Popen(
+        [sys.executable, "-m", "inspector", "gate-sim", "--port", str(port), "--record", str(out / "gate.jsonl")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=out,
+    )
     first = gate.stdout.readline()
     if "listening on" not in first:
         gate.kill()
@@ -157,8 +180,11 @@ def main() -> int:
             while time.monotonic() - t0 < duration and child.poll() is None:
                 samples.append(sample(proc, t0))
                 s = samples[-1]
-                print(f"  t {s['t_s']:7.1f} s  rss {s['rss_mb']:7.1f} MB  fds {s['fds']:3d}  threads "
-                      f"{s['threads']:3d}  cpu {s['cpu_s']:7.1f} s", flush=True)
+                print(
+                    f"  t {s['t_s']:7.1f} s  rss {s['rss_mb']:7.1f} MB  fds {s['fds']:3d}  threads "
+                    f"{s['threads']:3d}  cpu {s['cpu_s']:7.1f} s",
+                    flush=True,
+                )
                 time.sleep(max(0.0, min(args.sample_s, duration - (time.monotonic() - t0))))
             if child.poll() is None:
                 samples.append(sample(proc, t0))
@@ -260,10 +286,11 @@ def main() -> int:
         ("frames / parts expected / events", f"{frames} / {len(truth)} / {len(events)}"),
         ("log rows (with gate result)", f"{rows} ({gated})"),
         ("gate outcomes", ", ".join(f"{k} {v}" for k, v in sorted(gate_status.items()))),
-        ("missed / split / dup / spurious",
-         "/".join(str(card.get(k)) for k in ("missed", "split", "duplicated", "spurious"))),
-        ("RSS start / after warm-up / end MB",
-         f"{rss[0]:.1f} / {steady[0]['rss_mb']:.1f} / {rss[-1]:.1f}"),
+        (
+            "missed / split / dup / spurious",
+            "/".join(str(card.get(k)) for k in ("missed", "split", "duplicated", "spurious")),
+        ),
+        ("RSS start / after warm-up / end MB", f"{rss[0]:.1f} / {steady[0]['rss_mb']:.1f} / {rss[-1]:.1f}"),
         ("RSS slope MB/10 min (bound)", f"{slope:.2f} ({args.rss_slope_mb:g})"),
         ("fds first / last (min-max)", "{first:g} / {last:g} ({min}-{max})".format(**growth["fds"])),
         ("threads first / last (min-max)", "{first:g} / {last:g} ({min}-{max})".format(**growth["threads"])),

@@ -59,8 +59,11 @@ def _score_uncertain(model: Path, shared: Path) -> dict:
                 probs = infer_crops(eng, [read_image(f) for f in files[a : a + 64]])
                 scores += eng.meta.defect_scores(probs).tolist()
             flagged = sum(s >= eng.meta.threshold for s in scores)
-            out[level] = {"n": len(scores), "mean_p_defect": round(sum(scores) / len(scores), 4),
-                          "flagged_defect": round(flagged / len(scores), 4)}
+            out[level] = {
+                "n": len(scores),
+                "mean_p_defect": round(sum(scores) / len(scores), 4),
+                "flagged_defect": round(flagged / len(scores), 4),
+            }
     out["note"] = "p000_ok and p100_defect include the training images; p033/p067 were never trained on"
     return out
 
@@ -68,14 +71,19 @@ def _score_uncertain(model: Path, shared: Path) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("set", choices=("elpv", "neu_det", "casting"))
-    ap.add_argument("--data", type=Path,
-                    default=Path(os.environ.get("INSPECTOR_DATA", ROOT.parent / "shared" / "data")))
+    ap.add_argument(
+        "--data", type=Path, default=Path(os.environ.get("INSPECTOR_DATA", ROOT.parent / "shared" / "data"))
+    )
     ap.add_argument("--work", type=Path, default=Path("/tmp/inspector-train-default"))
     ap.add_argument("--target-recall", type=float, default=None, help="passed to inspector train (casting: 0.995)")
     ap.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more inspector train arguments")
-    ap.add_argument("--trained", type=Path, default=None,
-                    help="judge this finished run folder (model.onnx when there, else model.pt) instead of training; "
-                    "its time and memory are measured apart")
+    ap.add_argument(
+        "--trained",
+        type=Path,
+        default=None,
+        help="judge this finished run folder (model.onnx when there, else model.pt) instead of training; "
+        "its time and memory are measured apart",
+    )
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     work = args.work / args.set
@@ -111,14 +119,25 @@ def main() -> int:
     else:
         meta, _, _ = load_checkpoint(model)
     m = evaluate(model, data, work / "eval", gradcam=False)
-    result: dict = {"set": args.set, "command": " ".join(cmd[1:]), "wall_s": wall, "peak_rss_mb": peak_mb,
-                    "recipe": meta.extra.get("recipe", {}).get("why"),
-                    "test": {k: m[k] for k in ("n_images", "accuracy", "precision", "recall", "threshold")},
-                    "quality": m.get("quality"), "training": meta.extra.get("training")}
+    result: dict = {
+        "set": args.set,
+        "command": " ".join(cmd[1:]),
+        "wall_s": wall,
+        "peak_rss_mb": peak_mb,
+        "recipe": meta.extra.get("recipe", {}).get("why"),
+        "test": {k: m[k] for k in ("n_images", "accuracy", "precision", "recall", "threshold")},
+        "quality": m.get("quality"),
+        "training": meta.extra.get("training"),
+    }
     if "defect_vs_ok" in m and "roc_auc" in m["defect_vs_ok"]:
         d = m["defect_vs_ok"]
-        result["test"].update(roc_auc=d["roc_auc"], missed=d["missed_defects"], false_rejects=d["false_rejects"],
-                              n_defect=d["n_defect"], n_ok=d["n_ok"])
+        result["test"].update(
+            roc_auc=d["roc_auc"],
+            missed=d["missed_defects"],
+            false_rejects=d["false_rejects"],
+            n_defect=d["n_defect"],
+            n_ok=d["n_ok"],
+        )
         import numpy as np
 
         from engines.base import load_engine

@@ -163,8 +163,11 @@ def calibrate(
         raise UserError(
             f"chessboard {board[0]}x{board[1]} found in {len(res.found)} of {len(files)} images, need at least "
             f"{min_images}; check --board (inner corners, not squares) and take sharper, fully visible views"
-            + (f" (not found: {', '.join(res.not_found[:5])}{'...' if len(res.not_found) > 5 else ''})"
-               if res.not_found else "")
+            + (
+                f" (not found: {', '.join(res.not_found[:5])}{'...' if len(res.not_found) > 5 else ''})"
+                if res.not_found
+                else ""
+            )
         )
     obj = board_points(board, square_mm)
     objpoints = [obj] * len(res.found)
@@ -207,9 +210,7 @@ class Undistorter:
         self.size = (w, h)
         self.source = source
         self.new_K, self.valid_roi = cv2.getOptimalNewCameraMatrix(calib.K, calib.dist, (w, h), calib.alpha, (w, h))
-        self.map1, self.map2 = cv2.initUndistortRectifyMap(
-            calib.K, calib.dist, None, self.new_K, (w, h), cv2.CV_16SC2
-        )
+        self.map1, self.map2 = cv2.initUndistortRectifyMap(calib.K, calib.dist, None, self.new_K, (w, h), cv2.CV_16SC2)
 
     def apply(self, frame: np.ndarray) -> np.ndarray:
         if frame.shape[1] != self.size[0] or frame.shape[0] != self.size[1]:

@@ -51,9 +51,7 @@ class RoiCalibration(Artefact):
     def _inside(self) -> RoiCalibration:
         fw, fh = self.frame_size
         if self.x + self.width > fw or self.y + self.height > fh:
-            raise ValueError(
-                f"ROI {self.x},{self.y},{self.width}x{self.height} reaches outside the {fw}x{fh} frame"
-            )
+            raise ValueError(f"ROI {self.x},{self.y},{self.width}x{self.height} reaches outside the {fw}x{fh} frame")
         if self.reference is not None and self.reference.px <= 0:
             raise ValueError("reference points coincide; mark two distinct points")
         return self
@@ -76,9 +74,7 @@ def trigger_line(
     return (x, ly), (x + w, ly)
 
 
-def trigger_from_point(
-    x: int, y: int, w: int, h: int, direction: str, point: tuple[float, float]
-) -> float:
+def trigger_from_point(x: int, y: int, w: int, h: int, direction: str, point: tuple[float, float]) -> float:
     """The trigger fraction for a clicked point (the inverse of :func:`trigger_line`), kept inside (0, 1)."""
     if direction in ("right", "left"):
         f = (point[0] - x) / w

@@ -40,8 +40,16 @@ def draw(frame: np.ndarray, st: EditorState, ref_mm: float | None) -> np.ndarray
         px = float(np.hypot(b[0] - a[0], b[1] - a[1]))
         label = f"{px:.1f} px" + (f" = {ref_mm:g} mm -> {px / ref_mm:.3f} px/mm" if ref_mm else " (give --ref-mm)")
         cv2.putText(img, label, (a[0], a[1] - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 255), 1, cv2.LINE_AA)
-    cv2.putText(img, f"mode: {st.mode}  direction: {st.direction}", (8, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
-                (255, 255, 255), 1, cv2.LINE_AA)
+    cv2.putText(
+        img,
+        f"mode: {st.mode}  direction: {st.direction}",
+        (8, 18),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.5,
+        (255, 255, 255),
+        1,
+        cv2.LINE_AA,
+    )
     cv2.putText(img, HELP, (8, img.shape[0] - 8), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
     return img
 

@@ -66,8 +66,22 @@ def suggest_min_sharpness(sharp: Sequence[float], blurred: Sequence[float] | Non
             value, rule, separable = (bmax + p1) / 2, "halfway: blurred parts' max to sharp parts' 1st percentile", True
         else:
             value, rule, separable = p1, "the sharp parts' 1st percentile (the recordings overlap)", False
-        extra = dict(n_blurred=len(b), blurred_max=bmax, blurred_p50=float(np.median(b)),
-                     blurred_passed=float((b >= round(value, 1)).mean()), separable=separable)
+        extra = dict(
+            n_blurred=len(b),
+            blurred_max=bmax,
+            blurred_p50=float(np.median(b)),
+            blurred_passed=float((b >= round(value, 1)).mean()),
+            separable=separable,
+        )
     value = round(float(value), 1)
-    return SharpnessChoice(value=value, rule=rule, n_sharp=len(s), sharp_min=float(s.min()), sharp_p1=p1,
-                           sharp_p5=p5, sharp_p50=p50, sharp_rejected=float((s < value).mean()), **extra)
+    return SharpnessChoice(
+        value=value,
+        rule=rule,
+        n_sharp=len(s),
+        sharp_min=float(s.min()),
+        sharp_p1=p1,
+        sharp_p5=p5,
+        sharp_p50=p50,
+        sharp_rejected=float((s < value).mean()),
+        **extra,
+    )

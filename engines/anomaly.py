@@ -62,8 +62,14 @@ def _timm_lite0() -> nn.Module:
 # residual blocks.
 _REPEATS = (1, 2, 2, 3, 3, 4, 1)
 _DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_IR = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-       "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_IR = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
 _TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
 
 
@@ -97,8 +103,9 @@ def pretrained_lite0(weights: Path | None = None) -> nn.Module:
     missing, unexpected = net.load_state_dict(mapped, strict=False)
     missing = [k for k in missing if not k.endswith("num_batches_tracked")]
     if missing or unexpected:
-        raise UserError(f"{path}: weights do not fit tf_efficientnet_lite0 (missing {missing[:3]}, "
-                        f"unexpected {unexpected[:3]})")
+        raise UserError(
+            f"{path}: weights do not fit tf_efficientnet_lite0 (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     return net.eval()
 
 
@@ -131,8 +138,14 @@ def patch_features(feats: list[torch.Tensor]) -> torch.Tensor:
 class PatchCoreNet(nn.Module):
     """Image -> (score (N, 1), anomaly map (N, 1, S, S)), both in [0, 1]; see the module docstring."""
 
-    def __init__(self, features: Lite0Features, bank: torch.Tensor, log_centre: float = 0.0, scale: float = 1.0,
-                 input_size: int = 224) -> None:
+    def __init__(
+        self,
+        features: Lite0Features,
+        bank: torch.Tensor,
+        log_centre: float = 0.0,
+        scale: float = 1.0,
+        input_size: int = 224,
+    ) -> None:
         super().__init__()
         self.features = features
         self.register_buffer("bank_t", bank.t().contiguous().clone())  # (D, M): the MatMul's right side

@@ -33,15 +33,31 @@ def _export(net, example, out: Path, opset: int) -> str:
     names = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME, MAP_NAME])
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            torch.onnx.export(net, (example,), str(out), opset_version=opset, dynamo=True, external_data=False,
-                              verbose=False, dynamic_shapes=({0: torch.export.Dim.DYNAMIC},), **names)
+            torch.onnx.export(
+                net,
+                (example,),
+                str(out),
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+                dynamic_shapes=({0: torch.export.Dim.DYNAMIC},),
+                **names,
+            )
         return "dynamo"
     except Exception as exc:  # noqa: BLE001 - the exporter raises many types; fall back, say why in the log
         log.warning("dynamo ONNX export failed (%s); using the TorchScript exporter", str(exc).splitlines()[0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(net, (example,), str(out), opset_version=min(opset, 17), dynamo=False,
-                          dynamic_axes={k: {0: BATCH_DIM} for k in (INPUT_NAME, OUTPUT_NAME, MAP_NAME)}, **names)
+        torch.onnx.export(
+            net,
+            (example,),
+            str(out),
+            opset_version=min(opset, 17),
+            dynamo=False,
+            dynamic_axes={k: {0: BATCH_DIM} for k in (INPUT_NAME, OUTPUT_NAME, MAP_NAME)},
+            **names,
+        )
     return "torchscript"
 
 
@@ -63,15 +79,27 @@ def parity(net, onnx_path: Path, x: np.ndarray, threshold: float) -> dict:
     s_t, m_t = s_t.numpy(), m_t.numpy()
     s_o, m_o = np.concatenate(s_ort), np.concatenate(m_ort)
     if s_o.shape != s_t.shape or m_o.shape != m_t.shape:
-        raise UserError(f"{onnx_path}: ONNX outputs {s_o.shape}, {m_o.shape} differ from torch's {s_t.shape}, "
-                        f"{m_t.shape}; re-export")
-    return {"n": len(x), "max_score_diff": float(np.abs(s_o - s_t).max()),
-            "max_map_diff": float(np.abs(m_o - m_t).max()),
-            "flips": int(((s_o >= threshold) != (s_t >= threshold)).sum())}
+        raise UserError(
+            f"{onnx_path}: ONNX outputs {s_o.shape}, {m_o.shape} differ from torch's {s_t.shape}, "
+            f"{m_t.shape}; re-export"
+        )
+    return {
+        "n": len(x),
+        "max_score_diff": float(np.abs(s_o - s_t).max()),
+        "max_map_diff": float(np.abs(m_o - m_t).max()),
+        "flips": int(((s_o >= threshold) != (s_t >= threshold)).sum()),
+    }
 
 
-def export_anomaly_onnx(checkpoint: str | Path, out: str | Path, *, net=None, meta: ModelMeta | None = None,
-                        check_images: np.ndarray | None = None, opset: int = OPSET) -> Path:
+def export_anomaly_onnx(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    net=None,
+    meta: ModelMeta | None = None,
+    check_images: np.ndarray | None = None,
+    opset: int = OPSET,
+) -> Path:
     """Export an anomaly checkpoint to ``out`` (.onnx), check the graph and its parity, write ``out.json``.
 
     ``check_images``: uint8 model images (N, S, S, 3) for the parity check; None uses 8 random images.
@@ -109,12 +137,22 @@ def export_anomaly_onnx(checkpoint: str | Path, out: str | Path, *, net=None, me
     x = normalize(np.ascontiguousarray(check_images), meta)
     par = {**parity(net, out, x, meta.threshold), "images": source}
     if par["flips"] or par["max_score_diff"] > MAX_SCORE_DIFF:
-        raise UserError(f"{out}: ONNX Runtime disagrees with torch (score difference {par['max_score_diff']:.2e}, "
-                        f"{par['flips']} verdict flips); the export is not usable")
+        raise UserError(
+            f"{out}: ONNX Runtime disagrees with torch (score difference {par['max_score_diff']:.2e}, "
+            f"{par['flips']} verdict flips); the export is not usable"
+        )
     meta.extra["parity"] = par
     opset_used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
-    write_sidecar(out, meta, source=Path(checkpoint).name, source_sha256=file_sha256(checkpoint),
-                  onnx_sha256=file_sha256(out), opset=opset_used, exporter=exporter, torch_version=torch.__version__,
-                  outputs=[OUTPUT_NAME, MAP_NAME])
+    write_sidecar(
+        out,
+        meta,
+        source=Path(checkpoint).name,
+        source_sha256=file_sha256(checkpoint),
+        onnx_sha256=file_sha256(out),
+        opset=opset_used,
+        exporter=exporter,
+        torch_version=torch.__version__,
+        outputs=[OUTPUT_NAME, MAP_NAME],
+    )
     log.info("exported %s -> %s (%s exporter, opset %d)", checkpoint, out, exporter, opset_used)
     return out

@@ -63,9 +63,7 @@ class Engine(ABC):
         self.close()
 
 
-def load_engine(
-    path: str | Path, *, warm_up: bool = True, expect_input_size: int | None = None, **options
-) -> Engine:
+def load_engine(path: str | Path, *, warm_up: bool = True, expect_input_size: int | None = None, **options) -> Engine:
     """Open a model file with the backend its suffix names; every failure is one clear :class:`UserError`.
 
     ``expect_input_size`` (the configuration's ``model.input_size``) refuses a model built for another size.
@@ -73,9 +71,7 @@ def load_engine(
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in BACKENDS:
-        raise UserError(
-            f"{p}: unknown model file type {suffix or '(none)'!r}; supported: {', '.join(BACKENDS)}"
-        )
+        raise UserError(f"{p}: unknown model file type {suffix or '(none)'!r}; supported: {', '.join(BACKENDS)}")
     if not p.is_file():
         raise UserError(f"{p}: model file not found; check the path or train/export one first")
     module_name, class_name = BACKENDS[suffix]

@@ -53,8 +53,13 @@ def bench_batch(engine: Engine, batch: int, seconds: float = 3.0, warmup: int = 
         engine.infer(x)
         times.append(time.perf_counter_ns() - t0)
     ms = np.asarray(times, dtype=np.float64) / 1e6
-    return BenchRow(batch, len(ms), float(np.percentile(ms, 50)), float(np.percentile(ms, 99)),
-                    batch * len(ms) / (ms.sum() / 1000.0))
+    return BenchRow(
+        batch,
+        len(ms),
+        float(np.percentile(ms, 50)),
+        float(np.percentile(ms, 99)),
+        batch * len(ms) / (ms.sum() / 1000.0),
+    )
 
 
 def bench_engine(engine: Engine, batches: Sequence[int] = (1, 8, 32), seconds: float = 3.0) -> list[BenchRow]:

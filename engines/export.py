@@ -39,8 +39,15 @@ def _export(net, example, out: Path, opset: int) -> str:
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress; keep the CLI quiet
             torch.onnx.export(
-                net, (example,), str(out), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                opset_version=opset, dynamo=True, external_data=False, verbose=False,
+                net,
+                (example,),
+                str(out),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                opset_version=opset,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
                 dynamic_shapes=({0: torch.export.Dim.DYNAMIC},),
             )
         return "dynamo"
@@ -49,8 +56,13 @@ def _export(net, example, out: Path, opset: int) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            net, (example,), str(out), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            opset_version=min(opset, 17), dynamo=False,
+            net,
+            (example,),
+            str(out),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=min(opset, 17),
+            dynamo=False,
             dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}},
         )
     return "torchscript"
@@ -97,8 +109,14 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = OPSET) -> 
     check_onnx(out)
     opset_used = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
     write_sidecar(
-        out, meta, source=Path(checkpoint).name, source_sha256=file_sha256(checkpoint),
-        onnx_sha256=file_sha256(out), opset=opset_used, exporter=exporter, torch_version=torch.__version__,
+        out,
+        meta,
+        source=Path(checkpoint).name,
+        source_sha256=file_sha256(checkpoint),
+        onnx_sha256=file_sha256(out),
+        opset=opset_used,
+        exporter=exporter,
+        torch_version=torch.__version__,
     )
     log.info("exported %s -> %s (%s exporter, opset %d)", checkpoint, out, exporter, opset_used)
     return out

@@ -48,8 +48,7 @@ def list_images(folder: str | Path) -> list[Path]:
     return sorted(p for p in d.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
-def folder_images(folder: str | Path, classes: Sequence[str] = (), limit: int | None = None,
-                  seed: int = 0) -> ImageSet:
+def folder_images(folder: str | Path, classes: Sequence[str] = (), limit: int | None = None, seed: int = 0) -> ImageSet:
     """Images of a folder, labelled by :func:`label_of` when their folder or name prefix is a class.
 
     With ``limit``, a fixed-seed sample keeps both classes represented instead of the first N of one.

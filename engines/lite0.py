@@ -74,10 +74,18 @@ def map_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         s, b = flat_to_stage[int(m.group(1))]
         layer = m.group(2)
         depthwise_separable = s == 0  # the first stage has no expansion convolution
-        names = ({"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-                 if depthwise_separable else
-                 {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw", "_bn1": "bn2",
-                  "_project_conv": "conv_pwl", "_bn2": "bn3"})
+        names = (
+            {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+            if depthwise_separable
+            else {
+                "_expand_conv": "conv_pw",
+                "_bn0": "bn1",
+                "_depthwise_conv": "conv_dw",
+                "_bn1": "bn2",
+                "_project_conv": "conv_pwl",
+                "_bn2": "bn3",
+            }
+        )
         out[f"blocks.{s}.{b}.{names[layer]}.{m.group(3)}"] = value
     return out
 
@@ -91,15 +99,18 @@ def load_imagenet(net: nn.Module, path: Path, with_classifier: bool) -> None:
     result = net.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if with_classifier or not k.startswith("classifier.")]
     if missing or result.unexpected_keys:
-        raise UserError(f"{path}: weights do not fit tf_efficientnet_lite0 (missing {missing[:3]}, "
-                        f"unexpected {result.unexpected_keys[:3]}); reinstall {WEIGHTS_PACKAGE}")
+        raise UserError(
+            f"{path}: weights do not fit tf_efficientnet_lite0 (missing {missing[:3]}, "
+            f"unexpected {result.unexpected_keys[:3]}); reinstall {WEIGHTS_PACKAGE}"
+        )
 
 
 def build_lite0(channels: int, num_outputs: int, weights_path: Path | None = None) -> nn.Module:
     """Lite0 with ``num_outputs`` logits; ImageNet weights (all but the classifier) from ``weights_path``."""
     if channels != 3:
-        raise UserError("efficientnet_lite0 takes 3 channels (gray images are replicated); the metadata says "
-                        f"{channels}")
+        raise UserError(
+            f"efficientnet_lite0 takes 3 channels (gray images are replicated); the metadata says {channels}"
+        )
     net = _timm().create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_outputs)
     if weights_path is not None:
         load_imagenet(net, Path(weights_path), with_classifier=num_outputs == 1000)

@@ -119,8 +119,10 @@ class ModelMeta:
         q = self.extra.get("quality") or {}
         if not q.get("weak"):
             return None
-        return (f"model {self.arch} was judged weak when it was trained ({'; '.join(q.get('reasons', []))}): "
-                "it may pass defects or reject good parts; retrain it (inspector train) before relying on it")
+        return (
+            f"model {self.arch} was judged weak when it was trained ({'; '.join(q.get('reasons', []))}): "
+            "it may pass defects or reject good parts; retrain it (inspector train) before relying on it"
+        )
 
     # --- (de)serialisation -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

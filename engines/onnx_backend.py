@@ -81,7 +81,6 @@ class OnnxEngine(Engine):
                 f"{m.input_size}); the .json belongs to another export - re-export both together"
             )
 
-
     def infer(self, batch: np.ndarray) -> np.ndarray:
         batch = self.check_input(batch)
         outs = self.session.run(None, {self.input_name: batch})

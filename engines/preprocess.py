@@ -60,8 +60,15 @@ def _fit(img: np.ndarray, meta: ModelMeta) -> np.ndarray:
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
         small = cv2.resize(img, (nw, nh), interpolation=interp) if (nh, nw) != (h, w) else img
         top, left = (size - nh) // 2, (size - nw) // 2
-        return cv2.copyMakeBorder(small, top, size - nh - top, left, size - nw - left, cv2.BORDER_CONSTANT,
-                                  value=PAD if img.ndim == 2 else (PAD, PAD, PAD))
+        return cv2.copyMakeBorder(
+            small,
+            top,
+            size - nh - top,
+            left,
+            size - nw - left,
+            cv2.BORDER_CONSTANT,
+            value=PAD if img.ndim == 2 else (PAD, PAD, PAD),
+        )
     if h != size or w != size:
         interp = cv2.INTER_AREA if h > size else cv2.INTER_LINEAR
         return cv2.resize(img, (size, size), interpolation=interp)

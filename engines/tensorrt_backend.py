@@ -99,8 +99,9 @@ class TensorRTEngine(Engine):
     def infer(self, batch: np.ndarray) -> np.ndarray:
         batch = self.check_input(batch)
         if len(batch) > self.max_batch:  # larger batches run in engine-sized chunks
-            return np.concatenate([self.infer(batch[i : i + self.max_batch])
-                                   for i in range(0, len(batch), self.max_batch)])
+            return np.concatenate(
+                [self.infer(batch[i : i + self.max_batch]) for i in range(0, len(batch), self.max_batch)]
+            )
         n, cuda = len(batch), self._cuda
         self._ctx.push()  # the caller's thread may differ from the loader's
         try:

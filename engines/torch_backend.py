@@ -47,8 +47,7 @@ class TorchEngine(Engine):
                 net.load_state_dict(state)
             except RuntimeError as exc:
                 raise UserError(
-                    f"{path}: weights do not fit architecture {self.meta.arch!r} "
-                    f"({str(exc).splitlines()[0][:120]})"
+                    f"{path}: weights do not fit architecture {self.meta.arch!r} ({str(exc).splitlines()[0][:120]})"
                 ) from None
             self.net = inference_network(net, self.meta).to(self.device)
         if self.fp16:

@@ -93,9 +93,16 @@ def make_progress_monitor(trt: ModuleType, progress: BuildProgress):
     return ProgressMonitor()
 
 
-def build_engine(onnx_path: Path, out_dir: Path, precision: str = "fp16", max_batch: int = 8,
-                 workspace_mb: int = 1024, calib_images: ImageSet | None = None,
-                 modules: Modules | None = None, report=print) -> Path:
+def build_engine(
+    onnx_path: Path,
+    out_dir: Path,
+    precision: str = "fp16",
+    max_batch: int = 8,
+    workspace_mb: int = 1024,
+    calib_images: ImageSet | None = None,
+    modules: Modules | None = None,
+    report=print,
+) -> Path:
     """Build ``out_dir/<stem>.trt<ver>.<gpu>.<precision>.b<batch>.engine`` + sidecar; returns its path."""
     if modules is None:
         modules, why = probe_tensorrt()
@@ -136,8 +143,10 @@ def build_engine(onnx_path: Path, out_dir: Path, precision: str = "fp16", max_ba
                 raise UserError("--precision int8 needs --calib-data DIR with representative images")
             batches = CalibrationBatches(calib_images.paths, meta, max_batch)
             cache_path = Path(out_dir) / f"{onnx_path.stem}.{gpu_slug(gpu)}.int8.calib"
-            report(f"INT8 calibration over {len(batches) * max_batch} images "
-                   f"({batches.dropped} left over), cache {cache_path}")
+            report(
+                f"INT8 calibration over {len(batches) * max_batch} images "
+                f"({batches.dropped} left over), cache {cache_path}"
+            )
             config.set_flag(trt.BuilderFlag.INT8)
             calibrator = make_calibrator(trt, cuda, batches, cache_path)
             config.int8_calibrator = calibrator
@@ -160,11 +169,17 @@ def build_engine(onnx_path: Path, out_dir: Path, precision: str = "fp16", max_ba
 
     onnx_meta = meta.extra or {}
     write_sidecar(
-        engine_path, meta,
+        engine_path,
+        meta,
         tensorrt={
-            "tensorrt_version": trt.__version__, "gpu": gpu, "precision": precision, "max_batch": max_batch,
-            "onnx": Path(onnx_path).name, "onnx_sha256": file_sha256(onnx_path),
-            "checkpoint": onnx_meta.get("source"), "engine_sha256": file_sha256(engine_path),
+            "tensorrt_version": trt.__version__,
+            "gpu": gpu,
+            "precision": precision,
+            "max_batch": max_batch,
+            "onnx": Path(onnx_path).name,
+            "onnx_sha256": file_sha256(onnx_path),
+            "checkpoint": onnx_meta.get("source"),
+            "engine_sha256": file_sha256(engine_path),
         },
     )
     return engine_path

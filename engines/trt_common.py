@@ -67,8 +67,9 @@ class CalibrationBatches:
     A short final batch is dropped (and counted), never padded with fake images.
     """
 
-    def __init__(self, paths: Sequence[Path], meta: ModelMeta, batch_size: int,
-                 reader: Callable[[Path], np.ndarray] = read_image) -> None:
+    def __init__(
+        self, paths: Sequence[Path], meta: ModelMeta, batch_size: int, reader: Callable[[Path], np.ndarray] = read_image
+    ) -> None:
         if batch_size < 1:
             raise UserError(f"calibration batch size must be at least 1, got {batch_size}")
         if len(paths) < batch_size:

@@ -47,8 +47,13 @@ def split_images(meta: ModelMeta, split: str = "val", data_root: str | Path | No
     return ImageSet(present, labels, f"{split} split of {root} ({len(present)} images)")
 
 
-def check_images(meta: ModelMeta, images: str | Path | None = None, split: str = "val",
-                 limit: int | None = 256, data_root: str | Path | None = None) -> ImageSet | None:
+def check_images(
+    meta: ModelMeta,
+    images: str | Path | None = None,
+    split: str = "val",
+    limit: int | None = 256,
+    data_root: str | Path | None = None,
+) -> ImageSet | None:
     """``images`` (a folder), else the metadata's split; ``None`` means synthetic (and is said so)."""
     if images:
         return folder_images(images, meta.classes, limit=limit)
@@ -84,8 +89,9 @@ class Comparison:
         return out
 
 
-def compare_engines(ref: Engine, cand: Engine, images: ImageSet | None, batch_size: int = 32,
-                    synthetic_n: int = 64) -> Comparison:
+def compare_engines(
+    ref: Engine, cand: Engine, images: ImageSet | None, batch_size: int = 32, synthetic_n: int = 64
+) -> Comparison:
     """Run both engines over the same preprocessed batches and compare their probabilities and verdicts."""
     meta = ref.meta
     if (cand.meta.input_size, cand.meta.channels) != (meta.input_size, meta.channels):

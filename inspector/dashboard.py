@@ -40,8 +40,14 @@ def status_table(stats: LoopStats, source: str = "") -> Table:
     t.add_row("[dark_orange]no verdict", str(nv))
     t.add_row("yield", f"{100.0 * ok / parts:.1f} %" if parts else "-")
     last = s.last_defect if s is not None else None
-    t.add_row("last defect", "-" if last is None else f"#{last.part_id} score {last.score:.2f}"
-              if last.score is not None else f"#{last.part_id}")
+    t.add_row(
+        "last defect",
+        "-"
+        if last is None
+        else f"#{last.part_id} score {last.score:.2f}"
+        if last.score is not None
+        else f"#{last.part_id}",
+    )
     if stats.stalls:
         t.add_row("[red]source stalls", str(stats.stalls))
     if stats.errors:

@@ -28,8 +28,10 @@ def demo_images() -> Path:
     """The bundled sample, or a UserError saying what to do when this install lacks it."""
     d = demo_dir()
     if not d.is_dir() or not any(p.is_dir() and any(p.iterdir()) for p in d.iterdir()):
-        raise UserError(f"demo images not found in {d} (class folders such as ok_front/, def_front/); "
-                        "reinstall, or run `inspector run --source VIDEO` on your own line")
+        raise UserError(
+            f"demo images not found in {d} (class folders such as ok_front/, def_front/); "
+            "reinstall, or run `inspector run --source VIDEO` on your own line"
+        )
     return d
 
 
@@ -46,9 +48,7 @@ def cache_dir() -> Path:
         return Path(tempfile.mkdtemp(prefix="inspector-demo-"))
 
 
-def prepare_demo(
-    cfg: InspectorConfig, announce: Callable[[str], None] | None = None
-) -> tuple[InspectorConfig, str]:
+def prepare_demo(cfg: InspectorConfig, announce: Callable[[str], None] | None = None) -> tuple[InspectorConfig, str]:
     """Render (or reuse) the demo line and return a configuration that matches it, plus its truth CSV.
 
     Model, threshold, gate, log and display settings come from ``cfg``; the source, ROI, detection and

@@ -126,8 +126,17 @@ class Summary:
         }
 
 
-_MAIN_KEYS = ("parts", "ok", "defect", "no_verdict", "frames", "frames_per_s", "dropped_frames",
-              "latency_p50_ms", "latency_p99_ms")
+_MAIN_KEYS = (
+    "parts",
+    "ok",
+    "defect",
+    "no_verdict",
+    "frames",
+    "frames_per_s",
+    "dropped_frames",
+    "latency_p50_ms",
+    "latency_p99_ms",
+)
 
 
 def summary_table(d: dict[str, Any]) -> Table:

@@ -117,8 +117,11 @@ class HealthProbe:
             reopens=int(cs.reopens) if cs is not None else 0,
             stalled=bool(s.stalled) if s is not None else False,
         )
-        inspection = InspectionHealth(s.frames, float(s.fps), s.errors, s.t_start, s.dropped, s.stalls) \
-            if s is not None else InspectionHealth()
+        inspection = (
+            InspectionHealth(s.frames, float(s.fps), s.errors, s.t_start, s.dropped, s.stalls)
+            if s is not None
+            else InspectionHealth()
+        )
         summary = s.summary if s is not None else None
         counts = summary.counts if summary is not None else {}
         parts = PartCounts(counts.get(Verdict.OK, 0), counts.get(Verdict.DEFECT, 0), counts.get(Verdict.NO_VERDICT, 0))
@@ -128,9 +131,17 @@ class HealthProbe:
         if self.gate is None:
             return None
         st = self.gate.state()
-        return GateHealth(bool(st["connected"]), bool(st["link_down"]), bool(st["running"]), bool(st["held"]),
-                          tuple(st["hold_reasons"]), int(st["rejects_unacked"]), int(st["in_flight"]),
-                          int(st["queue"]), dict(st["events"]))
+        return GateHealth(
+            bool(st["connected"]),
+            bool(st["link_down"]),
+            bool(st["running"]),
+            bool(st["held"]),
+            tuple(st["hold_reasons"]),
+            int(st["rejects_unacked"]),
+            int(st["in_flight"]),
+            int(st["queue"]),
+            dict(st["events"]),
+        )
 
     def _log(self) -> LogHealth | None:
         d = self.dlog

@@ -66,7 +66,11 @@ class Line:
     """
 
     def __init__(
-        self, cfg: InspectorConfig, request: LineRequest | None = None, *, sinks: Sequence[PartSink] = (),
+        self,
+        cfg: InspectorConfig,
+        request: LineRequest | None = None,
+        *,
+        sinks: Sequence[PartSink] = (),
         keep_crops: bool = True,
     ) -> None:
         self.cfg = cfg.model_copy(deep=True)  # the line may pace a demo; the caller's config stays as given
@@ -168,8 +172,9 @@ class Line:
 
             # the gate reports each part's outcome (sent/acked/fired) into the log
             self.gate = open_actuator(cfg.gate, on_result=self.dlog.gate_result if self.dlog is not None else None)
-        sinks = [s for s in (self.gate, self.events, self.dlog, self.summary, self.metrics, self.mqtt)
-                 if s is not None] + self.extra_sinks
+        sinks = [
+            s for s in (self.gate, self.events, self.dlog, self.summary, self.metrics, self.mqtt) if s is not None
+        ] + self.extra_sinks
         if self.notifier.enabled:  # under systemd: a camera stall shows in `systemctl status` at once
             from inspector.service.status import StatusOnLineState
 
@@ -212,8 +217,15 @@ class Line:
             self.start()
         try:
             self._ready()
-            run_loop(self.pipeline, self.capture, view=self.view, stats=self.stats, stop=self.stop_event,
-                     max_frames=max_frames, progress=self._progressed)
+            run_loop(
+                self.pipeline,
+                self.capture,
+                view=self.view,
+                stats=self.stats,
+                stop=self.stop_event,
+                max_frames=max_frames,
+                progress=self._progressed,
+            )
         except KeyboardInterrupt:
             self.interrupted = True
             self.stats.t_end = time.monotonic()
@@ -323,9 +335,13 @@ class Line:
 
         pipeline = self.pipeline
         self.reloader = reloader = Reloader(
-            self.request.reload, self.cfg, label=self.request.config_file or "the configuration",
-            model_threshold=float(self.engine.meta.threshold), frame_size=lambda: pipeline.frame_size,
-            current_roi=lambda: pipeline.roi, notifier=self.notifier,
+            self.request.reload,
+            self.cfg,
+            label=self.request.config_file or "the configuration",
+            model_threshold=float(self.engine.meta.threshold),
+            frame_size=lambda: pipeline.frame_size,
+            current_roi=lambda: pipeline.roi,
+            notifier=self.notifier,
         )
         self._old_hup = signal.signal(signal.SIGHUP, lambda *_: reloader.request())  # only sets an event
 
@@ -363,8 +379,13 @@ class Line:
         """The run's summary (counts, rates, latencies), as `inspector run` prints and saves it."""
         s = self.stats
         return self.summary.to_dict(
-            s.frames, s.elapsed, s.dropped, stalls=s.stalls, corrupt_frames=self.corrupt_frames,
-            inspection_errors=s.errors, model=self.model_label,
+            s.frames,
+            s.elapsed,
+            s.dropped,
+            stalls=s.stalls,
+            corrupt_frames=self.corrupt_frames,
+            inspection_errors=s.errors,
+            model=self.model_label,
         )
 
 

@@ -179,8 +179,9 @@ def _gate_metrics(g: GateHealth) -> Iterator[Metric]:
     for reason in g.hold_reasons:
         reasons.add_metric([reason], 1)
     yield reasons
-    yield _gauge(f"{p}_rejects_unacked", "rejects sent that the controller has not acknowledged (yet)",
-                 g.rejects_unacked)
+    yield _gauge(
+        f"{p}_rejects_unacked", "rejects sent that the controller has not acknowledged (yet)", g.rejects_unacked
+    )
     yield _gauge(f"{p}_parts_in_flight", "parts between the camera and the gate", g.in_flight)
     yield _gauge(f"{p}_queue", "verdicts waiting for the gate's serial thread", g.queue)
     events = CounterMetricFamily(

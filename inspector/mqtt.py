@@ -44,8 +44,12 @@ class MqttPublisher:
         self.cfg = cfg
         self.model = model
         p = cfg.topic
-        self.t_state, self.t_camera, self.t_parts, self.t_stats = (f"{p}/state", f"{p}/camera", f"{p}/parts",
-                                                                   f"{p}/stats")
+        self.t_state, self.t_camera, self.t_parts, self.t_stats = (
+            f"{p}/state",
+            f"{p}/camera",
+            f"{p}/parts",
+            f"{p}/stats",
+        )
         self.counts = {v.value: 0 for v in Verdict}
         # parts: part messages handed to paho (sent, or held by it until the broker is back); dropped: not
         self.stats = {"parts": 0, "messages": 0, "dropped": 0, "connects": 0, "disconnects": 0}
@@ -111,8 +115,12 @@ class MqttPublisher:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected.is_set() and not self._closed:  # our own goodbye in close() is not news
             self.stats["disconnects"] += 1
-            log.warning("mqtt broker %s:%d disconnected (%s); reconnecting, messages held up to mqtt.max_queued",
-                        self.cfg.host, self.cfg.port, reason_code)
+            log.warning(
+                "mqtt broker %s:%d disconnected (%s); reconnecting, messages held up to mqtt.max_queued",
+                self.cfg.host,
+                self.cfg.port,
+                reason_code,
+            )
         self.connected.clear()
 
     def _on_connect_fail(self, client, userdata) -> None:
@@ -189,8 +197,12 @@ class MqttPublisher:
         }
         if h.gate is not None:
             g = h.gate
-            out["gate"] = {"connected": g.connected, "held": g.held, "hold_reasons": list(g.hold_reasons),
-                           "events": g.events}
+            out["gate"] = {
+                "connected": g.connected,
+                "held": g.held,
+                "hold_reasons": list(g.hold_reasons),
+                "events": g.events,
+            }
         return out
 
     def close(self, timeout_s: float = 3.0) -> None:
@@ -200,9 +212,10 @@ class MqttPublisher:
         self._closed = True
         self._stop.set()
         self._thread.join(timeout=timeout_s)
-        last = [self.client.publish(self.t_stats, json.dumps(self.snapshot(), separators=(",", ":")), qos=1,
-                                    retain=True),
-                self.client.publish(self.t_state, "offline", qos=1, retain=True)]
+        last = [
+            self.client.publish(self.t_stats, json.dumps(self.snapshot(), separators=(",", ":")), qos=1, retain=True),
+            self.client.publish(self.t_state, "offline", qos=1, retain=True),
+        ]
         deadline = time.monotonic() + timeout_s
         if self.connected.is_set():
             for info in last:
@@ -213,13 +226,16 @@ class MqttPublisher:
         self.client.disconnect()
         self.client.loop_stop()
         if self.stats["connects"] == 0:
-            log.warning("mqtt: never reached the broker at %s:%d; no message was delivered", self.cfg.host,
-                        self.cfg.port)
+            log.warning(
+                "mqtt: never reached the broker at %s:%d; no message was delivered", self.cfg.host, self.cfg.port
+            )
 
     def report(self) -> str:
         """One line for the end of the run."""
         s = self.stats
         reached = "connected" if s["connects"] else "never reached"
-        return (f"mqtt {self.cfg.host}:{self.cfg.port} ({reached}; {s['disconnects']} disconnect(s)): "
-                f"{s['parts']} part message(s) published under {self.cfg.topic}/parts, "
-                f"{s['dropped'] + self.dropped_queue} dropped")
+        return (
+            f"mqtt {self.cfg.host}:{self.cfg.port} ({reached}; {s['disconnects']} disconnect(s)): "
+            f"{s['parts']} part message(s) published under {self.cfg.topic}/parts, "
+            f"{s['dropped'] + self.dropped_queue} dropped"
+        )

@@ -86,14 +86,20 @@ class Scorecard:
 
     @property
     def frame_errors(self) -> list[int]:
-        return [abs(int(p.primary["frame_index"]) - p.trigger_frame) for p in self.parts
-                if p.primary is not None and p.primary["verdict"] != "no_verdict"]
+        return [
+            abs(int(p.primary["frame_index"]) - p.trigger_frame)
+            for p in self.parts
+            if p.primary is not None and p.primary["verdict"] != "no_verdict"
+        ]
 
     @property
     def exactly_one_verdict(self) -> bool:
         """Every part judged once (ok/defect), nothing missed, split, duplicated or spurious."""
         return (
-            self.missed == 0 and self.split == 0 and self.duplicated == 0 and not self.spurious
+            self.missed == 0
+            and self.split == 0
+            and self.duplicated == 0
+            and not self.spurious
             and all(p.verdict in LABELS for p in self.parts)
         )
 
@@ -133,8 +139,19 @@ class Scorecard:
         counts = Table(title="replay scorecard", show_header=False)
         counts.add_column("", style="bold")
         counts.add_column("", justify="right")
-        for key in ("parts", "found", "missed", "split", "duplicated", "spurious", "accuracy",
-                    "false_rejects", "verdict_frame_error_mean", "verdict_frame_error_max", "verdicts_off_trigger"):
+        for key in (
+            "parts",
+            "found",
+            "missed",
+            "split",
+            "duplicated",
+            "spurious",
+            "accuracy",
+            "false_rejects",
+            "verdict_frame_error_mean",
+            "verdict_frame_error_max",
+            "verdicts_off_trigger",
+        ):
             v = d[key]
             style = "red" if key in ("missed", "split", "duplicated", "spurious") and v else ""
             counts.add_row(key.replace("_", " "), f"[{style}]{v}[/]" if style else str(v))

@@ -32,8 +32,7 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 DIRECTIONS = ("right", "left", "down", "up")
 OK_PREFIXES = ("ok", "good", "pass")
-TRUTH_FIELDS = ("part_id", "class", "label", "trigger_frame", "image", "x", "y", "w", "h", "enter_frame",
-                "exit_frame")
+TRUTH_FIELDS = ("part_id", "class", "label", "trigger_frame", "image", "x", "y", "w", "h", "enter_frame", "exit_frame")
 
 BELTS = {
     "green": (80, 185, 125),  # luminance ~155 like the photos' surround; >= ~70 away from any grey in BGR
@@ -172,8 +171,15 @@ def read_truth(path: str | Path) -> list[dict]:
 class _Texture:
     """A belt texture, periodic along the travel axis, so a moving belt is a cheap slice."""
 
-    def __init__(self, lateral: int, along: int, rail: int, rng: np.random.Generator, belt_bgr: tuple[int, int, int],
-                 period: int = 256) -> None:
+    def __init__(
+        self,
+        lateral: int,
+        along: int,
+        rail: int,
+        rng: np.random.Generator,
+        belt_bgr: tuple[int, int, int],
+        period: int = 256,
+    ) -> None:
         self.period = period
         noise = rng.normal(0.0, 1.0, (lateral, period)).astype(np.float32)
         wide = cv2.GaussianBlur(np.hstack([noise] * 3), (0, 0), 2.0)[:, period : 2 * period]
@@ -379,9 +385,22 @@ def render_line(
         writer.release()
     _write_truth(truth_path, truth)
     spec = LineSpec(
-        video=str(out_video), truth=str(truth_path), fps=float(fps), size=(w, h), frames=n_frames,
-        direction=direction, trigger=trigger, roi=roi, trigger_px=trigger_px, speed_px_s=float(speed_px_s),
-        part_px=s, threshold=_threshold(), belt=belt, belt_bgr=BELTS[belt], mask=mask, parts=truth,
+        video=str(out_video),
+        truth=str(truth_path),
+        fps=float(fps),
+        size=(w, h),
+        frames=n_frames,
+        direction=direction,
+        trigger=trigger,
+        roi=roi,
+        trigger_px=trigger_px,
+        speed_px_s=float(speed_px_s),
+        part_px=s,
+        threshold=_threshold(),
+        belt=belt,
+        belt_bgr=BELTS[belt],
+        mask=mask,
+        parts=truth,
     )
     log.info("rendered %s: %d parts, %d frames", out_video, parts, n_frames)
     return spec

@@ -73,7 +73,8 @@ class Tracker:
         merged: dict[int, int] = {}  # track index -> detection index
         for di, d in enumerate(detections):
             inside = [
-                ti for ti, pt in enumerate(pred)
+                ti
+                for ti, pt in enumerate(pred)
                 if ti not in merged and self.tracks[ti].missed == 0 and _contains(d.bbox, pt)
             ]
             if len(inside) >= 2:
@@ -124,15 +125,20 @@ class Tracker:
             self._observe(self.tracks[ti], d, frame_index)
             matched_boxes.append(d.bbox)
         for di in merged_dets:
-            self._place_merged([self.tracks[ti] for ti, d in merged.items() if d == di], detections[di],
-                               frame_index)
+            self._place_merged([self.tracks[ti] for ti, d in merged.items() if d == di], detections[di], frame_index)
 
         belt_v = self._belt_velocity()
         for di, d in enumerate(detections):
             if di in det_taken or _is_fragment(d, matched_boxes):
                 continue
             t = Track(
-                self._next_id, d, roi.along(*d.centroid), d.centroid, belt_v, frame_index, frame_index,
+                self._next_id,
+                d,
+                roi.along(*d.centroid),
+                d.centroid,
+                belt_v,
+                frame_index,
+                frame_index,
                 ever_unclipped=not d.clipped,
             )
             self._next_id += 1
@@ -216,12 +222,7 @@ class Tracker:
         return pending
 
     def _due(self, t: Track) -> bool:
-        return (
-            not t.classified
-            and t.hits >= self.cfg.min_hits
-            and not t.det.clipped
-            and t.pos >= self.roi.trigger_px
-        )
+        return not t.classified and t.hits >= self.cfg.min_hits and not t.det.clipped and t.pos >= self.roi.trigger_px
 
     def _belt_velocity(self) -> tuple[float, float]:
         """Mean velocity of established tracks: a new part moves with the belt."""

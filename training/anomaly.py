@@ -83,20 +83,26 @@ def index_folder(data: Path, ok_class: str | None) -> tuple[str, dict[str, list[
     """DIR/<class>/<image>: (the OK class, files per class). Every failure is one :class:`UserError`."""
     root = Path(data)
     if not root.is_dir():
-        raise UserError(f"{root}: dataset folder not found; give a folder with a sub-folder of good images "
-                        "(e.g. DIR/ok/*.png)")
+        raise UserError(
+            f"{root}: dataset folder not found; give a folder with a sub-folder of good images (e.g. DIR/ok/*.png)"
+        )
     files = {
         d.name: sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")
+        for d in sorted(root.iterdir())
+        if d.is_dir() and not d.name.startswith(".")
     }
     files = {k: v for k, v in files.items() if v}
     if not files:
-        raise UserError(f"{root}: no class sub-folder with images; anomaly mode needs DIR/<ok class>/<images> "
-                        "(good parts), optionally beside defect folders")
+        raise UserError(
+            f"{root}: no class sub-folder with images; anomaly mode needs DIR/<ok class>/<images> "
+            "(good parts), optionally beside defect folders"
+        )
     ok = ok_class or default_ok_class(list(files))
     if ok is None:
-        raise UserError(f"{root}: no OK class among {sorted(files)}; name the good-part folder ok/good/normal "
-                        "or give --ok-class NAME")
+        raise UserError(
+            f"{root}: no OK class among {sorted(files)}; name the good-part folder ok/good/normal "
+            "or give --ok-class NAME"
+        )
     if ok not in files:
         raise UserError(f"--ok-class {ok!r}: no such image folder in {root} (found {sorted(files)})")
     return ok, files
@@ -119,8 +125,12 @@ def _decode(root: Path, paths: list[Path], label: str, meta: ModelMeta, progress
     if skipped:
         log.warning("%d unreadable image(s) of class %s skipped", skipped, label)
     shape = (0, meta.input_size, meta.input_size, 3)
-    return _Images(keys, [label] * len(keys), np.stack(imgs) if imgs else np.zeros(shape, np.uint8),
-                   np.stack(hashes) if hashes else np.zeros((0, 8, 4), np.uint64))
+    return _Images(
+        keys,
+        [label] * len(keys),
+        np.stack(imgs) if imgs else np.zeros(shape, np.uint8),
+        np.stack(hashes) if hashes else np.zeros((0, 8, 4), np.uint64),
+    )
 
 
 def _split_defects(hashes: np.ndarray, max_val: int, seed: int, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
@@ -208,12 +218,13 @@ def train_anomaly(o: AnomalyOptions, console=None) -> Path:
     ok, files = index_folder(root, o.ok_class)
     defect_classes = [c for c in files if c != ok]
     if len(files[ok]) < MIN_GOOD:
-        raise UserError(f"{root / ok}: {len(files[ok])} good image(s); anomaly mode needs at least {MIN_GOOD} "
-                        "(a few hundred for a real line)")
+        raise UserError(
+            f"{root / ok}: {len(files[ok])} good image(s); anomaly mode needs at least {MIN_GOOD} "
+            "(a few hundred for a real line)"
+        )
     defect_name = defect_classes[0] if len(defect_classes) == 1 else "defect"
     classes = sorted([ok, defect_name])
-    meta = ModelMeta(ARCH, classes, ok, o.img_size, 3, list(IMAGENET_MEAN), list(IMAGENET_STD), 0.5, {},
-                     kind="anomaly")
+    meta = ModelMeta(ARCH, classes, ok, o.img_size, 3, list(IMAGENET_MEAN), list(IMAGENET_STD), 0.5, {}, kind="anomaly")
     weights = lite0_weights_path()
     n_files = sum(len(v) for v in files.values())
     with Progress(console=console, transient=True) as prog:
@@ -222,19 +233,26 @@ def train_anomaly(o: AnomalyOptions, console=None) -> Path:
         bad = [_decode(root, files[c], c, meta, lambda: prog.advance(task)) for c in defect_classes]
     if len(good.keys) < MIN_GOOD:
         raise UserError(f"{root / ok}: only {len(good.keys)} readable good image(s); need at least {MIN_GOOD}")
-    defects = _Images(sum((b.keys for b in bad), []), sum((b.labels for b in bad), []),
-                      np.concatenate([b.images for b in bad]) if bad else good.images[:0],
-                      np.concatenate([b.hashes for b in bad]) if bad else good.hashes[:0])
+    defects = _Images(
+        sum((b.keys for b in bad), []),
+        sum((b.labels for b in bad), []),
+        np.concatenate([b.images for b in bad]) if bad else good.images[:0],
+        np.concatenate([b.hashes for b in bad]) if bad else good.hashes[:0],
+    )
     split = group_split(np.zeros(len(good.keys), np.int64), good.hashes, seed=o.seed, max_distance=o.dup_distance)
     gi = {s: split.indices(s) for s in ("train", "val", "test")}
     if any(len(v) == 0 for v in gi.values()):
-        raise UserError(f"{root / ok}: too few distinct good images to split into train/validation/test "
-                        f"({ {k: len(v) for k, v in gi.items()} }); add images")
+        raise UserError(
+            f"{root / ok}: too few distinct good images to split into train/validation/test "
+            f"({ {k: len(v) for k, v in gi.items()} }); add images"
+        )
     dv, dt = _split_defects(defects.hashes, o.max_val_defects, o.seed, o.dup_distance)
     if o.max_test_defects is not None and len(dt) > o.max_test_defects:  # a fixed-seed sample, said in the output
         dt = np.sort(np.random.default_rng(o.seed).choice(dt, size=o.max_test_defects, replace=False))
-    console.print(f"data: {len(good.keys)} good ({ok}) -> train/val/test {[len(gi[s]) for s in gi]}; "
-                  f"{len(defects.keys)} defect images {defect_classes or '(none)'} -> val/test {len(dv)}/{len(dt)}")
+    console.print(
+        f"data: {len(good.keys)} good ({ok}) -> train/val/test {[len(gi[s]) for s in gi]}; "
+        f"{len(defects.keys)} defect images {defect_classes or '(none)'} -> val/test {len(dv)}/{len(dt)}"
+    )
 
     # --- the memory bank ----------------------------------------------------------------------------------
     t_fit = time.perf_counter()
@@ -264,9 +282,11 @@ def train_anomaly(o: AnomalyOptions, console=None) -> Path:
     bank = patches[chosen].clone()
     t_coreset = time.perf_counter() - t0
     del pool, patches
-    console.print(f"memory bank: {m} x {bank.shape[1]} float32 ({bank.numel() * 4 / 1e6:.1f} MB) by greedy coreset "
-                  f"from {n_patches} patches ({grid}x{grid} per image, {min(per_image, grid * grid)} per image "
-                  f"sampled); features {t_feat:.0f} s, coreset {t_coreset:.0f} s")
+    console.print(
+        f"memory bank: {m} x {bank.shape[1]} float32 ({bank.numel() * 4 / 1e6:.1f} MB) by greedy coreset "
+        f"from {n_patches} patches ({grid}x{grid} per image, {min(per_image, grid * grid)} per image "
+        f"sampled); features {t_feat:.0f} s, coreset {t_coreset:.0f} s"
+    )
     net = PatchCoreNet(feats, bank, input_size=o.img_size).eval()
 
     # --- calibration and threshold -------------------------------------------------------------------------
@@ -294,23 +314,30 @@ def train_anomaly(o: AnomalyOptions, console=None) -> Path:
         how = {**choice.to_dict(), "chosen_on": "val", "rule": f"defect recall >= {recall} on validation"}
     else:
         _, _, frr = rates_at(val_scores, val_def, 0.5)
-        how = {"threshold": 0.5, "rule": f"good-image quantile {o.good_quantile} (no defect images)",
-               "false_reject_rate": frr, "n_ok": len(g_val), "n_defect": 0, "chosen_on": "val"}
+        how = {
+            "threshold": 0.5,
+            "rule": f"good-image quantile {o.good_quantile} (no defect images)",
+            "false_reject_rate": frr,
+            "n_ok": len(g_val),
+            "n_defect": 0,
+            "chosen_on": "val",
+        }
     g_test = raw_scores(net, good.images[gi["test"]], meta, o.batch_size)
     d_test = raw_scores(net, defects.images[dt], meta, o.batch_size)
     t_score = time.perf_counter() - t0
     metrics = {
         "val": _figures(meta, val_scores, val_true),
-        "test": _figures(meta, np.concatenate([mapped(g_test), mapped(d_test)]),
-                         [ok] * len(g_test) + [defect_name] * len(d_test)),
+        "test": _figures(
+            meta, np.concatenate([mapped(g_test), mapped(d_test)]), [ok] * len(g_test) + [defect_name] * len(d_test)
+        ),
     }
     train_s = time.perf_counter() - t_start
     meta.extra.update(
         anomaly={
             "method": "PatchCore-style: EfficientNet-Lite0 (ImageNet, timm tf_efficientnet_lite0) stages 2+4 "
-                      "(strides 8, 16), 3x3 average, upsampled to stride 8, concatenated; greedy k-centre "
-                      "coreset (random projection to 32 dims); nearest-neighbour L2 (MatMul + TopK k=1); "
-                      "image score = max patch score; sigmoid((ln d - ln centre) / scale)",
+            "(strides 8, 16), 3x3 average, upsampled to stride 8, concatenated; greedy k-centre "
+            "coreset (random projection to 32 dims); nearest-neighbour L2 (MatMul + TopK k=1); "
+            "image score = max patch score; sigmoid((ln d - ln centre) / scale)",
             "bank_shape": [int(m), int(bank.shape[1])],
             "bank_mb": round(bank.numel() * 4 / 1e6, 2),
             "patch_grid": [grid, grid],
@@ -319,15 +346,19 @@ def train_anomaly(o: AnomalyOptions, console=None) -> Path:
             "centre": centre,
             "log_centre": log_centre,
             "scale": scale,
-            "test_defects": f"a fixed-seed sample of {len(dt)}" if o.max_test_defects is not None and
-                            len(dt) == o.max_test_defects else "all not in validation",
+            "test_defects": f"a fixed-seed sample of {len(dt)}"
+            if o.max_test_defects is not None and len(dt) == o.max_test_defects
+            else "all not in validation",
             "good_quantile": o.good_quantile,
             "weights": weights.name,
             "defect_classes": defect_classes,
         },
         threshold_choice=how,
-        data={"root": str(root), "ok_class": ok, "counts": {ok: len(good.keys), **{b.labels[0]: len(b.keys)
-                                                                                   for b in bad if b.keys}}},
+        data={
+            "root": str(root),
+            "ok_class": ok,
+            "counts": {ok: len(good.keys), **{b.labels[0]: len(b.keys) for b in bad if b.keys}},
+        },
         split={
             **{k: v for k, v in split.report.items() if k != "counts"},
             "counts": {"train": len(gi["train"]), "val": len(gi["val"]) + len(dv), "test": len(gi["test"]) + len(dt)},
@@ -336,32 +367,47 @@ def train_anomaly(o: AnomalyOptions, console=None) -> Path:
             "test": sorted([good.keys[i] for i in gi["test"]] + [defects.keys[i] for i in dt]),
         },
         metrics=metrics,
-        training={"train_seconds": round(train_s, 1), "feature_seconds": round(t_feat, 1),
-                  "coreset_seconds": round(t_coreset, 1), "scoring_seconds": round(t_score, 1),
-                  "peak_rss_mb": round(_peak_rss_mb(), 1), "threads": torch.get_num_threads(),
-                  "seed": o.seed, "torch": torch.__version__},
+        training={
+            "train_seconds": round(train_s, 1),
+            "feature_seconds": round(t_feat, 1),
+            "coreset_seconds": round(t_coreset, 1),
+            "scoring_seconds": round(t_score, 1),
+            "peak_rss_mb": round(_peak_rss_mb(), 1),
+            "threads": torch.get_num_threads(),
+            "seed": o.seed,
+            "torch": torch.__version__,
+        },
     )
     o.out.mkdir(parents=True, exist_ok=True)
     model_path = o.out / "model.pt"
     save_checkpoint(model_path, net.state_dict(), meta)
     v, t = metrics["val"], metrics["test"]
-    console.print(f"threshold {meta.threshold:.4f} ({how['rule']}); val: ROC AUC {v.get('roc_auc', float('nan')):.4f}"
-                  f", recall {v['recall']:.4f}, false rejects {v['false_reject_rate']:.4f}")
-    console.print(f"test ({t['n_images']} held-out images): ROC AUC {t.get('roc_auc', float('nan')):.4f} accuracy "
-                  f"{t['accuracy']:.4f} recall {t['recall']:.4f} false rejects {t['false_reject_rate']:.4f}; "
-                  f"trained in {train_s:.0f} s, peak memory {_peak_rss_mb():.0f} MB; wrote {model_path}")
+    console.print(
+        f"threshold {meta.threshold:.4f} ({how['rule']}); val: ROC AUC {v.get('roc_auc', float('nan')):.4f}"
+        f", recall {v['recall']:.4f}, false rejects {v['false_reject_rate']:.4f}"
+    )
+    console.print(
+        f"test ({t['n_images']} held-out images): ROC AUC {t.get('roc_auc', float('nan')):.4f} accuracy "
+        f"{t['accuracy']:.4f} recall {t['recall']:.4f} false rejects {t['false_reject_rate']:.4f}; "
+        f"trained in {train_s:.0f} s, peak memory {_peak_rss_mb():.0f} MB; wrote {model_path}"
+    )
     if "roc_auc" in v and v["roc_auc"] < 0.9:
-        console.print(f"[yellow]weak anomaly model:[/] validation ROC AUC {v['roc_auc']:.3f} < 0.9; try a larger "
-                      "--img-size, more good images, or the classifier (without --anomaly) when defect photos exist")
+        console.print(
+            f"[yellow]weak anomaly model:[/] validation ROC AUC {v['roc_auc']:.3f} < 0.9; try a larger "
+            "--img-size, more good images, or the classifier (without --anomaly) when defect photos exist"
+        )
     if o.export:
         from engines.anomaly_export import export_anomaly_onnx
 
-        onnx_path = export_anomaly_onnx(model_path, o.out / "model.onnx", net=net, meta=meta,
-                                        check_images=good.images[gi["val"]][:16])
+        onnx_path = export_anomaly_onnx(
+            model_path, o.out / "model.onnx", net=net, meta=meta, check_images=good.images[gi["val"]][:16]
+        )
         parity = meta.extra.get("parity", {})
-        console.print(f"exported {onnx_path}: torch vs ONNX Runtime on {parity.get('n')} held-out good images, "
-                      f"largest score difference {parity.get('max_score_diff', float('nan')):.2e}, map "
-                      f"{parity.get('max_map_diff', float('nan')):.2e}, verdicts that differ {parity.get('flips')}")
+        console.print(
+            f"exported {onnx_path}: torch vs ONNX Runtime on {parity.get('n')} held-out good images, "
+            f"largest score difference {parity.get('max_score_diff', float('nan')):.2e}, map "
+            f"{parity.get('max_map_diff', float('nan')):.2e}, verdicts that differ {parity.get('flips')}"
+        )
     return model_path
 
 
@@ -369,8 +415,13 @@ def _figures(meta: ModelMeta, scores: np.ndarray, true: list[str]) -> dict:
     m = compute_metrics(meta, scores[:, None], true)
     d = m.get("defect_vs_ok", {})
     out = {k: m[k] for k in ("n_images", "accuracy", "precision", "recall", "threshold") if k in m}
-    out.update({k: d[k] for k in ("roc_auc", "average_precision", "n_ok", "n_defect", "false_rejects",
-                                  "missed_defects") if k in d})
+    out.update(
+        {
+            k: d[k]
+            for k in ("roc_auc", "average_precision", "n_ok", "n_defect", "false_rejects", "missed_defects")
+            if k in d
+        }
+    )
     out["false_reject_rate"] = d.get("false_rejects", 0) / max(1, d.get("n_ok", 0))
     return out
 

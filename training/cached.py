@@ -90,8 +90,9 @@ def _slices(counts: list[int]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
 
-def fit_tail(trainer, net: nn.Module, loss_fn: nn.Module, cache: dict, deadline: float | None, max_epochs: int,
-             console) -> dict:
+def fit_tail(
+    trainer, net: nn.Module, loss_fn: nn.Module, cache: dict, deadline: float | None, max_epochs: int, console
+) -> dict:
     """Train the tail on the cached maps; returns the loop state (history, kept weights) the trainer finishes."""
     from training.metrics import compute_metrics
 
@@ -102,8 +103,10 @@ def fit_tail(trainer, net: nn.Module, loss_fn: nn.Module, cache: dict, deadline:
     for p in params:
         p.requires_grad_(True)
     head_ids = {id(p) for p in net.get_classifier().parameters()}
-    groups = [{"params": [p for p in params if id(p) not in head_ids], "lr": o.lr * o.backbone_lr_scale},
-              {"params": [p for p in params if id(p) in head_ids], "lr": o.lr}]
+    groups = [
+        {"params": [p for p in params if id(p) not in head_ids], "lr": o.lr * o.backbone_lr_scale},
+        {"params": [p for p in params if id(p) in head_ids], "lr": o.lr},
+    ]
     opt = torch.optim.AdamW(groups, weight_decay=o.weight_decay)
     f_tr, c_tr = cache["train"]
     f_va, c_va = cache["val"]
@@ -131,12 +134,18 @@ def fit_tail(trainer, net: nn.Module, loss_fn: nn.Module, cache: dict, deadline:
             for a in range(0, len(c_va), 128):
                 items = np.arange(a, min(len(c_va), a + 128))
                 sel = np.arange(s_va[items[0]], s_va[items[-1] + 1])
-                logits = _fold(tail(net, f_va[sel].float().contiguous(memory_format=torch.channels_last)),
-                               [c_va[k] for k in items], meta.binary)
+                logits = _fold(
+                    tail(net, f_va[sel].float().contiguous(memory_format=torch.channels_last)),
+                    [c_va[k] for k in items],
+                    meta.binary,
+                )
                 probs.append((torch.sigmoid(logits)[:, None] if meta.binary else torch.softmax(logits, 1)).numpy())
         m = compute_metrics(meta, np.concatenate(probs), [meta.classes[i] for i in y_va], 0.5)
-        return {"val_acc": m["accuracy"], "val_recall": m["recall"],
-                "val_auc": m.get("defect_vs_ok", {}).get("roc_auc", m["accuracy"])}
+        return {
+            "val_acc": m["accuracy"],
+            "val_recall": m["recall"],
+            "val_auc": m.get("defect_vs_ok", {}).get("roc_auc", m["accuracy"]),
+        }
 
     # plan: measured seconds per step (2 steps on a copy of nothing: real steps, undone by restoring the state)
     saved = {k: v.clone() for k, v in net.state_dict().items()}
@@ -162,25 +171,42 @@ def fit_tail(trainer, net: nn.Module, loss_fn: nn.Module, cache: dict, deadline:
     if epochs == 0 and (left - t_val) // max(sec, 1e-6) >= MIN_STEPS:
         epochs, steps_cap = 1, int(min(batches, (left - t_val) // max(sec, 1e-6)))
     batches = steps_cap or batches
-    trainer.plan = {"mode": "cached trunk", "seconds_per_step": round(sec, 3), "steps_per_epoch": batches,
-                    "seconds_per_epoch_planned": round(per_epoch, 1), "epochs_planned": epochs,
-                    "budget_left_s": round(left, 1) if deadline is not None else None,
-                    "trunk_stages_cached": TRUNK_STAGES}
-    console.print(f"plan: trunk cached; {sec:.2f} s/step x {batches} steps + validation = {per_epoch:.0f} s/epoch; "
-                  f"{epochs} epoch(s) of the last stages fit")
-    state = {"epoch": 0, "history": [{"epoch": 0, **base, "seconds": 0.0, "note": "probed head, before tuning"}],
-             "best_epoch": 0, "kept_epoch": 0, "train_seconds": 0.0, "stopped": None,
-             "best_state": {k: v.clone() for k, v in net.state_dict().items()}}
+    trainer.plan = {
+        "mode": "cached trunk",
+        "seconds_per_step": round(sec, 3),
+        "steps_per_epoch": batches,
+        "seconds_per_epoch_planned": round(per_epoch, 1),
+        "epochs_planned": epochs,
+        "budget_left_s": round(left, 1) if deadline is not None else None,
+        "trunk_stages_cached": TRUNK_STAGES,
+    }
+    console.print(
+        f"plan: trunk cached; {sec:.2f} s/step x {batches} steps + validation = {per_epoch:.0f} s/epoch; "
+        f"{epochs} epoch(s) of the last stages fit"
+    )
+    state = {
+        "epoch": 0,
+        "history": [{"epoch": 0, **base, "seconds": 0.0, "note": "probed head, before tuning"}],
+        "best_epoch": 0,
+        "kept_epoch": 0,
+        "train_seconds": 0.0,
+        "stopped": None,
+        "best_state": {k: v.clone() for k, v in net.state_dict().items()},
+    }
     best = base["val_auc"]
     if epochs == 0:
         state["stopped"] = "time budget: no tuning epoch fitted"
         return state
     total = epochs * batches
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total,
-                                                pct_start=0.1)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total, pct_start=0.1
+    )
     for epoch in range(1, epochs + 1):
-        if deadline is not None and state["history"][-1]["seconds"] and \
-                time.monotonic() + state["history"][-1]["seconds"] > deadline - final:
+        if (
+            deadline is not None
+            and state["history"][-1]["seconds"]
+            and time.monotonic() + state["history"][-1]["seconds"] > deadline - final
+        ):
             state["stopped"] = f"time budget: stopped before epoch {epoch}"
             break
         t0 = time.perf_counter()
@@ -191,17 +217,25 @@ def fit_tail(trainer, net: nn.Module, loss_fn: nn.Module, cache: dict, deadline:
         for a in range(0, batches * bs, bs):
             losses.append(step(order[a : a + bs], rng))
             sched.step()
-        row = {"epoch": epoch, "train_loss": float(np.mean(losses)), **validate(),
-               "lr": opt.param_groups[-1]["lr"], "seconds": time.perf_counter() - t0}
+        row = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)),
+            **validate(),
+            "lr": opt.param_groups[-1]["lr"],
+            "seconds": time.perf_counter() - t0,
+        }
         state["train_seconds"] += row["seconds"]
         keep = row["val_auc"] >= best
         if keep:
             best = row["val_auc"]
-            state.update(best_state={k: v.clone() for k, v in net.state_dict().items()}, best_epoch=epoch,
-                         kept_epoch=epoch)
+            state.update(
+                best_state={k: v.clone() for k, v in net.state_dict().items()}, best_epoch=epoch, kept_epoch=epoch
+            )
         state["history"].append(row)
         state["epoch"] = epoch
-        console.print(f"epoch {epoch:3d}  train loss {row['train_loss']:.4f}  val acc {row['val_acc']:.4f} "
-                      f"recall {row['val_recall']:.4f} auc {row['val_auc']:.4f}  {row['seconds']:.0f}s"
-                      f"{'  *kept' if keep else ''}")
+        console.print(
+            f"epoch {epoch:3d}  train loss {row['train_loss']:.4f}  val acc {row['val_acc']:.4f} "
+            f"recall {row['val_recall']:.4f} auc {row['val_auc']:.4f}  {row['seconds']:.0f}s"
+            f"{'  *kept' if keep else ''}"
+        )
     return state

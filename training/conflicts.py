@@ -33,10 +33,12 @@ SIZE = 64
 DUP_LEVEL = 16.0  # gray levels: the strongest smoothed, misalignment-tolerant difference of the same picture
 MAX_CHECKED = 2000  # candidate pairs compared at full resolution
 SPOT_FRACTION = 0.05  # a difference above half its peak on at most this share of the image is one local spot
-METHOD = (f"candidates: Pearson correlation of gray {SIZE}x{SIZE} images (INTER_AREA), best of 8 rotations/flips, "
-          f"between images of different classes, >= min_corr; conflict: the aligned full-resolution difference "
-          f"(brightness matched, phase-correlation shift, smoothed) peaks at <= {DUP_LEVEL:g} gray levels "
-          "(differs nowhere); a pair that differs in one spot is a small real defect, not a conflict")
+METHOD = (
+    f"candidates: Pearson correlation of gray {SIZE}x{SIZE} images (INTER_AREA), best of 8 rotations/flips, "
+    f"between images of different classes, >= min_corr; conflict: the aligned full-resolution difference "
+    f"(brightness matched, phase-correlation shift, smoothed) peaks at <= {DUP_LEVEL:g} gray levels "
+    "(differs nowhere); a pair that differs in one spot is a small real defect, not a conflict"
+)
 
 
 def _vectors(images: np.ndarray) -> np.ndarray:
@@ -138,8 +140,13 @@ def difference(a: np.ndarray, b: np.ndarray) -> dict:
         kind = "small_difference"
     else:
         kind = "different"
-    return {"kind": kind, "peak": round(peak, 1), "spot_fraction": round(spot, 4),
-            "largest_share": round(largest, 3), "corr_64": round(best, 4)}
+    return {
+        "kind": kind,
+        "peak": round(peak, 1),
+        "spot_fraction": round(spot, 4),
+        "largest_share": round(largest, 3),
+        "corr_64": round(best, 4),
+    }
 
 
 def candidate_pairs(
@@ -166,12 +173,12 @@ def candidate_pairs(
     classes = sorted(set(labels.tolist()))
     for ai, a in enumerate(classes):
         ia = np.nonzero(labels == a)[0]
-        ib = np.nonzero(np.isin(labels, classes[ai + 1:]))[0]
+        ib = np.nonzero(np.isin(labels, classes[ai + 1 :]))[0]
         if len(ia) == 0 or len(ib) == 0:
             continue
         target = base[ib].T
         for s in range(0, len(ia), chunk):
-            rows = ia[s:s + chunk]
+            rows = ia[s : s + chunk]
             best = np.full((len(rows), len(ib)), -1.0, np.float32)
             for v in variants:
                 np.maximum(best, v[rows] @ target, out=best)
@@ -215,8 +222,9 @@ def label_conflicts(
         return []
     full = images if full is None else full
     if len(cands) > MAX_CHECKED:  # the most alike first; the rest stay candidates, unchecked
-        log.warning("label conflicts: %d candidate pairs, the %d most alike checked at full resolution",
-                    len(cands), MAX_CHECKED)
+        log.warning(
+            "label conflicts: %d candidate pairs, the %d most alike checked at full resolution", len(cands), MAX_CHECKED
+        )
     if all(np.shape(im) == (SIZE, SIZE) for im in (full[k] for p in cands for k in p[:2])):
         return cands
     checked = classify_pairs(full, cands[:MAX_CHECKED])
@@ -226,9 +234,14 @@ def label_conflicts(
     return [(i, j, c) for i, j, c, d in checked if d["kind"] in ("duplicate", "unchecked")]
 
 
-def conflict_report(keys: Sequence[str], labels: Sequence[str], pairs: list[tuple[int, int, float]],
-                    split_of: Callable[[str], str] | None = None, min_corr: float = MIN_CORR,
-                    details: list | None = None) -> dict:
+def conflict_report(
+    keys: Sequence[str],
+    labels: Sequence[str],
+    pairs: list[tuple[int, int, float]],
+    split_of: Callable[[str], str] | None = None,
+    min_corr: float = MIN_CORR,
+    details: list | None = None,
+) -> dict:
     """JSON-able summary: the pairs by key and, given ``split_of``, how many images of each split are in one.
 
     ``details`` (from :func:`label_conflicts`) adds the candidates that were NOT conflicts: the same part

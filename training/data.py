@@ -125,9 +125,7 @@ def index_dataset(
         root = subs[0] if len(subs) == 1 else root
     items, skipped, empty = _list_items(root, layout)
     if empty:
-        raise UserError(
-            f"{root}: class folder(s) {', '.join(empty)} hold no files; add images or remove the folder"
-        )
+        raise UserError(f"{root}: class folder(s) {', '.join(empty)} hold no files; add images or remove the folder")
     classes = sorted({it.label for it in items})
     if not items:
         raise UserError(
@@ -224,9 +222,10 @@ def is_gray_content(img: np.ndarray, tol: float = 10.0) -> bool:
     if img.ndim == 2 or img.shape[2] == 1:
         return True
     small = img[::4, ::4].astype(np.int16)
-    return float(np.abs(small[:, :, 0] - small[:, :, 1]).mean()) <= tol and float(
-        np.abs(small[:, :, 1] - small[:, :, 2]).mean()
-    ) <= tol
+    return (
+        float(np.abs(small[:, :, 0] - small[:, :, 1]).mean()) <= tol
+        and float(np.abs(small[:, :, 1] - small[:, :, 2]).mean()) <= tol
+    )
 
 
 @dataclass
@@ -273,8 +272,14 @@ class LoadedData:
 _HASH_CACHE: dict[tuple[str, int, int], np.ndarray] = {}  # (path, size, mtime_ns) -> pHash: candidates re-decode
 
 
-def load_images(index: DatasetIndex, input_size: int, channels: int | None = None, progress=None,
-                fit: str = "stretch", tile_aspect: float = 0.0) -> LoadedData:
+def load_images(
+    index: DatasetIndex,
+    input_size: int,
+    channels: int | None = None,
+    progress=None,
+    fit: str = "stretch",
+    tile_aspect: float = 0.0,
+) -> LoadedData:
     """Decode every file once: the model view(s) (via THE preprocessing) and its pHash; skip bad files.
 
     ``channels`` None chooses from the data: 1 when every image is gray content, else 3.
@@ -365,10 +370,18 @@ def dihedral_phash(image: np.ndarray, hash_size: int = HASH_SIZE) -> np.ndarray:
     return np.stack(out)
 
 
-def _probe_meta(index: DatasetIndex, input_size: int, channels: int, fit: str = "stretch",
-                tile_aspect: float = 0.0) -> ModelMeta:
-    """A metadata record used only for its size/colour/fit/tiles, so decoding uses THE preprocessing.
-
-    """
-    return ModelMeta("seedcnn", index.classes, index.ok_class, input_size, channels, [0.5] * channels,
-                     [1.0] * channels, fit=fit, tile_aspect=tile_aspect)
+def _probe_meta(
+    index: DatasetIndex, input_size: int, channels: int, fit: str = "stretch", tile_aspect: float = 0.0
+) -> ModelMeta:
+    """A metadata record used only for its size/colour/fit/tiles, so decoding uses THE preprocessing."""
+    return ModelMeta(
+        "seedcnn",
+        index.classes,
+        index.ok_class,
+        input_size,
+        channels,
+        [0.5] * channels,
+        [1.0] * channels,
+        fit=fit,
+        tile_aspect=tile_aspect,
+    )

@@ -145,8 +145,11 @@ def evaluate(
                 val = score_items(engine, val_items, mapping)
             except UserError:  # not the training data: no validation split, choose on what is judged
                 vused, val = f"{used} (no validation split in this data)", scored
-                log.warning("--target-recall: %s has no validation split of this model; "
-                            "threshold chosen on the evaluated images", index.root)
+                log.warning(
+                    "--target-recall: %s has no validation split of this model; "
+                    "threshold chosen on the evaluated images",
+                    index.root,
+                )
             choice = choose_threshold(meta.defect_scores(val.probs), _is_defect(meta, val.true), target_recall)
             meta.threshold = choice.threshold
             meta.extra["threshold_choice"] = {**choice.to_dict(), "chosen_on": vused}
@@ -157,7 +160,10 @@ def evaluate(
     if quality is not None:
         metrics["quality"] = quality
     metrics.update(
-        model=str(model), data=str(index.root), split=used, n_skipped=len(scored.skipped),
+        model=str(model),
+        data=str(index.root),
+        split=used,
+        n_skipped=len(scored.skipped),
         skipped=[f"{k}: {why}" for k, why in scored.skipped[:50]],
     )
     if conflicts is not None:
@@ -176,14 +182,21 @@ def evaluate(
         metrics["anomaly_maps"] = maps_png(Path(model), meta, scored, out / "anomaly_maps.png")
     else:
         metrics["gradcam"] = plots.gradcam_png(Path(model), meta, scored, out / "gradcam.png") if gradcam else "off"
-    (out / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "report"}, indent=2)
-                                      + "\n")
+    (out / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "report"}, indent=2) + "\n")
     (out / "report.txt").write_text(metrics["report"])
     return metrics
 
 
-def _quality(engine, meta: ModelMeta, index: DatasetIndex, mapping: dict, scored: Scored, used: str,
-             target_recall: float | None, conflicts: dict | None) -> dict | None:
+def _quality(
+    engine,
+    meta: ModelMeta,
+    index: DatasetIndex,
+    mapping: dict,
+    scored: Scored,
+    used: str,
+    target_recall: float | None,
+    conflicts: dict | None,
+) -> dict | None:
     """Validation ROC AUC and false rejects at the target recall (the weak-model guard's figures), and the same
     on the judged split. Validation is the model's own split when ``index`` is its training data."""
     if meta.ok_class is None:

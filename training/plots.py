@@ -28,8 +28,9 @@ def confusion_png(metrics: dict, path: Path) -> None:
     cm = np.asarray(metrics.get("class_confusion_matrix", metrics["confusion_matrix"]))
     labels = metrics["classes"] if "class_confusion_matrix" in metrics else metrics["confusion_matrix_labels"]
     fig, ax = plt.subplots(figsize=(2 + 0.9 * len(labels), 1.6 + 0.9 * len(labels)))
-    ConfusionMatrixDisplay(cm, display_labels=labels).plot(ax=ax, cmap="Blues", colorbar=False,
-                                                           xticks_rotation=45 if len(labels) > 2 else 0)
+    ConfusionMatrixDisplay(cm, display_labels=labels).plot(
+        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45 if len(labels) > 2 else 0
+    )
     ax.set_title(f"n={metrics['n_images']}  accuracy {metrics['accuracy']:.4f}")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -130,8 +131,11 @@ def gradcam_png(model: Path, meta: ModelMeta, scored, path: Path, per_group: int
         rgb = np.repeat(img, 3, axis=2) if img.shape[2] == 1 else img
         ax.imshow(show_cam_on_image(rgb.astype(np.float32) / 255.0, mask, use_rgb=True))
         score = meta.defect_scores(scored.probs[i : i + 1])[0]
-        ax.set_title(f"{'WRONG' if kind == 'wrong' else 'ok'} true {scored.true[i]}\npred {pred[i]} "
-                     f"p={score:.2f}", fontsize=7, color="red" if kind == "wrong" else "black")
+        ax.set_title(
+            f"{'WRONG' if kind == 'wrong' else 'ok'} true {scored.true[i]}\npred {pred[i]} p={score:.2f}",
+            fontsize=7,
+            color="red" if kind == "wrong" else "black",
+        )
     fig.suptitle(f"Grad-CAM: {len(wrong)} misclassified, {len(picks) - len(wrong)} correct")
     fig.tight_layout()
     fig.savefig(path, dpi=80)

@@ -46,8 +46,11 @@ def data_shape(data: Path, layout: str, ok_class: str | None, manifest: Path | N
     """Sizes and aspect ratios of (a sample of) the photos, and what the recipe takes from them."""
     index = index_dataset(data, layout, ok_class, manifest)
     rng = np.random.default_rng(0)
-    items = index.items if len(index.items) <= MAX_TRIAL else [
-        index.items[i] for i in sorted(rng.choice(len(index.items), MAX_TRIAL, replace=False))]
+    items = (
+        index.items
+        if len(index.items) <= MAX_TRIAL
+        else [index.items[i] for i in sorted(rng.choice(len(index.items), MAX_TRIAL, replace=False))]
+    )
     hw = []
     for it in items:
         try:
@@ -65,10 +68,16 @@ def data_shape(data: Path, layout: str, ok_class: str | None, manifest: Path | N
     # The model sees the short side (a tile, or the letterboxed long side squeezed): no size far past it.
     side = float(np.median(short)) if tiles else float(np.median(long_))
     sizes = [s for s in SIZES if s <= max(SIZES[0], side * 1.15)][-2:]  # the two largest the photos support
-    return {"n_sampled": len(hw), "median_hw": [float(np.median(arr[:, 0])), float(np.median(arr[:, 1]))],
-            "aspect_p50": float(np.median(aspect)), "aspect_p90": float(np.percentile(aspect, 90)),
-            "fit": "stretch" if square else "letterbox", "tile_aspect": TILE_ASPECT if tiles else 0.0,
-            "sizes": sizes, "binary": binary}
+    return {
+        "n_sampled": len(hw),
+        "median_hw": [float(np.median(arr[:, 0])), float(np.median(arr[:, 1]))],
+        "aspect_p50": float(np.median(aspect)),
+        "aspect_p90": float(np.percentile(aspect, 90)),
+        "fit": "stretch" if square else "letterbox",
+        "tile_aspect": TILE_ASPECT if tiles else 0.0,
+        "sizes": sizes,
+        "binary": binary,
+    }
 
 
 def _score(trainer) -> float:
@@ -79,8 +88,14 @@ def _score(trainer) -> float:
     return float(trainer.meta.extra["metrics"]["val"]["accuracy"])
 
 
-def auto_train(opts, console=None, budget_min: float = 15.0, fit: str | None = None,
-               tile_aspect: float | None = None, img_size: int | None = None) -> Path:
+def auto_train(
+    opts,
+    console=None,
+    budget_min: float = 15.0,
+    fit: str | None = None,
+    tile_aspect: float | None = None,
+    img_size: int | None = None,
+) -> Path:
     """Choose and train the model for ``opts.data`` within ``budget_min`` minutes; returns RUN/model.pt.
 
     ``fit``, ``tile_aspect`` and ``img_size`` given by the user replace what the data suggests.
@@ -103,10 +118,12 @@ def auto_train(opts, console=None, budget_min: float = 15.0, fit: str | None = N
     from rich.console import Console
 
     console = console or Console(stderr=True)
-    console.print(f"recipe: photos {shape['median_hw'][0]:.0f}x{shape['median_hw'][1]:.0f} px (median h x w), "
-                  f"aspect {shape['aspect_p50']:.2f} (p90 {shape['aspect_p90']:.2f}): fit {shape['fit']}"
-                  + (f", tiles from aspect {shape['tile_aspect']:g}" if shape["tile_aspect"] else "")
-                  + f"; backbone sizes to try {shape['sizes']}; budget {budget_min:g} min")
+    console.print(
+        f"recipe: photos {shape['median_hw'][0]:.0f}x{shape['median_hw'][1]:.0f} px (median h x w), "
+        f"aspect {shape['aspect_p50']:.2f} (p90 {shape['aspect_p90']:.2f}): fit {shape['fit']}"
+        + (f", tiles from aspect {shape['tile_aspect']:g}" if shape["tile_aspect"] else "")
+        + f"; backbone sizes to try {shape['sizes']}; budget {budget_min:g} min"
+    )
     from engines.lite0 import packaged_weights
 
     have_backbone = packaged_weights() is not None
@@ -118,8 +135,13 @@ def auto_train(opts, console=None, budget_min: float = 15.0, fit: str | None = N
         # 2. the probe picks the size
         probes = []
         for size in shape["sizes"]:
-            o = replace(base, arch="efficientnet_lite0", img_size=size, out=out / "candidates" / f"lite0_{size}",
-                        deadline=deadline - seed_reserve)
+            o = replace(
+                base,
+                arch="efficientnet_lite0",
+                img_size=size,
+                out=out / "candidates" / f"lite0_{size}",
+                deadline=deadline - seed_reserve,
+            )
             tr = Trainer(o, console)
             tr.load()
             from engines.archs import build_network
@@ -130,8 +152,10 @@ def auto_train(opts, console=None, budget_min: float = 15.0, fit: str | None = N
             info = init_head_from_probe(tr, net)
             tr.initial = (net, info)  # the fine-tuning starts from this probed head
             score = info.get("val_auc", info.get("val_acc", 0.0))
-            console.print(f"probe: EfficientNet-Lite0 at {size} px, frozen features: val "
-                          f"{'ROC AUC' if 'val_auc' in info else 'accuracy'} {score:.4f} ({info['seconds']:.0f} s)")
+            console.print(
+                f"probe: EfficientNet-Lite0 at {size} px, frozen features: val "
+                f"{'ROC AUC' if 'val_auc' in info else 'accuracy'} {score:.4f} ({info['seconds']:.0f} s)"
+            )
             # the smallest size within 0.005 of the best: a larger input costs fine-tuning epochs
             if lite_trainer is None or score > max(p["val_score"] for p in probes) + 0.005:
                 lite_trainer = tr
@@ -139,38 +163,66 @@ def auto_train(opts, console=None, budget_min: float = 15.0, fit: str | None = N
             nxt = [z for z in shape["sizes"] if z > size]
             spent = time.monotonic() - t_start
             if nxt and spent + info["seconds"] * (nxt[0] / size) ** 2 > PROBE_SHARE * budget_min * 60.0:
-                console.print(f"probe: {nxt[0]} px not tried, it would take the fine-tuning's time "
-                              f"(~{info['seconds'] * (nxt[0] / size) ** 2:.0f} s)")
+                console.print(
+                    f"probe: {nxt[0]} px not tried, it would take the fine-tuning's time "
+                    f"(~{info['seconds'] * (nxt[0] / size) ** 2:.0f} s)"
+                )
                 break  # the probes may not eat the fine-tuning's time
         chosen = lite_trainer.o.img_size
         # 3. fine-tune the chosen size until the seed CNN's share of the budget
         lite_trainer.o.deadline = deadline - seed_reserve
         lite_trainer.o.epochs = 40
         path = lite_trainer.run()
-        candidates.append({"arch": "efficientnet_lite0", "img_size": chosen, "val_score": _score(lite_trainer),
-                           "path": str(path), "probes": probes, "seconds": round(time.monotonic() - t_start, 1)})
+        candidates.append(
+            {
+                "arch": "efficientnet_lite0",
+                "img_size": chosen,
+                "val_score": _score(lite_trainer),
+                "path": str(path),
+                "probes": probes,
+                "seconds": round(time.monotonic() - t_start, 1),
+            }
+        )
     else:
-        console.print("[yellow]recipe: the pretrained backbone is not installed (pip install "
-                      "'inspector[pretrained]'): only the seed CNN is tried[/]")
+        console.print(
+            "[yellow]recipe: the pretrained backbone is not installed (pip install "
+            "'inspector[pretrained]'): only the seed CNN is tried[/]"
+        )
     # 4. the seed CNN in what is left
     t_seed = time.monotonic()
     if deadline - t_seed > 30.0:
-        o = replace(base, arch="seedcnn", img_size=SEED_SIZE, out=out / "candidates" / "seedcnn",
-                    deadline=deadline, epochs=30)
+        o = replace(
+            base, arch="seedcnn", img_size=SEED_SIZE, out=out / "candidates" / "seedcnn", deadline=deadline, epochs=30
+        )
         tr = Trainer(o, console)
         path = tr.run()
-        candidates.append({"arch": "seedcnn", "img_size": SEED_SIZE, "val_score": _score(tr), "path": str(path),
-                           "seconds": round(time.monotonic() - t_seed, 1)})
+        candidates.append(
+            {
+                "arch": "seedcnn",
+                "img_size": SEED_SIZE,
+                "val_score": _score(tr),
+                "path": str(path),
+                "seconds": round(time.monotonic() - t_seed, 1),
+            }
+        )
     if not candidates:
         raise UserError(f"--budget-min {budget_min:g}: no time left to train anything; give a larger budget")
     best = max(candidates, key=lambda c: c["val_score"])
     others = [c for c in candidates if c is not best]
     metric = "ROC AUC" if shape["binary"] else "accuracy"
-    why = (f"{best['arch']} at {best['img_size']} px: validation {metric} {best['val_score']:.4f}"
-           + "".join(f" vs {c['arch']} {c['val_score']:.4f}" for c in others))
-    recipe = {"chosen": best["arch"], "img_size": best["img_size"], "why": why, "data_shape": shape,
-              "candidates": candidates, "budget_min": budget_min,
-              "wall_seconds": round(time.monotonic() - t_start, 1), "compared_on": "val"}
+    why = f"{best['arch']} at {best['img_size']} px: validation {metric} {best['val_score']:.4f}" + "".join(
+        f" vs {c['arch']} {c['val_score']:.4f}" for c in others
+    )
+    recipe = {
+        "chosen": best["arch"],
+        "img_size": best["img_size"],
+        "why": why,
+        "data_shape": shape,
+        "candidates": candidates,
+        "budget_min": budget_min,
+        "wall_seconds": round(time.monotonic() - t_start, 1),
+        "compared_on": "val",
+    }
     from engines.checkpoint import load_checkpoint, save_checkpoint
 
     meta, state, _ = load_checkpoint(best["path"])

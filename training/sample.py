@@ -21,8 +21,9 @@ from training.split import group_split
 log = logging.getLogger(__name__)
 
 
-def export_sample(data: Path, out: Path, per_class: int = 20, seed: int = 0, dup_distance: int = 20,
-                  split: str = "test") -> dict[str, list[str]]:
+def export_sample(
+    data: Path, out: Path, per_class: int = 20, seed: int = 0, dup_distance: int = 20, split: str = "test"
+) -> dict[str, list[str]]:
     """Copy ``per_class`` files of each class from ``split`` into ``out/<class>/``; returns the keys."""
     loaded = load_images(index_dataset(data), 32)
     chosen = group_split(loaded.labels, loaded.hashes, seed=seed, max_distance=dup_distance).indices(split)

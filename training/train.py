@@ -111,12 +111,13 @@ def pretrained_weights(arch: str, weights: Path | None) -> Path | None:
             with contextlib.redirect_stdout(io.StringIO()):  # torch.hub prints its own "Downloading" line
                 torch.hub.load_state_dict_from_url(entry.url, progress=False, check_hash=True)
         except Exception as exc:  # noqa: BLE001 - URLError, HTTP errors, hash mismatch
-            raise UserError(f"--weights imagenet: could not download the {arch} ImageNet weights from {entry.url} "
-                            f"({type(exc).__name__}); with no network, give --weights FILE or use --arch "
-                            "efficientnet_lite0 (offline weights)") from None
+            raise UserError(
+                f"--weights imagenet: could not download the {arch} ImageNet weights from {entry.url} "
+                f"({type(exc).__name__}); with no network, give --weights FILE or use --arch "
+                "efficientnet_lite0 (offline weights)"
+            ) from None
         return cached
-    log.warning("no ImageNet weights for %s (give --weights PATH or --weights imagenet): training from scratch",
-                arch)
+    log.warning("no ImageNet weights for %s (give --weights PATH or --weights imagenet): training from scratch", arch)
     return None
 
 
@@ -149,12 +150,15 @@ class Trainer:
         # ImageNet first layers want RGB: gray images are replicated to 3 channels
         channels = 3 if self.weights_path is not None or o.arch == "efficientnet_lite0" else None
         if o.tile_aspect and not (len(index.classes) == 2 and index.ok_class is not None):
-            raise UserError("--tile-aspect: tiles need a two-class good/defect set (a part's score is its worst "
-                            "tile's); use --tile-aspect 0 for a multi-class set")
+            raise UserError(
+                "--tile-aspect: tiles need a two-class good/defect set (a part's score is its worst "
+                "tile's); use --tile-aspect 0 for a multi-class set"
+            )
         with Progress(console=self.console, transient=True) as prog:
             task = prog.add_task("decoding images", total=len(index.items))
-            data = load_images(index, o.img_size, channels, progress=lambda: prog.advance(task), fit=o.fit,
-                               tile_aspect=o.tile_aspect)
+            data = load_images(
+                index, o.img_size, channels, progress=lambda: prog.advance(task), fit=o.fit, tile_aspect=o.tile_aspect
+            )
         self.data: LoadedData = data
         split = group_split(data.labels, data.hashes, seed=o.seed, max_distance=o.dup_distance)
         self.split = split
@@ -162,8 +166,7 @@ class Trainer:
         for s in ("train", "val"):
             if len(np.unique(data.labels[self.idx[s]])) < len(index.classes):
                 raise UserError(
-                    f"{index.root}: too few images to give every class a {s} share "
-                    f"({index.counts()}); add images"
+                    f"{index.root}: too few images to give every class a {s} share ({index.counts()}); add images"
                 )
         from training.conflicts import conflict_report, label_conflicts
 
@@ -171,8 +174,9 @@ class Trainer:
         all_keys = [it.key for it in data.items]
         details: list = []
         pairs = label_conflicts(data.smalls, data.labels, full=[it.path for it in data.items], details=details)
-        conflicts = conflict_report(all_keys, [index.classes[c] for c in data.labels], pairs, split_of.__getitem__,
-                                    details=details)
+        conflicts = conflict_report(
+            all_keys, [index.classes[c] for c in data.labels], pairs, split_of.__getitem__, details=details
+        )
         if o.drop_conflicts and pairs:
             involved = {i for p in pairs for i in p[:2]}
             before = len(self.idx["train"])
@@ -196,10 +200,25 @@ class Trainer:
             "val": keys["val"],
             "test": keys["test"],
         }
-        summary = {**index.summary(), "n_images": len(data.items), "n_skipped": len(data.skipped),
-                   "skipped": [f"{k}: {why}" for k, why in data.skipped[:50]]}
-        self.meta = ModelMeta(o.arch, index.classes, index.ok_class, o.img_size, data.channels, mean, std, 0.5,
-                              {"data": summary}, fit=o.fit, tile_aspect=o.tile_aspect)
+        summary = {
+            **index.summary(),
+            "n_images": len(data.items),
+            "n_skipped": len(data.skipped),
+            "skipped": [f"{k}: {why}" for k, why in data.skipped[:50]],
+        }
+        self.meta = ModelMeta(
+            o.arch,
+            index.classes,
+            index.ok_class,
+            o.img_size,
+            data.channels,
+            mean,
+            std,
+            0.5,
+            {"data": summary},
+            fit=o.fit,
+            tile_aspect=o.tile_aspect,
+        )
         self.console.print(
             f"data: {summary['n_images']} images {index.counts()} ({summary['n_skipped']} skipped), "
             f"{data.channels} channel(s), {len(data.images)} model views; "
@@ -215,8 +234,11 @@ class Trainer:
                 "the same part under two labels; review them (listed in the model's metadata, "
                 "split.label_conflicts); `inspector evaluate "
                 "--exclude-conflicts` leaves them out of the judged split"
-                + (f"; {conflicts['dropped_from_train']} dropped from training (--drop-conflicts)"
-                   if "dropped_from_train" in conflicts else "; `--drop-conflicts` leaves them out of training")
+                + (
+                    f"; {conflicts['dropped_from_train']} dropped from training (--drop-conflicts)"
+                    if "dropped_from_train" in conflicts
+                    else "; `--drop-conflicts` leaves them out of training"
+                )
             )
 
     # --- model --------------------------------------------------------------------------------------------
@@ -273,8 +295,7 @@ class Trainer:
                 x, counts, y = self.data.views(idx[a : a + 64])
                 loss, logits = self._batch_loss(net, loss_fn, x, counts, y)
                 total += float(loss) * len(y)
-                probs.append((torch.sigmoid(logits)[:, None] if self.meta.binary else torch.softmax(logits, 1))
-                             .numpy())
+                probs.append((torch.sigmoid(logits)[:, None] if self.meta.binary else torch.softmax(logits, 1)).numpy())
         true = [self.meta.classes[i] for i in self.data.labels[idx]]
         m = compute_metrics(self.meta, np.concatenate(probs), true, 0.5)
         row = {"val_loss": total / len(idx), "val_acc": m["accuracy"], "val_recall": m["recall"]}
@@ -301,8 +322,11 @@ class Trainer:
         o = self.o
         if o.arch == "seedcnn":
             return [{"params": list(net.parameters()), "lr": o.lr}]
-        head = net.get_classifier() if hasattr(net, "get_classifier") else (
-            net.fc if hasattr(net, "fc") else net.classifier)
+        head = (
+            net.get_classifier()
+            if hasattr(net, "get_classifier")
+            else (net.fc if hasattr(net, "fc") else net.classifier)
+        )
         head_ids = {id(p) for p in head.parameters()}
         body = [p for p in net.parameters() if id(p) not in head_ids and p.requires_grad]
         return [{"params": body, "lr": o.lr * o.backbone_lr_scale}, {"params": list(head.parameters()), "lr": o.lr}]
@@ -359,12 +383,19 @@ class Trainer:
             steps = int((left - len(self.idx["val"]) * fwd) // max(sec, 1e-6))
             if steps >= MIN_STEPS or getattr(self, "initial", None) is None:
                 planned, self.steps_cap = 1, max(1, min(batches, steps))
-        self.plan = {"seconds_per_step": round(sec, 3), "seconds_per_epoch_planned": round(per_epoch, 1),
-                     "epochs_planned": planned, "steps_per_epoch": self.steps_cap or batches,
-                     "budget_left_s": round(left, 1)}
-        self.console.print(f"plan: {sec:.2f} s/step x {batches} steps + validation = {per_epoch:.0f} s/epoch; "
-                           f"{planned} epoch(s)" + (f" of {self.steps_cap} steps" if self.steps_cap else "")
-                           + f" fit the {max(0.0, left):.0f} s left")
+        self.plan = {
+            "seconds_per_step": round(sec, 3),
+            "seconds_per_epoch_planned": round(per_epoch, 1),
+            "epochs_planned": planned,
+            "steps_per_epoch": self.steps_cap or batches,
+            "budget_left_s": round(left, 1),
+        }
+        self.console.print(
+            f"plan: {sec:.2f} s/step x {batches} steps + validation = {per_epoch:.0f} s/epoch; "
+            f"{planned} epoch(s)"
+            + (f" of {self.steps_cap} steps" if self.steps_cap else "")
+            + f" fit the {max(0.0, left):.0f} s left"
+        )
         return planned
 
     def run(self) -> Path:
@@ -385,8 +416,10 @@ class Trainer:
             from training.probe import init_head_from_probe
 
             self.probe_info = init_head_from_probe(self, net)
-            self.console.print(f"linear probe on frozen features: val ROC AUC {self.probe_info.get('val_auc', 0):.4f}"
-                               f" ({self.probe_info['seconds']:.0f} s); the head starts from it")
+            self.console.print(
+                f"linear probe on frozen features: val ROC AUC {self.probe_info.get('val_auc', 0):.4f}"
+                f" ({self.probe_info['seconds']:.0f} s); the head starts from it"
+            )
         loss_fn = self._loss()
         if o.arch == "efficientnet_lite0" and o.cached_trunk and not o.resume:
             return self._run_cached(net, loss_fn)
@@ -416,31 +449,53 @@ class Trainer:
             sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
         elif per_step:
             sched = torch.optim.lr_scheduler.OneCycleLR(
-                opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=steps_per_epoch * epochs,
-                pct_start=0.15 if not pretrained else 0.1)
+                opt,
+                max_lr=[g["lr"] for g in opt.param_groups],
+                total_steps=steps_per_epoch * epochs,
+                pct_start=0.15 if not pretrained else 0.1,
+            )
         else:
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.3, patience=max(1, patience // 2))
         # A pretrained net keeps its best validation epoch (ROC AUC when there is one): a budget may end its
         # schedule before the rate has decayed.
         keep_best_auc = pretrained and self.meta.ok_class is not None
-        state = {"epoch": 0, "history": [], "best_loss": float("inf"), "best_epoch": 0, "bad": 0,
-                 "best_state": None, "train_seconds": 0.0, "best_auc": -1.0, "stopped": None}
+        state = {
+            "epoch": 0,
+            "history": [],
+            "best_loss": float("inf"),
+            "best_epoch": 0,
+            "bad": 0,
+            "best_state": None,
+            "train_seconds": 0.0,
+            "best_auc": -1.0,
+            "stopped": None,
+        }
         last = o.out / "last.pt"
         if o.resume:
             state = self._resume(last, net, opt, sched, ema)
             if per_step and sched.total_steps != steps_per_epoch * epochs:
-                raise UserError(f"--resume: {last} was started with another --epochs or --batch-size (the onecycle "
-                                "schedule spans the whole run); give the same values as the first run")
+                raise UserError(
+                    f"--resume: {last} was started with another --epochs or --batch-size (the onecycle "
+                    "schedule spans the whole run); give the same values as the first run"
+                )
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.fields[info]}"))
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+        )
         train_idx = self.idx["train"]
         for epoch in range(state["epoch"] + 1, epochs + 1):
             if state["bad"] >= patience:
                 break
-            if o.deadline is not None and state["history"] and \
-                    time.monotonic() + state["history"][-1]["seconds"] > o.deadline:
+            if (
+                o.deadline is not None
+                and state["history"]
+                and time.monotonic() + state["history"][-1]["seconds"] > o.deadline
+            ):
                 state["stopped"] = f"time budget: stopped before epoch {epoch}"
                 self.console.print(f"[yellow]{state['stopped']}[/]")
                 break
@@ -479,8 +534,13 @@ class Trainer:
                     tot_ok += float(correct)
                     seen += len(b)
                     prog.update(task, advance=len(b), info=f"loss {tot_loss / seen:.4f} acc {tot_ok / seen:.4f}")
-            row = {"epoch": epoch, "train_loss": tot_loss / seen, "train_acc": tot_ok / seen,
-                   **self._val(judged, loss_fn), "lr": opt.param_groups[-1]["lr"]}
+            row = {
+                "epoch": epoch,
+                "train_loss": tot_loss / seen,
+                "train_acc": tot_ok / seen,
+                **self._val(judged, loss_fn),
+                "lr": opt.param_groups[-1]["lr"],
+            }
             row["seconds"] = time.perf_counter() - t0
             state["train_seconds"] += row["seconds"]
             if not per_step:
@@ -512,12 +572,20 @@ class Trainer:
             if ema is not None:
                 state["ema_state"] = ema.module.state_dict()
                 state["ema_n"] = int(ema.n_averaged)
-            save_checkpoint(last, net.state_dict(), self.meta, optimizer=opt.state_dict(),
-                            scheduler=sched.state_dict(), train_state=_plain(state),
-                            best_state=state["best_state"], digest=self.split_info["digest"]["train"])
+            save_checkpoint(
+                last,
+                net.state_dict(),
+                self.meta,
+                optimizer=opt.state_dict(),
+                scheduler=sched.state_dict(),
+                train_state=_plain(state),
+                best_state=state["best_state"],
+                digest=self.split_info["digest"]["train"],
+            )
         if epochs == 0:
-            self.console.print("[yellow]no fine-tuning epoch fits the time budget: the linear-probe head on frozen "
-                               "features is kept[/]")
+            self.console.print(
+                "[yellow]no fine-tuning epoch fits the time budget: the linear-probe head on frozen features is kept[/]"
+            )
             state["stopped"] = "time budget: no fine-tuning epoch fitted"
             state["best_state"] = {k: v.detach().clone() for k, v in net.state_dict().items()}
         if state["best_state"] is None:
@@ -526,8 +594,13 @@ class Trainer:
         if epochs == 0:
             self.keep_rule = "linear probe only (no fine-tuning epoch fitted the budget)"
             return self._finish(net, state)
-        self.keep_rule = ("best validation ROC AUC" if keep_best_auc else
-                          "last epoch (onecycle)" if per_step else "best validation loss")
+        self.keep_rule = (
+            "best validation ROC AUC"
+            if keep_best_auc
+            else "last epoch (onecycle)"
+            if per_step
+            else "best validation loss"
+        )
         return self._finish(net, state)
 
     def _run_cached(self, net: nn.Module, loss_fn: nn.Module) -> Path:
@@ -544,8 +617,11 @@ class Trainer:
         state = fit_tail(self, net, loss_fn, self.cache, self.o.deadline, self.o.epochs, self.console)
         self.cache = None  # the maps are not needed any more: free the memory before the report
         net.load_state_dict(state["best_state"])
-        self.keep_rule = "best validation ROC AUC (last stages tuned on cached trunk maps)" if self.meta.binary or \
-            self.meta.ok_class is not None else "best validation accuracy (last stages tuned on cached trunk maps)"
+        self.keep_rule = (
+            "best validation ROC AUC (last stages tuned on cached trunk maps)"
+            if self.meta.binary or self.meta.ok_class is not None
+            else "best validation accuracy (last stages tuned on cached trunk maps)"
+        )
         if state["stopped"]:
             self.console.print(f"[yellow]{state['stopped']}[/]")
         return self._finish(net, state)
@@ -578,8 +654,10 @@ class Trainer:
             if meta.binary:
                 meta.threshold = choice.threshold
             meta.extra["threshold_choice"] = {**choice.to_dict(), "chosen_on": "val"}
-            self.console.print(f"threshold {choice.threshold:.4f} for defect recall >= {o.target_recall} on val "
-                               f"(val recall {choice.recall:.4f}, false rejects {choice.false_reject_rate:.4f})")
+            self.console.print(
+                f"threshold {choice.threshold:.4f} for defect recall >= {o.target_recall} on val "
+                f"(val recall {choice.recall:.4f}, false rejects {choice.false_reject_rate:.4f})"
+            )
         full = {s: self._metrics(net, s) for s in ("val", "test")}
         metrics = {s: _brief(full[s]) for s in ("val", "test")}
         quality = None
@@ -587,26 +665,37 @@ class Trainer:
             idx = self.idx["val"]
             scores = meta.defect_scores(self._split_probs(net, "val"))
             is_def = np.array([meta.classes[i] != meta.ok_class for i in self.data.labels[idx]])
-            quality = judge_quality(scores, is_def, o.target_recall or o.target_recall_guard, o.min_auc,
-                                    o.max_false_reject)
+            quality = judge_quality(
+                scores, is_def, o.target_recall or o.target_recall_guard, o.min_auc, o.max_false_reject
+            )
             meta.extra["quality"] = quality
         meta.extra.update(
             split=self.split_info,
             metrics=metrics,
-            training={"epochs_run": state["epoch"], "best_epoch": state["best_epoch"],
-                      "kept_epoch": state.get("kept_epoch", state["best_epoch"]),
-                      "kept": self.keep_rule, "stopped": state.get("stopped"), "plan": self.plan,
-                      "probe": self.probe_info, "fit": o.fit, "tile_aspect": o.tile_aspect,
-                      "backbone_lr_scale": o.backbone_lr_scale if self.weights_path else None,
-                      "frozen_stages": o.freeze_stages if o.arch == "efficientnet_lite0" else None,
-                      "seed": o.seed,
-                      "batch_size": o.batch_size, "lr": o.lr, "schedule": o.schedule,
-                      "weight_decay": o.weight_decay, "ema": self.ema_decay,
-                      "train_seconds": round(state["train_seconds"], 1),
-                      "pretrained": str(self.weights_path) if self.weights_path else None,
-                      "augmentation": f"rotation +-{o.rotate_deg} deg, scale +-{o.scale_jitter:.0%}, "
-                                      f"shift +-{o.shift_jitter:.0%}, h/v flips, brightness/contrast",
-                      "torch": torch.__version__},
+            training={
+                "epochs_run": state["epoch"],
+                "best_epoch": state["best_epoch"],
+                "kept_epoch": state.get("kept_epoch", state["best_epoch"]),
+                "kept": self.keep_rule,
+                "stopped": state.get("stopped"),
+                "plan": self.plan,
+                "probe": self.probe_info,
+                "fit": o.fit,
+                "tile_aspect": o.tile_aspect,
+                "backbone_lr_scale": o.backbone_lr_scale if self.weights_path else None,
+                "frozen_stages": o.freeze_stages if o.arch == "efficientnet_lite0" else None,
+                "seed": o.seed,
+                "batch_size": o.batch_size,
+                "lr": o.lr,
+                "schedule": o.schedule,
+                "weight_decay": o.weight_decay,
+                "ema": self.ema_decay,
+                "train_seconds": round(state["train_seconds"], 1),
+                "pretrained": str(self.weights_path) if self.weights_path else None,
+                "augmentation": f"rotation +-{o.rotate_deg} deg, scale +-{o.scale_jitter:.0%}, "
+                f"shift +-{o.shift_jitter:.0%}, h/v flips, brightness/contrast",
+                "torch": torch.__version__,
+            },
         )
         model_path = o.out / "model.pt"
         save_checkpoint(model_path, net.state_dict(), meta)
@@ -614,8 +703,10 @@ class Trainer:
         plot_curves(state["history"], o.out / "curves.png")
         t = metrics["test"]
         if quality is not None:
-            self.console.print(f"validation: ROC AUC {quality['val_auc']:.4f}, false rejects "
-                               f"{quality['false_reject_rate']:.1%} at defect recall {quality['target_recall']:.2f}")
+            self.console.print(
+                f"validation: ROC AUC {quality['val_auc']:.4f}, false rejects "
+                f"{quality['false_reject_rate']:.1%} at defect recall {quality['target_recall']:.2f}"
+            )
         self.console.print(
             f"test ({t['n_images']} held-out images): accuracy {t['accuracy']:.4f} precision {t['precision']:.4f} "
             f"recall {t['recall']:.4f} f1 {t['f1']:.4f} at threshold {meta.threshold:.4f}; wrote {model_path}"
@@ -623,8 +714,9 @@ class Trainer:
         return model_path
 
 
-def judge_quality(scores: np.ndarray, is_defect: np.ndarray, target_recall: float, min_auc: float = 0.9,
-                  max_false_reject: float = 0.2) -> dict:
+def judge_quality(
+    scores: np.ndarray, is_defect: np.ndarray, target_recall: float, min_auc: float = 0.9, max_false_reject: float = 0.2
+) -> dict:
     """Did the model learn? Validation ROC AUC and the false-reject rate the target recall costs.
 
     A model below ``min_auc``, or that must reject more than ``max_false_reject`` of good parts to catch
@@ -641,24 +733,44 @@ def judge_quality(scores: np.ndarray, is_defect: np.ndarray, target_recall: floa
         reasons.append(f"validation ROC AUC {auc:.3f} < {min_auc}")
     if frr > max_false_reject:
         reasons.append(f"{frr:.0%} false rejects at defect recall {target_recall:g} > {max_false_reject:.0%}")
-    return {"val_auc": auc, "target_recall": float(target_recall), "false_reject_rate": float(frr),
-            "min_auc": float(min_auc), "max_false_reject": float(max_false_reject), "weak": bool(reasons),
-            "reasons": reasons, "n_val": int(len(y))}
+    return {
+        "val_auc": auc,
+        "target_recall": float(target_recall),
+        "false_reject_rate": float(frr),
+        "min_auc": float(min_auc),
+        "max_false_reject": float(max_false_reject),
+        "weak": bool(reasons),
+        "reasons": reasons,
+        "n_val": int(len(y)),
+    }
 
 
-WEAK_ADVICE = ("try the default recipe (no --arch; --budget-min 30 for more time), more images per class, "
-               "--img-size 288 for small defects, or check the labels (the report lists label conflicts)")
+WEAK_ADVICE = (
+    "try the default recipe (no --arch; --budget-min 30 for more time), more images per class, "
+    "--img-size 288 for small defects, or check the labels (the report lists label conflicts)"
+)
 
 
 def weak_line(quality: dict, model_path: Path | str) -> str:
     """The one line that says a model did not learn, and what to try."""
-    return (f"weak model: {'; '.join(quality['reasons'])} ({model_path} written for inspection); {WEAK_ADVICE}; "
-            "--allow-weak accepts it")
+    return (
+        f"weak model: {'; '.join(quality['reasons'])} ({model_path} written for inspection); {WEAK_ADVICE}; "
+        "--allow-weak accepts it"
+    )
 
 
 def _brief(m: dict) -> dict:
-    keep = ("n_images", "accuracy", "precision", "recall", "f1", "threshold", "confusion_matrix",
-            "confusion_matrix_labels", "macro")
+    keep = (
+        "n_images",
+        "accuracy",
+        "precision",
+        "recall",
+        "f1",
+        "threshold",
+        "confusion_matrix",
+        "confusion_matrix_labels",
+        "macro",
+    )
     return {k: m[k] for k in keep if k in m}
 
 
@@ -673,8 +785,10 @@ def plot_curves(history: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    history = [{k: h.get(k, float("nan")) for k in ("epoch", "train_loss", "val_loss", "train_acc", "val_acc")}
-               for h in history]
+    history = [
+        {k: h.get(k, float("nan")) for k in ("epoch", "train_loss", "val_loss", "train_acc", "val_acc")}
+        for h in history
+    ]
     ep = [h["epoch"] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     a.plot(ep, [h["train_loss"] for h in history], label="train")

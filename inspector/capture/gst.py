@@ -64,9 +64,7 @@ def is_live(pipeline: str) -> bool:
 
 def open_gst(pipeline: str, cfg: SourceConfig) -> FrameSource:
     if not pipeline:
-        raise UserError(
-            "source 'gst:': empty pipeline; write it after 'gst:', e.g. gst:videotestsrc ! videoconvert"
-        )
+        raise UserError("source 'gst:': empty pipeline; write it after 'gst:', e.g. gst:videotestsrc ! videoconvert")
     if opencv_has_gstreamer() and os.environ.get("INSPECTOR_GST") != "launch":
         return CvGstSource(pipeline)
     return GstLaunchSource(pipeline)
@@ -78,9 +76,7 @@ class CvGstSource(CvSource):
     def __init__(self, pipeline: str) -> None:
         self.live = is_live(pipeline)
         sink = "appsink drop=true max-buffers=1 sync=false" if self.live else "appsink sync=false"
-        cap = cv2.VideoCapture(
-            f"{pipeline} ! videoconvert ! video/x-raw,format=BGR ! {sink}", cv2.CAP_GSTREAMER
-        )
+        cap = cv2.VideoCapture(f"{pipeline} ! videoconvert ! video/x-raw,format=BGR ! {sink}", cv2.CAP_GSTREAMER)
         if not cap.isOpened():
             raise UserError(
                 f"gst: pipeline failed to start: {redact(pipeline)}; try it with `gst-launch-1.0 {redact(pipeline)} "
@@ -100,9 +96,7 @@ def _first_error(lines: list[str]) -> str:
             msg = re.sub(r"from element /GstPipeline:\w+/", "", line.strip())
             rest = lines[i + 1 : i + 5]
             if rest and rest[0].startswith("Additional debug info"):
-                detail = [
-                    ln.strip() for ln in rest[1:] if ln.strip() and ".c(" not in ln and ":" not in ln[:8]
-                ]
+                detail = [ln.strip() for ln in rest[1:] if ln.strip() and ".c(" not in ln and ":" not in ln[:8]]
                 if detail and not detail[0].startswith("ERROR"):
                     msg += f" ({detail[0]})"
             return redact(msg)  # gst echoes stream URLs, credentials included

@@ -48,9 +48,7 @@ class CameraSource(CvSource):
         if cfg.fourcc:
             if len(cfg.fourcc) != 4:
                 cap.release()
-                raise UserError(
-                    f"source.fourcc {cfg.fourcc!r}: a pixel format is 4 characters, e.g. MJPG or YUYV"
-                )
+                raise UserError(f"source.fourcc {cfg.fourcc!r}: a pixel format is 4 characters, e.g. MJPG or YUYV")
             cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*cfg.fourcc))
         if cfg.width:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, cfg.width)

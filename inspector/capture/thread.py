@@ -43,8 +43,14 @@ class CaptureStats:
 class CaptureThread:
     """Owns one source and its reader thread; ``get()`` hands frames to the inspection thread."""
 
-    def __init__(self, cfg: SourceConfig, uri: str | None = None, *, join_timeout_s: float = 3.0,
-                 on_frame: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: SourceConfig,
+        uri: str | None = None,
+        *,
+        join_timeout_s: float = 3.0,
+        on_frame: Callable[[], None] | None = None,
+    ) -> None:
         self.cfg = cfg
         # called on the reader thread for every frame the source delivers (the service watchdog's frame clock:
         # it must be cheap, and it must not wait for inspection, or a hung inference would look like a dead camera)

@@ -32,13 +32,21 @@ def run(args: argparse.Namespace) -> int:
         rows = bench_engine(engine, batches, args.seconds)
         backend = engine.backend
     console = Console()
-    console.print(f"{args.model} on {backend}; {args.threads or 'default'} threads, {os.cpu_count()} CPUs, "
-                  f"load average {os.getloadavg()[0]:.1f}")
+    console.print(
+        f"{args.model} on {backend}; {args.threads or 'default'} threads, {os.cpu_count()} CPUs, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
     table = Table()
     for col in ("batch", "runs", "p50 ms", "p99 ms", "ms/image", "images/s"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(str(r.batch), str(r.runs), f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", f"{r.per_image_ms:.3f}",
-                      f"{r.images_per_s:.0f}")
+        table.add_row(
+            str(r.batch),
+            str(r.runs),
+            f"{r.p50_ms:.2f}",
+            f"{r.p99_ms:.2f}",
+            f"{r.per_image_ms:.3f}",
+            f"{r.images_per_s:.0f}",
+        )
     console.print(table)
     return 0

@@ -18,8 +18,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--checkpoint", required=True, help="trained model (.pt)")
     p.add_argument("--out", required=True, help="output folder for the .onnx, .engine and their .json sidecars")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16",
-                   help="TensorRT engine precision (the ONNX is always FP32); default fp16")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "int8"),
+        default="fp16",
+        help="TensorRT engine precision (the ONNX is always FP32); default fp16",
+    )
     p.add_argument("--calib-data", help="INT8: folder of representative images (class folders or flat)")
     p.add_argument("--calib-images", type=int, default=512, help="INT8: at most this many calibration images")
     p.add_argument("--batch", type=int, default=8, help="largest batch the TensorRT engine accepts (default 8)")
@@ -77,8 +81,13 @@ def _build_tensorrt(args: argparse.Namespace, onnx_path: Path, ref, images, trt_
 
     calib = folder_images(args.calib_data, ref.meta.classes, limit=args.calib_images) if args.calib_data else None
     engine_path = build_engine(
-        onnx_path, Path(args.out), precision=args.precision, max_batch=args.batch,
-        workspace_mb=args.workspace, calib_images=calib, modules=trt_mods,
+        onnx_path,
+        Path(args.out),
+        precision=args.precision,
+        max_batch=args.batch,
+        workspace_mb=args.workspace,
+        calib_images=calib,
+        modules=trt_mods,
     )
     print(f"built {engine_path} (+ {engine_path.name}.json)")
     with load_engine(engine_path) as trt_engine:

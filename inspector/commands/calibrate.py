@@ -360,11 +360,15 @@ def run_sharpness(args: argparse.Namespace) -> int:
         table.add_row("blurred", str(ch.n_blurred), *(f"{v:.1f}" for v in q))
     con = Console()
     con.print(table)
-    con.print(f"min_sharpness {ch.value:g} ({ch.rule}): rejects {100 * ch.sharp_rejected:.1f} % of the sharp parts"
-              + ("" if ch.blurred_passed is None else f", passes {100 * ch.blurred_passed:.1f} % of the blurred"))
+    con.print(
+        f"min_sharpness {ch.value:g} ({ch.rule}): rejects {100 * ch.sharp_rejected:.1f} % of the sharp parts"
+        + ("" if ch.blurred_passed is None else f", passes {100 * ch.blurred_passed:.1f} % of the blurred")
+    )
     if ch.separable is False:
-        con.print("[bold red]warning:[/] the blurred parts overlap the sharp ones: no threshold separates them; "
-                  "shorten the exposure, light the belt better or refocus, then measure again")
+        con.print(
+            "[bold red]warning:[/] the blurred parts overlap the sharp ones: no threshold separates them; "
+            "shorten the exposure, light the belt better or refocus, then measure again"
+        )
     con.print(f"set `model: {{min_sharpness: {ch.value:g}}}` in the configuration")
     if args.json:
         Path(args.json).write_text(json.dumps(ch.to_dict(), indent=2) + "\n")

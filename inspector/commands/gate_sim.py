@@ -20,8 +20,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--port", help="a serial device or pty to serve on, or a new symlink path for a fresh pty")
     p.add_argument("--record", help="append every diversion, mode change and received line here (JSONL)")
-    p.add_argument("--fail-safe", choices=("divert", "stop"), default="divert",
-                   help="what to do when the host's heartbeats stop, until the host sends RUN (default divert)")
+    p.add_argument(
+        "--fail-safe",
+        choices=("divert", "stop"),
+        default="divert",
+        help="what to do when the host's heartbeats stop, until the host sends RUN (default divert)",
+    )
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
     p.set_defaults(func=run)
 
@@ -38,8 +42,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"gate simulator listening on {port} (fail-safe {args.fail_safe}); Ctrl-C to stop", flush=True)
 
     try:
-        counters = run_simulator(args.port, args.record, "DIVERT" if args.fail_safe == "divert" else "STOP",
-                                 stop, ready)
+        counters = run_simulator(
+            args.port, args.record, "DIVERT" if args.fail_safe == "divert" else "STOP", stop, ready
+        )
     except KeyboardInterrupt:
         stop.set()
         return 130

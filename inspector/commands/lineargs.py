@@ -94,8 +94,14 @@ def check_truth(truth: str | None) -> None:
         raise UserError(f"--truth {truth}: file not found; give the truth CSV written by `inspector simulate`")
 
 
-def inspect(cfg: InspectorConfig, args: argparse.Namespace, truth: str | None = None, *,
-            watch_pace: bool = False, reloadable: bool = False) -> int:
+def inspect(
+    cfg: InspectorConfig,
+    args: argparse.Namespace,
+    truth: str | None = None,
+    *,
+    watch_pace: bool = False,
+    reloadable: bool = False,
+) -> int:
     """Run the line to its end and report: summary table (and .summary.json), MQTT report, scorecard.
 
     ``reloadable``: SIGHUP (systemctl reload) re-reads ``--config`` with this run's flags laid over it again."""
@@ -103,9 +109,14 @@ def inspect(cfg: InspectorConfig, args: argparse.Namespace, truth: str | None = 
 
     console = Console()
     reload = (lambda: build_config(args)) if reloadable and args.config else None
-    request = LineRequest(events=args.events, keep_events=bool(truth) and not args.events,
-                          snapshot_dir=args.snapshot_dir, watch_pace=watch_pace, reload=reload,
-                          config_file=args.config)
+    request = LineRequest(
+        events=args.events,
+        keep_events=bool(truth) and not args.events,
+        snapshot_dir=args.snapshot_dir,
+        watch_pace=watch_pace,
+        reload=reload,
+        config_file=args.config,
+    )
     line = Line(cfg, request)
     with line:
         for warning in line.warnings:

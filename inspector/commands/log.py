@@ -69,10 +69,13 @@ def run_stats(args: argparse.Namespace) -> int:
         con.print(t)
     lat = s["latency_ms"]
     if lat["p50"] is not None:
-        con.print(f"capture-to-verdict latency: p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, "
-                  f"max {lat['max']:.1f} ms")
+        con.print(
+            f"capture-to-verdict latency: p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, max {lat['max']:.1f} ms"
+        )
     con.print(f"images kept {s['images_kept']} ({s['images_mb']} MB), dropped {s['images_dropped']}")
     for r in s["runs"]:
-        con.print(f"run {r['run']}: model {r['model_hash']}, config {r['config_hash']}, rows {r['rows']}, "
-                  f"images {r['images']}, dropped {r['images_dropped']}")
+        con.print(
+            f"run {r['run']}: model {r['model_hash']}, config {r['config_hash']}, rows {r['rows']}, "
+            f"images {r['images']}, dropped {r['images_dropped']}"
+        )
     return 0

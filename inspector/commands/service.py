@@ -14,8 +14,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--config", metavar="FILE", required=True, help="the YAML configuration this line runs with")
     i.add_argument("--user", metavar="USER", help="account it runs as (default: the sudo caller, else you)")
     i.add_argument("--name", metavar="NAME", help="instance name: inspector@NAME.service (default: config file stem)")
-    i.add_argument("--watchdog-sec", metavar="S", type=float, default=10.0,
-                   help="restart when frames or inspection stall this long (WatchdogSec=, default 10)")
+    i.add_argument(
+        "--watchdog-sec",
+        metavar="S",
+        type=float,
+        default=10.0,
+        help="restart when frames or inspection stall this long (WatchdogSec=, default 10)",
+    )
     i.add_argument("--unit-dir", metavar="DIR", default="/etc/systemd/system", help="where units go")
     i.add_argument("--dry-run", action="store_true", help="print the units instead of writing them")
     i.set_defaults(func=run_install)
@@ -28,8 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_install(args: argparse.Namespace) -> int:
     from inspector.service.unit import install, plan
 
-    p = plan(args.config, name=args.name, user=args.user, unit_dir=Path(args.unit_dir),
-             watchdog_s=args.watchdog_sec)
+    p = plan(args.config, name=args.name, user=args.user, unit_dir=Path(args.unit_dir), watchdog_s=args.watchdog_sec)
     for w in p.warnings:
         print(f"warning: {w}", file=sys.stderr)
     if args.dry_run:

@@ -39,10 +39,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-gap", type=int, default=40, help="smallest gap between parts along the belt, px")
     p.add_argument("--max-gap", type=int, default=None, help="largest gap, px (default: 2.5 part sizes)")
     p.add_argument("--part-scale", type=float, default=0.3, help="part size as a fraction of the smaller frame side")
-    p.add_argument("--mask", choices=("square", "circle"), default="square",
-                   help="part outline: square = the whole photo (as trained), circle = the part alone")
-    p.add_argument("--belt", choices=("green", "dark"), default="green",
-                   help="green: colour segmentation; dark: brightness threshold")
+    p.add_argument(
+        "--mask",
+        choices=("square", "circle"),
+        default="square",
+        help="part outline: square = the whole photo (as trained), circle = the part alone",
+    )
+    p.add_argument(
+        "--belt",
+        choices=("green", "dark"),
+        default="green",
+        help="green: colour segmentation; dark: brightness threshold",
+    )
     p.add_argument("--defect-fraction", type=float, default=None, help="fraction of defects (default: as in --images)")
     p.add_argument("--blur", action="store_true", help="motion blur (half-frame exposure)")
     p.add_argument("--no-noise", action="store_true", help="no sensor noise")
@@ -57,10 +65,25 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in (".mp4", ".avi"):
         raise UserError(f"--out {out}: expected a .mp4 or .avi file name")
     spec = render_line(
-        args.images, out, args.truth, fps=args.fps, size=args.size, speed_px_s=args.speed, parts=args.parts,
-        seed=args.seed, direction=args.direction, trigger=args.trigger, blur=args.blur, noise=not args.no_noise,
-        lighting=not args.no_lighting, part_scale=args.part_scale, min_gap_px=args.min_gap,
-        max_gap_px=args.max_gap, mask=args.mask, belt=args.belt, defect_fraction=args.defect_fraction,
+        args.images,
+        out,
+        args.truth,
+        fps=args.fps,
+        size=args.size,
+        speed_px_s=args.speed,
+        parts=args.parts,
+        seed=args.seed,
+        direction=args.direction,
+        trigger=args.trigger,
+        blur=args.blur,
+        noise=not args.no_noise,
+        lighting=not args.no_lighting,
+        part_scale=args.part_scale,
+        min_gap_px=args.min_gap,
+        max_gap_px=args.max_gap,
+        mask=args.mask,
+        belt=args.belt,
+        defect_fraction=args.defect_fraction,
     )
     cfg = spec.write_config(args.config_out or out.with_suffix(".yaml"), model=args.model)
     defects = sum(p.label == "defect" for p in spec.parts)

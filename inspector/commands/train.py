@@ -15,78 +15,166 @@ ARCH_CHOICES = ("auto", "seedcnn", "efficientnet_lite0", "resnet18", "mobilenet_
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a classifier on a folder of class sub-folders")
-    p.add_argument("--data", required=True, type=Path,
-                   help="dataset: DIR/<class>/<image>, or <class>_<n>.jpg names (--layout prefix), or a CSV")
+    p.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        help="dataset: DIR/<class>/<image>, or <class>_<n>.jpg names (--layout prefix), or a CSV",
+    )
     p.add_argument("--out", required=True, type=Path, help="run folder: model.pt, history.json, curves.png")
-    p.add_argument("--arch", default="auto", choices=ARCH_CHOICES,
-                   help="auto (default): the recipe tries the pretrained EfficientNet-Lite0 and the seed CNN and "
-                   "keeps the better on validation data; or one architecture")
-    p.add_argument("--budget-min", type=float, default=None,
-                   help="wall-time budget of the default recipe in minutes (default 15, sized for a 2-core CPU); "
-                   "with --arch, plans that run's epochs to fit it when given")
-    p.add_argument("--img-size", type=int, default=None,
-                   help="square model input side in pixels (default: chosen from the data; 128 seedcnn, 224 "
-                   "backbones with --arch; 224 with --anomaly)")
-    p.add_argument("--fit", default=None, choices=("stretch", "letterbox"),
-                   help="how a photo becomes the square input: stretch, or letterbox (aspect ratio kept; "
-                   "default for non-square photos)")
-    p.add_argument("--tile-aspect", type=float, default=None,
-                   help="cut photos whose long/short side is at least this into square tiles, score = worst "
-                   "tile (0: off; default from the data)")
+    p.add_argument(
+        "--arch",
+        default="auto",
+        choices=ARCH_CHOICES,
+        help="auto (default): the recipe tries the pretrained EfficientNet-Lite0 and the seed CNN and "
+        "keeps the better on validation data; or one architecture",
+    )
+    p.add_argument(
+        "--budget-min",
+        type=float,
+        default=None,
+        help="wall-time budget of the default recipe in minutes (default 15, sized for a 2-core CPU); "
+        "with --arch, plans that run's epochs to fit it when given",
+    )
+    p.add_argument(
+        "--img-size",
+        type=int,
+        default=None,
+        help="square model input side in pixels (default: chosen from the data; 128 seedcnn, 224 "
+        "backbones with --arch; 224 with --anomaly)",
+    )
+    p.add_argument(
+        "--fit",
+        default=None,
+        choices=("stretch", "letterbox"),
+        help="how a photo becomes the square input: stretch, or letterbox (aspect ratio kept; "
+        "default for non-square photos)",
+    )
+    p.add_argument(
+        "--tile-aspect",
+        type=float,
+        default=None,
+        help="cut photos whose long/short side is at least this into square tiles, score = worst "
+        "tile (0: off; default from the data)",
+    )
     p.add_argument("--epochs", type=int, default=30, help="most epochs (early stopping or the budget may end sooner)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--patience", type=int, default=None,
-                   help="epochs without validation-loss gain before stopping (default: 6 with --schedule plateau; "
-                   "none with onecycle, whose decaying rate ends the run)")
-    p.add_argument("--lr", type=float, default=None,
-                   help="AdamW learning rate: the peak of the onecycle schedule, the start of plateau "
-                   "(default 2e-3 seedcnn; 1e-3 for a backbone's head, which its body takes x0.3)")
-    p.add_argument("--schedule", default="onecycle", choices=("onecycle", "plateau"),
-                   help="onecycle: warm-up then cosine decay over --epochs; plateau: x0.3 when validation stalls")
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="epochs without validation-loss gain before stopping (default: 6 with --schedule plateau; "
+        "none with onecycle, whose decaying rate ends the run)",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="AdamW learning rate: the peak of the onecycle schedule, the start of plateau "
+        "(default 2e-3 seedcnn; 1e-3 for a backbone's head, which its body takes x0.3)",
+    )
+    p.add_argument(
+        "--schedule",
+        default="onecycle",
+        choices=("onecycle", "plateau"),
+        help="onecycle: warm-up then cosine decay over --epochs; plateau: x0.3 when validation stalls",
+    )
     p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
     p.add_argument("--seed", type=int, default=0, help="seed for the split, shuffling and augmentation")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     p.add_argument("--ok-class", default=None, help="class meaning a good part (default: ok/good/normal/...)")
     p.add_argument("--layout", default="auto", choices=("auto", "folders", "prefix", "manifest"))
     p.add_argument("--manifest", type=Path, default=None, help="CSV of path,label (paths relative to it)")
-    p.add_argument("--target-recall", type=float, default=None,
-                   help="choose the decision threshold on validation data for this defect recall")
-    p.add_argument("--weights", type=Path, default=None,
-                   help="ImageNet state dict for a backbone, or 'imagenet': efficientnet_lite0 from its installed "
-                   "package (offline), torchvision backbones downloaded into the torch cache (needs a network)")
+    p.add_argument(
+        "--target-recall",
+        type=float,
+        default=None,
+        help="choose the decision threshold on validation data for this defect recall",
+    )
+    p.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="ImageNet state dict for a backbone, or 'imagenet': efficientnet_lite0 from its installed "
+        "package (offline), torchvision backbones downloaded into the torch cache (needs a network)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2)")
-    p.add_argument("--dup-distance", type=int, default=20,
-                   help="pHash bits (of 256) within which two images count as near-duplicates")
-    p.add_argument("--ema", type=float, default=None,
-                   help="decay of the moving average of the weights that is validated and shipped "
-                   "(default: a one-epoch horizon, 1 - 1/steps per epoch; 0: off)")
+    p.add_argument(
+        "--dup-distance",
+        type=int,
+        default=20,
+        help="pHash bits (of 256) within which two images count as near-duplicates",
+    )
+    p.add_argument(
+        "--ema",
+        type=float,
+        default=None,
+        help="decay of the moving average of the weights that is validated and shipped "
+        "(default: a one-epoch horizon, 1 - 1/steps per epoch; 0: off)",
+    )
     p.add_argument("--rotate", type=float, default=180.0, help="augmentation rotation range in degrees (+-)")
-    p.add_argument("--scale-jitter", type=float, default=0.1,
-                   help="augmentation: +- this fraction of random zoom (the line's crops vary in size)")
-    p.add_argument("--shift-jitter", type=float, default=0.05,
-                   help="augmentation: +- this fraction of the side of random shift (off-centre crops)")
-    p.add_argument("--anomaly", action="store_true",
-                   help="anomaly mode: learn from the OK class alone (PatchCore-style; other class folders only "
-                        "choose the threshold and judge it); see docs/anomaly.md")
+    p.add_argument(
+        "--scale-jitter",
+        type=float,
+        default=0.1,
+        help="augmentation: +- this fraction of random zoom (the line's crops vary in size)",
+    )
+    p.add_argument(
+        "--shift-jitter",
+        type=float,
+        default=0.05,
+        help="augmentation: +- this fraction of the side of random shift (off-centre crops)",
+    )
+    p.add_argument(
+        "--anomaly",
+        action="store_true",
+        help="anomaly mode: learn from the OK class alone (PatchCore-style; other class folders only "
+        "choose the threshold and judge it); see docs/anomaly.md",
+    )
     p.add_argument("--bank-size", type=int, default=2048, help="anomaly mode: memory-bank rows (coreset size)")
-    p.add_argument("--good-quantile", type=float, default=0.99,
-                   help="anomaly mode: the held-out good score quantile that maps to 0.5 (the threshold when the "
-                        "folder has no defect images)")
-    p.add_argument("--max-test-defects", type=int, default=None,
-                   help="anomaly mode: judge at most this many defect images (a fixed-seed sample; default all)")
-    p.add_argument("--drop-conflicts", action="store_true",
-                   help="leave label conflicts (near-identical images with different labels) out of the training "
-                        "split; validation and test keep them (evaluate --exclude-conflicts)")
-    p.add_argument("--min-auc", type=float, default=0.9,
-                   help="weak-model guard: validation ROC AUC below this is a model that did not learn")
-    p.add_argument("--max-false-reject", type=float, default=0.2,
-                   help="weak-model guard: more than this share of good parts rejected at the target recall "
-                   "(--target-recall, else 0.95) is weak")
-    p.add_argument("--full-finetune", action="store_true",
-                   help="efficientnet_lite0: train stages 3-6 on augmented photos every step instead of the last stage "
-                   "on cached trunk maps (slower per epoch on a CPU)")
-    p.add_argument("--allow-weak", action="store_true",
-                   help="exit 0 even when the weak-model guard trips (the model is written either way)")
+    p.add_argument(
+        "--good-quantile",
+        type=float,
+        default=0.99,
+        help="anomaly mode: the held-out good score quantile that maps to 0.5 (the threshold when the "
+        "folder has no defect images)",
+    )
+    p.add_argument(
+        "--max-test-defects",
+        type=int,
+        default=None,
+        help="anomaly mode: judge at most this many defect images (a fixed-seed sample; default all)",
+    )
+    p.add_argument(
+        "--drop-conflicts",
+        action="store_true",
+        help="leave label conflicts (near-identical images with different labels) out of the training "
+        "split; validation and test keep them (evaluate --exclude-conflicts)",
+    )
+    p.add_argument(
+        "--min-auc",
+        type=float,
+        default=0.9,
+        help="weak-model guard: validation ROC AUC below this is a model that did not learn",
+    )
+    p.add_argument(
+        "--max-false-reject",
+        type=float,
+        default=0.2,
+        help="weak-model guard: more than this share of good parts rejected at the target recall "
+        "(--target-recall, else 0.95) is weak",
+    )
+    p.add_argument(
+        "--full-finetune",
+        action="store_true",
+        help="efficientnet_lite0: train stages 3-6 on augmented photos every step instead of the last stage "
+        "on cached trunk maps (slower per epoch on a CPU)",
+    )
+    p.add_argument(
+        "--allow-weak",
+        action="store_true",
+        help="exit 0 even when the weak-model guard trips (the model is written either way)",
+    )
     p.set_defaults(func=run)
 
 
@@ -102,26 +190,47 @@ def run(args: argparse.Namespace) -> int:
     arch = args.arch
     size = args.img_size or (128 if arch == "seedcnn" else 224)
     opts = TrainOptions(
-        data=args.data, out=args.out, arch="seedcnn" if arch == "auto" else arch, img_size=size,
-        epochs=args.epochs, batch_size=args.batch_size, patience=args.patience, seed=args.seed, lr=args.lr,
-        resume=args.resume, ok_class=args.ok_class, layout=args.layout, manifest=args.manifest,
-        target_recall=args.target_recall, weights=args.weights, threads=args.threads, dup_distance=args.dup_distance,
-        rotate_deg=args.rotate, ema=args.ema, scale_jitter=args.scale_jitter, shift_jitter=args.shift_jitter,
-        schedule=args.schedule, weight_decay=args.weight_decay, drop_conflicts=args.drop_conflicts,
-        fit=args.fit or "stretch", tile_aspect=args.tile_aspect or 0.0, min_auc=args.min_auc,
-        max_false_reject=args.max_false_reject, cached_trunk=not args.full_finetune,
+        data=args.data,
+        out=args.out,
+        arch="seedcnn" if arch == "auto" else arch,
+        img_size=size,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        patience=args.patience,
+        seed=args.seed,
+        lr=args.lr,
+        resume=args.resume,
+        ok_class=args.ok_class,
+        layout=args.layout,
+        manifest=args.manifest,
+        target_recall=args.target_recall,
+        weights=args.weights,
+        threads=args.threads,
+        dup_distance=args.dup_distance,
+        rotate_deg=args.rotate,
+        ema=args.ema,
+        scale_jitter=args.scale_jitter,
+        shift_jitter=args.shift_jitter,
+        schedule=args.schedule,
+        weight_decay=args.weight_decay,
+        drop_conflicts=args.drop_conflicts,
+        fit=args.fit or "stretch",
+        tile_aspect=args.tile_aspect or 0.0,
+        min_auc=args.min_auc,
+        max_false_reject=args.max_false_reject,
+        cached_trunk=not args.full_finetune,
     )
     budget = 15.0 if args.budget_min is None else args.budget_min
     if budget <= 0:
         raise UserError(f"--budget-min must be more than 0 minutes, got {budget:g}")
     if arch == "auto":
         if args.resume:
-            raise UserError("--resume needs --arch ARCH of the run to resume (the default recipe trains its "
-                            "candidates afresh)")
+            raise UserError(
+                "--resume needs --arch ARCH of the run to resume (the default recipe trains its candidates afresh)"
+            )
         from training.recipe import auto_train
 
-        path = auto_train(opts, budget_min=budget, fit=args.fit, tile_aspect=args.tile_aspect,
-                          img_size=args.img_size)
+        path = auto_train(opts, budget_min=budget, fit=args.fit, tile_aspect=args.tile_aspect, img_size=args.img_size)
     else:
         if args.budget_min is not None:
             opts.deadline = time.monotonic() + budget * 60.0
@@ -139,9 +248,17 @@ def _run_anomaly(args: argparse.Namespace) -> int:
     from training.anomaly import AnomalyOptions, train_anomaly
 
     opts = AnomalyOptions(
-        data=args.data, out=args.out, img_size=args.img_size or 224, bank_size=args.bank_size,
-        good_quantile=args.good_quantile, target_recall=args.target_recall, ok_class=args.ok_class, seed=args.seed,
-        threads=args.threads, dup_distance=args.dup_distance, max_test_defects=args.max_test_defects,
+        data=args.data,
+        out=args.out,
+        img_size=args.img_size or 224,
+        bank_size=args.bank_size,
+        good_quantile=args.good_quantile,
+        target_recall=args.target_recall,
+        ok_class=args.ok_class,
+        seed=args.seed,
+        threads=args.threads,
+        dup_distance=args.dup_distance,
+        max_test_defects=args.max_test_defects,
     )
     print(train_anomaly(opts))
     return 0

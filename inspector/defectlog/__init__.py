@@ -31,8 +31,9 @@ def config_hash(cfg: object) -> str:
     return hashlib.sha256(dump.encode()).hexdigest()[:16]
 
 
-def open_log(cfg: LogConfig, model_hash: str | None = None, config_hash: str | None = None,
-             gate_wait_s: float | None = None) -> DefectLog | None:
+def open_log(
+    cfg: LogConfig, model_hash: str | None = None, config_hash: str | None = None, gate_wait_s: float | None = None
+) -> DefectLog | None:
     """The log sink for ``cfg.db`` (None: no log). An unusable path is a UserError, before the line starts.
     ``gate_wait_s``: with a gate, how long a part's row waits for the gate's outcome (one write with both)."""
     if not cfg.db:
@@ -40,14 +41,17 @@ def open_log(cfg: LogConfig, model_hash: str | None = None, config_hash: str | N
     try:
         return DefectLog(cfg, model_hash, config_hash, gate_wait_s=gate_wait_s)
     except (OSError, ValueError) as exc:
-        raise UserError(f"log.db {cfg.db}: cannot open the defect log ({exc}); check the path and permissions") \
-            from None
+        raise UserError(
+            f"log.db {cfg.db}: cannot open the defect log ({exc}); check the path and permissions"
+        ) from None
     except Exception as exc:  # sqlite3.DatabaseError: a file that is not a database
         if type(exc).__module__ == "sqlite3":
             free = _free_bytes(Path(cfg.db).parent)
             if free is not None and free < 1_000_000:  # SQLite says "disk I/O error" when it cannot grow
-                raise UserError(f"log.db {cfg.db}: the disk is full ({free // 1024} KB free); free some space "
-                                "or put the log on another disk") from None
+                raise UserError(
+                    f"log.db {cfg.db}: the disk is full ({free // 1024} KB free); free some space "
+                    "or put the log on another disk"
+                ) from None
             raise UserError(f"log.db {cfg.db}: not a usable SQLite database ({exc}); give a new file") from None
         raise
 

@@ -13,10 +13,32 @@ from typing import IO, Any
 
 from ground.errors import UserError
 
-EXPORT_COLS = ("run", "part_id", "time", "frame", "verdict", "score", "class", "reason", "latency_ms",
-               "infer_ms", "timings", "model_hash", "config_hash", "image", "image_note", "gate_status", "reject_sent",
-               "reject_acked", "reject_fired", "sent_ms", "acked_ms", "fire_late_ms", "gate_retries",
-               "gate_reason")
+EXPORT_COLS = (
+    "run",
+    "part_id",
+    "time",
+    "frame",
+    "verdict",
+    "score",
+    "class",
+    "reason",
+    "latency_ms",
+    "infer_ms",
+    "timings",
+    "model_hash",
+    "config_hash",
+    "image",
+    "image_note",
+    "gate_status",
+    "reject_sent",
+    "reject_acked",
+    "reject_fired",
+    "sent_ms",
+    "acked_ms",
+    "fire_late_ms",
+    "gate_retries",
+    "gate_reason",
+)
 _REL = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -31,8 +53,9 @@ def parse_when(text: str | None, what: str = "--since") -> float | None:
     try:
         return datetime.fromisoformat(text.strip()).timestamp()
     except ValueError:
-        raise UserError(f"{what} {text!r}: expected an age such as 30m, 2h, 7d or a date such as 2026-11-27 "
-                        "or 2026-11-27T14:00") from None
+        raise UserError(
+            f"{what} {text!r}: expected an age such as 30m, 2h, 7d or a date such as 2026-11-27 or 2026-11-27T14:00"
+        ) from None
 
 
 def open_db(db: str | Path) -> sqlite3.Connection:
@@ -72,8 +95,15 @@ def _cell(value: Any) -> Any:
     return "'" + value if isinstance(value, str) and value.startswith(_FORMULA) else value
 
 
-def export(db: str | Path, out: IO[str], *, since: float | None = None, until: float | None = None,
-           verdict: str | None = None, fmt: str = "csv") -> int:
+def export(
+    db: str | Path,
+    out: IO[str],
+    *,
+    since: float | None = None,
+    until: float | None = None,
+    verdict: str | None = None,
+    fmt: str = "csv",
+) -> int:
     """Write matching rows, oldest first; -> row count. Time is written as ISO 8601 local time."""
     con = open_db(db)
     where, args = _where(since, until, verdict)
@@ -111,12 +141,21 @@ def stats(db: str | Path, *, since: float | None = None, until: float | None = N
         q = f"SELECT COALESCE({col}, '-') AS k, COUNT(*) FROM parts{where} GROUP BY k ORDER BY 2 DESC"
         return {str(k): n for k, n in con.execute(q, args)}
 
-    lat = [r[0] for r in con.execute(f"SELECT latency_ms FROM parts{where}"
-                                     f"{' AND' if where else ' WHERE'} latency_ms IS NOT NULL", args)]
-    span = con.execute(f"SELECT MIN(time), MAX(time), COUNT(*), COUNT(image), "
-                       f"COALESCE(SUM(image_bytes), 0) FROM parts{where}", args).fetchone()
-    runs = [dict(r) for r in con.execute("SELECT run, started, model_hash, config_hash, rows, images, "
-                                         "images_dropped FROM runs ORDER BY started")]
+    lat = [
+        r[0]
+        for r in con.execute(
+            f"SELECT latency_ms FROM parts{where}{' AND' if where else ' WHERE'} latency_ms IS NOT NULL", args
+        )
+    ]
+    span = con.execute(
+        f"SELECT MIN(time), MAX(time), COUNT(*), COUNT(image), COALESCE(SUM(image_bytes), 0) FROM parts{where}", args
+    ).fetchone()
+    runs = [
+        dict(r)
+        for r in con.execute(
+            "SELECT run, started, model_hash, config_hash, rows, images, images_dropped FROM runs ORDER BY started"
+        )
+    ]
     counts = {"verdicts": count_by("verdict"), "classes": count_by("class"), "gate": count_by("gate_status")}
     con.close()
 
@@ -124,8 +163,13 @@ def stats(db: str | Path, *, since: float | None = None, until: float | None = N
         return None if t is None else datetime.fromtimestamp(t).isoformat(timespec="seconds")
 
     return {
-        "db": str(db), "parts": span[2], "first": fmt(span[0]), "last": fmt(span[1]), **counts,
-        "images_kept": span[3], "images_mb": round(span[4] / 1e6, 3),
+        "db": str(db),
+        "parts": span[2],
+        "first": fmt(span[0]),
+        "last": fmt(span[1]),
+        **counts,
+        "images_kept": span[3],
+        "images_mb": round(span[4] / 1e6, 3),
         "images_dropped": sum(r["images_dropped"] or 0 for r in runs),
         "latency_ms": {"p50": _pct(lat, 50), "p99": _pct(lat, 99), "max": max(lat) if lat else None},
         "runs": runs,

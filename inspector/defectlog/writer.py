@@ -50,10 +50,33 @@ CREATE TABLE IF NOT EXISTS parts (
 );
 CREATE INDEX IF NOT EXISTS parts_time ON parts (time);
 """
-PART_COLS = ("time", "frame", "verdict", "score", "class", "reason", "latency_ms", "infer_ms", "timings",
-             "model_hash", "config_hash", "image", "image_bytes", "image_note")
-GATE_COLS = ("gate_status", "reject_sent", "reject_acked", "reject_fired", "sent_ms", "acked_ms",
-             "fire_late_ms", "gate_retries", "gate_reason")
+PART_COLS = (
+    "time",
+    "frame",
+    "verdict",
+    "score",
+    "class",
+    "reason",
+    "latency_ms",
+    "infer_ms",
+    "timings",
+    "model_hash",
+    "config_hash",
+    "image",
+    "image_bytes",
+    "image_note",
+)
+GATE_COLS = (
+    "gate_status",
+    "reject_sent",
+    "reject_acked",
+    "reject_fired",
+    "sent_ms",
+    "acked_ms",
+    "fire_late_ms",
+    "gate_retries",
+    "gate_reason",
+)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")  # no dots either: no '..', no hidden files, no second suffix
 
 
@@ -79,8 +102,10 @@ def connect(db: str | Path, timeout: float = 5.0) -> sqlite3.Connection:
 def _upsert(table_cols: tuple[str, ...]) -> str:
     cols = ("run", "part_id", *table_cols)
     sets = ", ".join(f"{c}=excluded.{c}" for c in table_cols)
-    return (f"INSERT INTO parts ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
-            f"ON CONFLICT (run, part_id) DO UPDATE SET {sets}")
+    return (
+        f"INSERT INTO parts ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))}) "
+        f"ON CONFLICT (run, part_id) DO UPDATE SET {sets}"
+    )
 
 
 _PART_SQL = _upsert(PART_COLS)
@@ -91,9 +116,16 @@ _FULL_SQL = _upsert(PART_COLS + GATE_COLS)  # a part row that waited for its gat
 class DefectLog:
     """PartSink writing the defect log. ``gate_result`` takes the gate's per-part outcome (GateResult)."""
 
-    def __init__(self, cfg: LogConfig, model_hash: str | None = None, config_hash: str | None = None,
-                 *, on_commit: Callable[[int], None] | None = None, run: str | None = None,
-                 gate_wait_s: float | None = None) -> None:
+    def __init__(
+        self,
+        cfg: LogConfig,
+        model_hash: str | None = None,
+        config_hash: str | None = None,
+        *,
+        on_commit: Callable[[int], None] | None = None,
+        run: str | None = None,
+        gate_wait_s: float | None = None,
+    ) -> None:
         if not cfg.db:
             raise ValueError("LogConfig.db is not set")
         self.cfg = cfg
@@ -106,9 +138,21 @@ class DefectLog:
         # row is written once with both; an outcome that comes later updates the row already written.
         self.gate_wait_s = gate_wait_s
         self._waiting: dict[int, tuple[int, tuple]] = {}  # part id -> (deadline ns, queue item)
-        self.stats = dict.fromkeys(("rows", "images", "images_dropped_queue", "images_dropped_disk",
-                                    "image_errors", "gate_updates", "commits", "retention_deleted",
-                                    "retention_images_deleted", "rows_dropped"), 0)
+        self.stats = dict.fromkeys(
+            (
+                "rows",
+                "images",
+                "images_dropped_queue",
+                "images_dropped_disk",
+                "image_errors",
+                "gate_updates",
+                "commits",
+                "retention_deleted",
+                "retention_images_deleted",
+                "rows_dropped",
+            ),
+            0,
+        )
         self._q: queue.Queue = queue.Queue()  # bounded by max_pending_rows (in _put); images by queue_size
         self._images_waiting = 0
         self._pending = 0  # rows and gate outcomes accepted and not yet committed
@@ -127,12 +171,22 @@ class DefectLog:
         ev = part.to_row()  # the one serialisation of a part, shared with the events file and MQTT
         infer_ms = part.infer_ms
         stages = part.stage_ms()
-        row = {"time": wall, "frame": ev["frame_index"], "verdict": ev["verdict"], "score": ev["score"],
-               "class": ev["class"], "reason": ev["reason"], "latency_ms": ev["latency_ms"],
-               "infer_ms": None if infer_ms is None else round(infer_ms, 3),
-               "timings": json.dumps(stages) if stages else None,
-               "model_hash": self.model_hash, "config_hash": self.config_hash,
-               "image": None, "image_bytes": 0, "image_note": None}
+        row = {
+            "time": wall,
+            "frame": ev["frame_index"],
+            "verdict": ev["verdict"],
+            "score": ev["score"],
+            "class": ev["class"],
+            "reason": ev["reason"],
+            "latency_ms": ev["latency_ms"],
+            "infer_ms": None if infer_ms is None else round(infer_ms, 3),
+            "timings": json.dumps(stages) if stages else None,
+            "model_hash": self.model_hash,
+            "config_hash": self.config_hash,
+            "image": None,
+            "image_bytes": 0,
+            "image_note": None,
+        }
         crop = None
         if part.crop is not None and self._want_image(part):
             with self._lock:
@@ -168,19 +222,31 @@ class DefectLog:
         if not full:
             self._q.put(item)
         elif n % 1000 == 1:
-            log.error("defect log %s: %d rows wait for the database (log.max_pending_rows); %d row(s) dropped so "
-                      "far - free the disk or fix the database", self.db, self.cfg.max_pending_rows, n)
+            log.error(
+                "defect log %s: %d rows wait for the database (log.max_pending_rows); %d row(s) dropped so "
+                "far - free the disk or fix the database",
+                self.db,
+                self.cfg.max_pending_rows,
+                n,
+            )
 
     def gate_result(self, r: GateResult) -> None:
         """Callback for the gate actuator: its outcome for one part, written into the part's row."""
+
         def rel(t: int | None) -> float | None:
             return None if t is None or not r.t_capture_ns else (t - r.t_capture_ns) / 1e6
 
-        row = {"gate_status": r.status, "reject_sent": int(r.sent_ns is not None),
-               "reject_acked": int(r.acked_ns is not None),
-               "reject_fired": int(r.fired_ns is not None or r.status == "failsafe"),
-               "sent_ms": rel(r.sent_ns), "acked_ms": rel(r.acked_ns), "fire_late_ms": r.fire_late_ms,
-               "gate_retries": r.retries, "gate_reason": r.reason}
+        row = {
+            "gate_status": r.status,
+            "reject_sent": int(r.sent_ns is not None),
+            "reject_acked": int(r.acked_ns is not None),
+            "reject_fired": int(r.fired_ns is not None or r.status == "failsafe"),
+            "sent_ms": rel(r.sent_ns),
+            "acked_ms": rel(r.acked_ns),
+            "fire_late_ms": r.fire_late_ms,
+            "gate_retries": r.retries,
+            "gate_reason": r.reason,
+        }
         with self._lock:
             waiting = self._waiting.pop(r.part_id, None)
         if waiting is not None:  # the part's row is still here: written once, with its outcome
@@ -227,8 +293,10 @@ class DefectLog:
 
     def _run(self) -> None:
         con = connect(self.db)
-        con.execute("INSERT OR IGNORE INTO runs (run, started, model_hash, config_hash) VALUES (?, ?, ?, ?)",
-                    (self.run, time.time(), self.model_hash, self.config_hash))
+        con.execute(
+            "INSERT OR IGNORE INTO runs (run, started, model_hash, config_hash) VALUES (?, ?, ?, ?)",
+            (self.run, time.time(), self.model_hash, self.config_hash),
+        )
         con.commit()
         self._retention(con)
         next_retention = time.monotonic() + self.cfg.retention_check_s
@@ -254,8 +322,9 @@ class DefectLog:
                         elif kind == "part":
                             if crop is not None:
                                 self._save_image(pid, row, crop)
-                            sql, cols = (_FULL_SQL, PART_COLS + GATE_COLS) if "gate_status" in row \
-                                else (_PART_SQL, PART_COLS)
+                            sql, cols = (
+                                (_FULL_SQL, PART_COLS + GATE_COLS) if "gate_status" in row else (_PART_SQL, PART_COLS)
+                            )
                             con.execute(sql, (self.run, pid, *(row[c] for c in cols)))
                             rows += 1
                         else:
@@ -263,8 +332,10 @@ class DefectLog:
                             self.stats["gate_updates"] += 1
                     if rows:
                         self.stats["rows"] += rows
-                        con.execute("UPDATE runs SET rows=?, images=?, images_dropped=? WHERE run=?",
-                                    (self.stats["rows"], self.stats["images"], self._dropped(), self.run))
+                        con.execute(
+                            "UPDATE runs SET rows=?, images=?, images_dropped=? WHERE run=?",
+                            (self.stats["rows"], self.stats["images"], self._dropped(), self.run),
+                        )
             except sqlite3.Error as exc:  # disk full or the file went away: keep the rows, try again
                 log.error("defect log %s: %s; %d items kept for retry", self.db, exc, len(batch))
                 for kind, pid, row, _crop in batch:  # an image already written stays referenced
@@ -338,8 +409,9 @@ class DefectLog:
         try:
             if self.cfg.retention_days is not None:
                 cutoff = time.time() - self.cfg.retention_days * 86400
-                for (rel,) in con.execute("SELECT image FROM parts WHERE time < ? AND image IS NOT NULL",
-                                          (cutoff,)).fetchall():
+                for (rel,) in con.execute(
+                    "SELECT image FROM parts WHERE time < ? AND image IS NOT NULL", (cutoff,)
+                ).fetchall():
                     self._unlink(rel)
                 n = con.execute("DELETE FROM parts WHERE time < ?", (cutoff,)).rowcount
                 self.stats["retention_deleted"] += n
@@ -347,16 +419,20 @@ class DefectLog:
                 limit = self.cfg.max_size_mb * 1e6
                 total = con.execute("SELECT COALESCE(SUM(image_bytes), 0) FROM parts").fetchone()[0]
                 while total > limit:
-                    old = con.execute("SELECT id, image, image_bytes FROM parts WHERE image IS NOT NULL "
-                                      "ORDER BY time LIMIT 200").fetchall()
+                    old = con.execute(
+                        "SELECT id, image, image_bytes FROM parts WHERE image IS NOT NULL ORDER BY time LIMIT 200"
+                    ).fetchall()
                     if not old:
                         break
                     for row_id, rel, size in old:
                         if total <= 0.9 * limit:
                             break
                         self._unlink(rel)
-                        con.execute("UPDATE parts SET image=NULL, image_bytes=0, image_note='deleted: size "
-                                    "retention' WHERE id=?", (row_id,))
+                        con.execute(
+                            "UPDATE parts SET image=NULL, image_bytes=0, image_note='deleted: size "
+                            "retention' WHERE id=?",
+                            (row_id,),
+                        )
                         total -= size or 0
                         self.stats["retention_images_deleted"] += 1
                     if total <= 0.9 * limit:

@@ -36,15 +36,21 @@ def check_timing(cfg: GateConfig) -> float:
 class SimulatedGate:
     """`--serial sim`: the actuator talking to an in-process simulated controller over a real pty pair."""
 
-    def __init__(self, cfg: GateConfig, on_result: Callable[[GateResult], None] | None = None,
-                 record: str | None = None) -> None:
+    def __init__(
+        self, cfg: GateConfig, on_result: Callable[[GateResult], None] | None = None, record: str | None = None
+    ) -> None:
         from inspector.gate.sim import GateSimulator, PtyLink
 
         self.link = PtyLink()
         self.sim = GateSimulator(
-            self.link, record=record, fail_safe="DIVERT" if cfg.fail_safe == "divert" else "STOP",
-            link_timeout_ms=cfg.link_timeout_ms, heartbeat_ms=cfg.heartbeat_ms, pulse_ms=cfg.pulse_ms,
-            counts_per_mm=cfg.counts_per_mm or 10.0, belt_speed_mm_s=cfg.belt_speed_mm_s,
+            self.link,
+            record=record,
+            fail_safe="DIVERT" if cfg.fail_safe == "divert" else "STOP",
+            link_timeout_ms=cfg.link_timeout_ms,
+            heartbeat_ms=cfg.heartbeat_ms,
+            pulse_ms=cfg.pulse_ms,
+            counts_per_mm=cfg.counts_per_mm or 10.0,
+            belt_speed_mm_s=cfg.belt_speed_mm_s,
         ).start()
         self.actuator = GateActuator(cfg, self.link.port, on_result)
         self.stats = self.actuator.stats
@@ -96,8 +102,10 @@ def check_port(port: str) -> None:
         raise UserError(f"gate.port {port}: cannot open it ({exc.strerror}); check the device") from None
     try:
         if not os.isatty(fd):
-            raise UserError(f"gate.port {port}: not a serial port (no terminal device); give the adapter's device, "
-                            "e.g. /dev/ttyUSB0 or /dev/ttyACM0")
+            raise UserError(
+                f"gate.port {port}: not a serial port (no terminal device); give the adapter's device, "
+                "e.g. /dev/ttyUSB0 or /dev/ttyACM0"
+            )
     finally:
         os.close(fd)
 

@@ -57,9 +57,31 @@ class GateActuator:
         self.on_result = on_result
         self.travel_ns = cfg.travel_ns
         self.stats: dict[str, int] = dict.fromkeys(
-            ("parts", "rejects", "sent", "retries", "acked", "nacks", "ack_timeouts", "fired", "late_verdicts",
-             "failsafe", "missed", "unconfirmed", "passed", "reconnects", "link_lost", "rx_errors",
-             "overflow", "write_errors", "fired_echo", "holds", "releases"), 0)
+            (
+                "parts",
+                "rejects",
+                "sent",
+                "retries",
+                "acked",
+                "nacks",
+                "ack_timeouts",
+                "fired",
+                "late_verdicts",
+                "failsafe",
+                "missed",
+                "unconfirmed",
+                "passed",
+                "reconnects",
+                "link_lost",
+                "rx_errors",
+                "overflow",
+                "write_errors",
+                "fired_echo",
+                "holds",
+                "releases",
+            ),
+            0,
+        )
         self.wire_ns: deque[int] = deque(maxlen=100_000)  # verdict -> REJ written, per first send
         self.connected = threading.Event()  # port open and the controller talking
         self.link_down = threading.Event()  # set while the link is known to be down (after it was up)
@@ -93,10 +115,19 @@ class GateActuator:
         if self._inbox.qsize() >= self.cfg.queue_size:
             self._count("overflow")
             self._count("missed")
-            log.error("gate inbox full (%d): part %d not sent; the controller will not divert it",
-                      self.cfg.queue_size, part.part_id)
-            part.gate = GateResult(part.part_id, part.rejected, "missed", part.t_capture_ns + self.travel_ns,
-                                   part.t_capture_ns, reason="gate inbox full")
+            log.error(
+                "gate inbox full (%d): part %d not sent; the controller will not divert it",
+                self.cfg.queue_size,
+                part.part_id,
+            )
+            part.gate = GateResult(
+                part.part_id,
+                part.rejected,
+                "missed",
+                part.t_capture_ns + self.travel_ns,
+                part.t_capture_ns,
+                reason="gate inbox full",
+            )
             if self.on_result is not None:  # on record all the same
                 self.on_result(part.gate)
             return
@@ -347,11 +378,18 @@ class GateActuator:
 
     # -- housekeeping ------------------------------------------------------------------------------------
     def _service(self, now: int) -> None:
-        if self._link.is_open and self._ctrl_mode is None and not self._warned_silent \
-                and now - self._link.opened_ns > 2_000 * MS:
+        if (
+            self._link.is_open
+            and self._ctrl_mode is None
+            and not self._warned_silent
+            and now - self._link.opened_ns > 2_000 * MS
+        ):
             self._warned_silent = True
-            log.warning("gate port %s is open but the controller has not spoken for 2 s (wrong port or baud rate, "
-                        "or it is still booting?); until it does, parts are diverted by its fail-safe", self.port)
+            log.warning(
+                "gate port %s is open but the controller has not spoken for 2 s (wrong port or baud rate, "
+                "or it is still booting?); until it does, parts are diverted by its fail-safe",
+                self.port,
+            )
         if self._link.is_open and self._ctrl_mode is not None:
             if now - self._last_ctrl_rx > self.cfg.link_timeout_ms * MS:
                 log.warning("gate controller silent for %.0f ms", (now - self._last_ctrl_rx) / MS)
@@ -361,15 +399,29 @@ class GateActuator:
             self._next_hb = now + int(self.cfg.heartbeat_ms * MS)
             self._write(P.HB, (now // MS) % 2**31)
         self._service_holds(now)
-        if self._link.is_open and self._ctrl_mode not in (None, P.MODE_RUN) and self._sync_due \
-                and now >= self._sync_due and not (self._holds and self._held_synced):
+        if (
+            self._link.is_open
+            and self._ctrl_mode not in (None, P.MODE_RUN)
+            and self._sync_due
+            and now >= self._sync_due
+            and not (self._holds and self._held_synced)
+        ):
             self._sync(now)
-        self._schedule.service(now, failsafe_at=self._failsafe_at, held=lambda: self._holds.reasons,
-                               send=self._send_reject, hold_unacked=self._hold_unacked, finalise=self._finalise)
+        self._schedule.service(
+            now,
+            failsafe_at=self._failsafe_at,
+            held=lambda: self._holds.reasons,
+            send=self._send_reject,
+            hold_unacked=self._hold_unacked,
+            finalise=self._finalise,
+        )
 
     def _hold_unacked(self, track: Track, now: int) -> None:
-        log.warning("gate: reject of part %d not acknowledged (%s); holding the gate until it has passed",
-                    track.part.part_id, track.result.reason)
+        log.warning(
+            "gate: reject of part %d not acknowledged (%s); holding the gate until it has passed",
+            track.part.part_id,
+            track.result.reason,
+        )
         self._hold(P.HOLD_REJECT_UNACKED, now)
 
     def _sync(self, now: int) -> None:

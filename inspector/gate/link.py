@@ -53,8 +53,7 @@ class GateLink:
             return False
         self._ser, self.backoff_s, self.opened_ns = ser, BACKOFF_START_S, now
         self.rx_stop = threading.Event()
-        self._reader = threading.Thread(target=self._read_loop, args=(ser, self.rx_stop), name="gate-rx",
-                                        daemon=True)
+        self._reader = threading.Thread(target=self._read_loop, args=(ser, self.rx_stop), name="gate-rx", daemon=True)
         self._reader.start()
         return True
 

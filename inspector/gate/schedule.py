@@ -127,9 +127,16 @@ class Schedule:
         pulse = self.cfg.pulse_ms * MS
         return any(t.extra.get("unacked") and now < t.gate_ns + pulse for t in self.tracks.values())
 
-    def service(self, now: int, *, failsafe_at: Callable[[int], bool], held: Callable[[], tuple[str, ...]],
-                send: Callable[[Track, int], object], hold_unacked: Callable[[Track, int], None],
-                finalise: Callable[[Track, int], None]) -> None:
+    def service(
+        self,
+        now: int,
+        *,
+        failsafe_at: Callable[[int], bool],
+        held: Callable[[], tuple[str, ...]],
+        send: Callable[[Track, int], object],
+        hold_unacked: Callable[[Track, int], None],
+        finalise: Callable[[Track, int], None],
+    ) -> None:
         """One pass over the tracks: note fail-safe at each gate time, resend what is due (ack timeout, NAK
         backoff, never sent), hold the gate when a reject's last retry is due unacknowledged, and finalise
         the parts that have passed the gate (after time for the FIRED echo)."""
@@ -150,8 +157,13 @@ class Schedule:
                     send(track, now)
             elif track.ack_due_ns is not None and now >= track.deadline_ns:
                 track.ack_due_ns = None  # too late to resend: nothing left to wait for
-            if track.extra.get("trouble") and r.acked_ns is None and "unacked" not in track.extra \
-                    and now >= track.deadline_ns - ack_ns and now < track.gate_ns:
+            if (
+                track.extra.get("trouble")
+                and r.acked_ns is None
+                and "unacked" not in track.extra
+                and now >= track.deadline_ns - ack_ns
+                and now < track.gate_ns
+            ):
                 # the last retry is due and nothing got through: divert everything until this part has passed
                 track.extra["unacked"] = True
                 hold_unacked(track, now)
@@ -174,8 +186,9 @@ class Schedule:
             else:
                 r.status = "missed"
                 r.reason = r.reason or ("shutdown before sending" if shutdown else "never acknowledged")
-                log.error("gate: part %d should have been rejected but no command got through (%s)",
-                          r.part_id, r.reason)
+                log.error(
+                    "gate: part %d should have been rejected but no command got through (%s)", r.part_id, r.reason
+                )
         else:
             r.status = "failsafe" if failsafe else "passed"
         if r.status == "failsafe" and "held" in track.extra:

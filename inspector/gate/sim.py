@@ -139,8 +139,16 @@ class GateSimulator:
         self.mode = fail_safe
         self.events: list[dict[str, Any]] = []
         self.fired: dict[int, int] = {}  # part id -> monotonic ns it fired
-        self.counters = {"rx": 0, "rx_errors": 0, "crc_errors": 0, "fired": 0, "late": 0, "failsafe": 0,
-                         "tx_dropped": 0, "nak": 0}
+        self.counters = {
+            "rx": 0,
+            "rx_errors": 0,
+            "crc_errors": 0,
+            "fired": 0,
+            "late": 0,
+            "failsafe": 0,
+            "tx_dropped": 0,
+            "nak": 0,
+        }
         self.drop_acks = 0
         self.nak_next = 0
         self.nak_reason = "FULL"
@@ -276,8 +284,9 @@ class GateSimulator:
         if now >= self._next_hb:
             self._next_hb = now + self.heartbeat_ns
             if not self.silent:
-                self._send(P.HB, self.mode, len(self._queue) + len(self._enc_queue), self.encoder(now),
-                           self.clock_ms(now))
+                self._send(
+                    P.HB, self.mode, len(self._queue) + len(self._enc_queue), self.encoder(now), self.clock_ms(now)
+                )
 
     def _fire(self, part: int, now: int, late_ms: float, scheduled_ns: int) -> None:
         """``scheduled_ns``: when the command said to fire; ``now`` minus that is this simulator's own
@@ -370,8 +379,9 @@ class GateSimulator:
             self._set_mode(self.fail_safe, P.HOST_HOLD)
 
 
-def run_simulator(port: str | None, record: str | None, fail_safe: str, stop: threading.Event,
-                  on_ready: Callable[[str], None]) -> dict[str, int]:
+def run_simulator(
+    port: str | None, record: str | None, fail_safe: str, stop: threading.Event, on_ready: Callable[[str], None]
+) -> dict[str, int]:
     """`inspector gate-sim`: serve until ``stop``. ``port``: an existing serial device or pty to serve on, or a
     new path for a symlink to a fresh pty (None: a fresh pty, its /dev/pts path reported)."""
     link: PtyLink | DeviceLink

@@ -34,8 +34,16 @@ log = logging.getLogger(__name__)
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 TOOL_TIMEOUT_S = 10.0
-RUNTIME_PACKAGES = ("numpy", "opencv-python", "onnxruntime", "pyserial", "pydantic", "pyyaml", "rich",
-                    "prometheus_client")
+RUNTIME_PACKAGES = (
+    "numpy",
+    "opencv-python",
+    "onnxruntime",
+    "pyserial",
+    "pydantic",
+    "pyyaml",
+    "rich",
+    "prometheus_client",
+)
 # GStreamer elements -> where they come from, for the fix column.
 GST_PACKAGES = {
     "nvarguscamerasrc": "JetPack (nvidia-l4t-gstreamer)",
@@ -88,8 +96,15 @@ def _version(dist: str) -> str | None:
 # --- Python and packages -----------------------------------------------------------------------------------
 def check_python() -> list[Check]:
     v = sys.version_info
-    rows = [Check("python", PASS if v >= (3, 10) else FAIL, f"{sys.version.split()[0]} ({sys.executable})",
-                  "" if v >= (3, 10) else "install Python 3.10 or newer", needed=True)]
+    rows = [
+        Check(
+            "python",
+            PASS if v >= (3, 10) else FAIL,
+            f"{sys.version.split()[0]} ({sys.executable})",
+            "" if v >= (3, 10) else "install Python 3.10 or newer",
+            needed=True,
+        )
+    ]
     versions, missing = [], []
     for dist in RUNTIME_PACKAGES:
         ver = _version(dist)
@@ -100,14 +115,27 @@ def check_python() -> list[Check]:
         else:
             missing.append(dist)
     inspector_v = _version("inspector") or "not installed (run from a checkout?)"
-    rows.append(Check(
-        "packages", FAIL if missing else PASS,
-        (f"missing: {', '.join(missing)}; " if missing else "") + f"inspector {inspector_v}; " + ", ".join(versions),
-        f"pip install {' '.join(missing)}" if missing else "", needed=True,
-    ))
+    rows.append(
+        Check(
+            "packages",
+            FAIL if missing else PASS,
+            (f"missing: {', '.join(missing)}; " if missing else "")
+            + f"inspector {inspector_v}; "
+            + ", ".join(versions),
+            f"pip install {' '.join(missing)}" if missing else "",
+            needed=True,
+        )
+    )
     torch_v = _version("torch")
-    rows.append(Check("torch", PASS, f"{torch_v} (training and .pt models only)" if torch_v
-                      else "not installed: fine, the line runs .onnx and .engine models without it"))
+    rows.append(
+        Check(
+            "torch",
+            PASS,
+            f"{torch_v} (training and .pt models only)"
+            if torch_v
+            else "not installed: fine, the line runs .onnx and .engine models without it",
+        )
+    )
     return rows
 
 
@@ -122,9 +150,11 @@ def _other_opencv() -> str | None:
 # --- OpenCV ------------------------------------------------------------------------------------------------
 def opencv_build(info: str) -> dict[str, str]:
     """From cv2.getBuildInformation(): the GUI backend and whether GStreamer and FFmpeg are built in."""
+
     def find(pattern: str) -> str:
         m = re.search(pattern, info, re.MULTILINE)
         return m.group(1).strip() if m else "?"
+
     return {
         "gui": find(r"^\s*GUI:\s*(.+)$"),
         "gstreamer": find(r"^\s*GStreamer:\s*(\w+)"),
@@ -136,8 +166,15 @@ def check_opencv(cfg) -> list[Check]:
     try:
         import cv2
     except ImportError as exc:
-        return [Check("opencv", FAIL, f"cv2 does not import ({exc})", "pip install opencv-python (or use the "
-                      "system OpenCV: docs/jetson.md)", needed=True)]
+        return [
+            Check(
+                "opencv",
+                FAIL,
+                f"cv2 does not import ({exc})",
+                "pip install opencv-python (or use the system OpenCV: docs/jetson.md)",
+                needed=True,
+            )
+        ]
     b = opencv_build(cv2.getBuildInformation())
     display_on = cfg is not None and cfg.display.enabled == "on"
     gui_ok = b["gui"] not in ("NONE", "?")
@@ -146,15 +183,31 @@ def check_opencv(cfg) -> list[Check]:
     gst_yes = b["gstreamer"] == "YES"
     return [
         Check("opencv", PASS, f"{cv2.__version__} ({cv2.__file__})"),
-        Check("opencv GUI", PASS if gui_ok else (FAIL if display_on else WARN), f"GUI: {b['gui']}",
-              "" if gui_ok else "no overlay window: run with --no-display, or install an OpenCV with GTK/Qt",
-              needed=display_on),
-        Check("opencv GStreamer", PASS if gst_yes else WARN, f"GStreamer: {b['gstreamer']}",
-              "" if gst_yes else "gst: pipelines run through gst-launch-1.0 instead (a pipe); for in-process "
-              "capture use an OpenCV built with GStreamer (on a Jetson the system one: docs/jetson.md)"),
-        Check("opencv FFmpeg", PASS if b["ffmpeg"] == "YES" else (FAIL if wants_ffmpeg else WARN),
-              f"FFMPEG: {b['ffmpeg']}", "" if b["ffmpeg"] == "YES" else
-              "video files and rtsp:// need an OpenCV with FFmpeg (pip's opencv-python has it)", needed=wants_ffmpeg),
+        Check(
+            "opencv GUI",
+            PASS if gui_ok else (FAIL if display_on else WARN),
+            f"GUI: {b['gui']}",
+            "" if gui_ok else "no overlay window: run with --no-display, or install an OpenCV with GTK/Qt",
+            needed=display_on,
+        ),
+        Check(
+            "opencv GStreamer",
+            PASS if gst_yes else WARN,
+            f"GStreamer: {b['gstreamer']}",
+            ""
+            if gst_yes
+            else "gst: pipelines run through gst-launch-1.0 instead (a pipe); for in-process "
+            "capture use an OpenCV built with GStreamer (on a Jetson the system one: docs/jetson.md)",
+        ),
+        Check(
+            "opencv FFmpeg",
+            PASS if b["ffmpeg"] == "YES" else (FAIL if wants_ffmpeg else WARN),
+            f"FFMPEG: {b['ffmpeg']}",
+            ""
+            if b["ffmpeg"] == "YES"
+            else "video files and rtsp:// need an OpenCV with FFmpeg (pip's opencv-python has it)",
+            needed=wants_ffmpeg,
+        ),
     ]
 
 
@@ -164,13 +217,26 @@ def check_onnxruntime(cfg) -> list[Check]:
     try:
         import onnxruntime as ort
     except ImportError as exc:
-        return [Check("onnxruntime", FAIL if needed else WARN, f"does not import ({exc})",
-                      "pip install onnxruntime (onnxruntime-gpu on a CUDA machine)", needed=needed)]
+        return [
+            Check(
+                "onnxruntime",
+                FAIL if needed else WARN,
+                f"does not import ({exc})",
+                "pip install onnxruntime (onnxruntime-gpu on a CUDA machine)",
+                needed=needed,
+            )
+        ]
     providers = ort.get_available_providers()
     gpu = [p for p in providers if p in ("CUDAExecutionProvider", "TensorrtExecutionProvider")]
-    return [Check("onnxruntime", PASS, f"{ort.__version__}; providers: {', '.join(providers)}",
-                  "" if gpu else "CPU only; for GPU inference install onnxruntime-gpu or use a TensorRT .engine",
-                  needed=needed)]
+    return [
+        Check(
+            "onnxruntime",
+            PASS,
+            f"{ort.__version__}; providers: {', '.join(providers)}",
+            "" if gpu else "CPU only; for GPU inference install onnxruntime-gpu or use a TensorRT .engine",
+            needed=needed,
+        )
+    ]
 
 
 def check_tensorrt(cfg) -> list[Check]:
@@ -183,8 +249,15 @@ def check_tensorrt(cfg) -> list[Check]:
         try:
             m = importlib.import_module(mod)
         except ImportError:
-            rows.append(Check(label, FAIL if needed else WARN, "not installed",
-                              fix + ("" if needed else "; only needed for .engine models"), needed=needed))
+            rows.append(
+                Check(
+                    label,
+                    FAIL if needed else WARN,
+                    "not installed",
+                    fix + ("" if needed else "; only needed for .engine models"),
+                    needed=needed,
+                )
+            )
             continue
         ver = getattr(m, "__version__", None) or getattr(m, "VERSION_TEXT", "?")
         rows.append(Check(label, PASS, str(ver), needed=needed))
@@ -227,9 +300,17 @@ def check_gpu(cfg) -> list[Check]:
     if names:
         rows.append(Check("CUDA device", PASS, f"{', '.join(names)} ({how})", needed=needed))
     else:
-        rows.append(Check("CUDA device", FAIL if needed else WARN, how,
-                          "a .engine needs an NVIDIA GPU and driver; run the .onnx on CPU instead" if needed else
-                          "none: inference runs on the CPU (fine for the .onnx models)", needed=needed))
+        rows.append(
+            Check(
+                "CUDA device",
+                FAIL if needed else WARN,
+                how,
+                "a .engine needs an NVIDIA GPU and driver; run the .onnx on CPU instead"
+                if needed
+                else "none: inference runs on the CPU (fine for the .onnx models)",
+                needed=needed,
+            )
+        )
     return rows
 
 
@@ -252,20 +333,40 @@ def check_model(cfg) -> list[Check]:
 
     path = Path(cfg.model.path)
     if not path.is_file():
-        return [Check("model file", FAIL, f"{path}: not found", "fix model.path in the configuration, or copy "
-                      "the model there", needed=True)]
+        return [
+            Check(
+                "model file",
+                FAIL,
+                f"{path}: not found",
+                "fix model.path in the configuration, or copy the model there",
+                needed=True,
+            )
+        ]
     rows = [Check("model file", PASS, f"{path} ({path.stat().st_size / 1e6:.1f} MB)", needed=True)]
     if path.suffix.lower() == ".pt":
-        rows.append(Check("model sidecar", WARN, "a .pt checkpoint carries its metadata inside and needs torch",
-                          "export it: inspector build-engine --checkpoint MODEL.pt --out DIR", needed=True))
+        rows.append(
+            Check(
+                "model sidecar",
+                WARN,
+                "a .pt checkpoint carries its metadata inside and needs torch",
+                "export it: inspector build-engine --checkpoint MODEL.pt --out DIR",
+                needed=True,
+            )
+        )
         return rows
     try:
         meta = read_sidecar(path)
     except UserError as exc:
         rows.append(Check("model sidecar", FAIL, str(exc), "re-export the model with its sidecar", needed=True))
         return rows
-    rows.append(Check("model sidecar", PASS, f"{sidecar_path(path).name}: {meta.arch}, {meta.input_size} px, "
-                      f"classes {', '.join(meta.classes)}", needed=True))
+    rows.append(
+        Check(
+            "model sidecar",
+            PASS,
+            f"{sidecar_path(path).name}: {meta.arch}, {meta.input_size} px, classes {', '.join(meta.classes)}",
+            needed=True,
+        )
+    )
     extra = meta.extra or {}
     if path.suffix.lower() == ".engine":
         info = build_info(path, extra)
@@ -273,15 +374,30 @@ def check_model(cfg) -> list[Check]:
     else:
         info, want = {}, extra.get("onnx_sha256")
     if not want:
-        rows.append(Check("model checksum", WARN, "the sidecar records no checksum for this file",
-                          "re-export or rebuild to record one", needed=True))
+        rows.append(
+            Check(
+                "model checksum",
+                WARN,
+                "the sidecar records no checksum for this file",
+                "re-export or rebuild to record one",
+                needed=True,
+            )
+        )
     else:
         got = file_sha256(path)
         ok = got == want
-        rows.append(Check("model checksum", PASS if ok else FAIL,
-                          f"sha256 {got[:12]}... {'matches' if ok else 'differs from'} the sidecar's {want[:12]}...",
-                          "" if ok else "the file was replaced or corrupted after export: copy it again with its "
-                          "sidecar, or re-export / rebuild it", needed=True))
+        rows.append(
+            Check(
+                "model checksum",
+                PASS if ok else FAIL,
+                f"sha256 {got[:12]}... {'matches' if ok else 'differs from'} the sidecar's {want[:12]}...",
+                ""
+                if ok
+                else "the file was replaced or corrupted after export: copy it again with its "
+                "sidecar, or re-export / rebuild it",
+                needed=True,
+            )
+        )
     if path.suffix.lower() == ".engine":
         rows.append(_engine_target(path, info))
     return rows
@@ -294,18 +410,23 @@ def _engine_target(path: Path, info: dict) -> Check:
     try:
         import tensorrt as trt
     except ImportError:
-        return Check("engine target", FAIL, f"{built}; TensorRT is not installed here",
-                     f"install TensorRT, or run the .onnx; to rebuild: {rebuild_command(info, path)}", needed=True)
+        return Check(
+            "engine target",
+            FAIL,
+            f"{built}; TensorRT is not installed here",
+            f"install TensorRT, or run the .onnx; to rebuild: {rebuild_command(info, path)}",
+            needed=True,
+        )
     names, _ = gpu_names()
     if not names:
-        return Check("engine target", FAIL, f"{built}; no CUDA device here", "run the .onnx on this machine",
-                     needed=True)
+        return Check(
+            "engine target", FAIL, f"{built}; no CUDA device here", "run the .onnx on this machine", needed=True
+        )
     try:
         check_compatible(path, info, trt.__version__, names[0])
     except UserError as exc:
         return Check("engine target", FAIL, str(exc), rebuild_command(info, path), needed=True)
-    return Check("engine target", PASS, f"{built}; this machine: TensorRT {trt.__version__}, {names[0]}",
-                 needed=True)
+    return Check("engine target", PASS, f"{built}; this machine: TensorRT {trt.__version__}, {names[0]}", needed=True)
 
 
 # --- cameras -----------------------------------------------------------------------------------------------
@@ -327,14 +448,28 @@ def check_cameras(cfg, devices: Iterable[str] | None = None) -> list[Check]:
     nodes = sorted(devices if devices is not None else glob.glob("/dev/video*"), key=_natural)
     rows = []
     if not nodes:
-        rows.append(Check("cameras", FAIL if want else WARN, "no /dev/video* device",
-                          "plug in the camera; check `dmesg` for it (CSI cameras on a Jetson use nvarguscamerasrc, "
-                          "not /dev/video*)", needed=bool(want)))
+        rows.append(
+            Check(
+                "cameras",
+                FAIL if want else WARN,
+                "no /dev/video* device",
+                "plug in the camera; check `dmesg` for it (CSI cameras on a Jetson use nvarguscamerasrc, "
+                "not /dev/video*)",
+                needed=bool(want),
+            )
+        )
     for node in nodes:
         rows.append(_camera_row(node, cfg, needed=node == want))
     if want and want not in nodes and nodes:
-        rows.append(Check(f"camera {want}", FAIL, "the configured camera is not there",
-                          f"plug it in, or set source.uri to one of {', '.join(nodes)}", needed=True))
+        rows.append(
+            Check(
+                f"camera {want}",
+                FAIL,
+                "the configured camera is not there",
+                f"plug it in, or set source.uri to one of {', '.join(nodes)}",
+                needed=True,
+            )
+        )
     return rows
 
 
@@ -342,12 +477,21 @@ def _camera_row(node: str, cfg, needed: bool) -> Check:
     try:
         fd = os.open(node, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     except PermissionError:
-        return Check(f"camera {node}", FAIL if needed else WARN, "permission denied",
-                     f"add the user to group video: sudo usermod -aG video {_user()} (then log in again)",
-                     needed=needed)
+        return Check(
+            f"camera {node}",
+            FAIL if needed else WARN,
+            "permission denied",
+            f"add the user to group video: sudo usermod -aG video {_user()} (then log in again)",
+            needed=needed,
+        )
     except OSError as exc:
-        return Check(f"camera {node}", FAIL if needed else WARN, f"cannot open ({exc.strerror})",
-                     "check `dmesg`; the camera may be in use or unplugged", needed=needed)
+        return Check(
+            f"camera {node}",
+            FAIL if needed else WARN,
+            f"cannot open ({exc.strerror})",
+            "check `dmesg`; the camera may be in use or unplugged",
+            needed=needed,
+        )
     try:
         card, formats = v4l2_formats(fd)
     except OSError as exc:
@@ -355,10 +499,16 @@ def _camera_row(node: str, cfg, needed: bool) -> Check:
     finally:
         os.close(fd)
     if not formats:
-        return Check(f"camera {node}", PASS if not needed else FAIL, f"{card}: not a capture node (metadata)",
-                     "" if not needed else "use the camera's other /dev/video* node", needed=needed)
-    detail = f"{card}: " + "; ".join(f"{f} {', '.join(s[:6])}{' ...' if len(s) > 6 else ''}"
-                                     for f, s in formats.items())
+        return Check(
+            f"camera {node}",
+            PASS if not needed else FAIL,
+            f"{card}: not a capture node (metadata)",
+            "" if not needed else "use the camera's other /dev/video* node",
+            needed=needed,
+        )
+    detail = f"{card}: " + "; ".join(
+        f"{f} {', '.join(s[:6])}{' ...' if len(s) > 6 else ''}" for f, s in formats.items()
+    )
     state, fix = PASS, ""
     if needed and cfg.source.fourcc and cfg.source.uri.strip().isdigit():
         sizes = formats.get(cfg.source.fourcc)
@@ -390,12 +540,24 @@ def check_serial(cfg) -> list[Check]:
     except ImportError:
         ports = []
     port = cfg.gate.port if cfg is not None else None
-    rows.append(Check("serial ports", PASS if ports else WARN, ", ".join(ports) or "none found",
-                      "" if ports else "plug in the gate controller's USB serial adapter (if there is one)"))
+    rows.append(
+        Check(
+            "serial ports",
+            PASS if ports else WARN,
+            ", ".join(ports) or "none found",
+            "" if ports else "plug in the gate controller's USB serial adapter (if there is one)",
+        )
+    )
     if not port:
         if cfg is not None:
-            rows.append(Check("gate port", WARN, "gate.port is not set: no reject gate is driven",
-                              "set gate.port (e.g. /dev/inspector-gate, see docs/jetson.md for the udev rule)"))
+            rows.append(
+                Check(
+                    "gate port",
+                    WARN,
+                    "gate.port is not set: no reject gate is driven",
+                    "set gate.port (e.g. /dev/inspector-gate, see docs/jetson.md for the udev rule)",
+                )
+            )
         return rows
     if port == "sim" or "://" in port:
         rows.append(Check("gate port", PASS, f"{port}: simulated / URL port, nothing to open here", needed=True))
@@ -408,25 +570,45 @@ def serial_open_check(port: str) -> Check:
     """Open the port the way pyserial does (read-write, no controlling tty) and close it again."""
     path = Path(port)
     if not path.exists():
-        return Check("gate port", FAIL, f"{port}: no such device",
-                     "plug in the adapter; with the udev rule it appears as /dev/inspector-gate "
-                     "(docs/jetson.md); list ports with `python -m serial.tools.list_ports`", needed=True)
+        return Check(
+            "gate port",
+            FAIL,
+            f"{port}: no such device",
+            "plug in the adapter; with the udev rule it appears as /dev/inspector-gate "
+            "(docs/jetson.md); list ports with `python -m serial.tools.list_ports`",
+            needed=True,
+        )
     try:
         fd = os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
     except PermissionError:
-        return Check("gate port", FAIL, f"{port}: permission denied for user {_user()}",
-                     f"sudo usermod -aG dialout {_user()} (then log in again); the service gets the group "
-                     "from SupplementaryGroups=", needed=True)
+        return Check(
+            "gate port",
+            FAIL,
+            f"{port}: permission denied for user {_user()}",
+            f"sudo usermod -aG dialout {_user()} (then log in again); the service gets the group "
+            "from SupplementaryGroups=",
+            needed=True,
+        )
     except OSError as exc:
-        return Check("gate port", FAIL, f"{port}: cannot open ({exc.strerror})",
-                     "is another program holding it (a terminal, ModemManager)?", needed=True)
+        return Check(
+            "gate port",
+            FAIL,
+            f"{port}: cannot open ({exc.strerror})",
+            "is another program holding it (a terminal, ModemManager)?",
+            needed=True,
+        )
     try:
         is_tty = os.isatty(fd)
     finally:
         os.close(fd)
     if not is_tty:
-        return Check("gate port", FAIL, f"{port}: opens, but is not a serial port (not a tty)",
-                     "point gate.port at the adapter's tty", needed=True)
+        return Check(
+            "gate port",
+            FAIL,
+            f"{port}: opens, but is not a serial port (not a tty)",
+            "point gate.port at the adapter's tty",
+            needed=True,
+        )
     return Check("gate port", PASS, f"{port}: opens read-write", needed=True)
 
 
@@ -459,13 +641,27 @@ def check_gstreamer(cfg, opencv_gst: bool | None = None) -> list[Check]:
     needs_launch = uses_gst and not opencv_gst
     from inspector.capture.gst import GST_INSTALL
 
-    rows = [Check("gst-launch-1.0", PASS if launch else (FAIL if needs_launch else WARN),
-                  launch or "not installed", "" if launch else GST_INSTALL, needed=needs_launch)]
+    rows = [
+        Check(
+            "gst-launch-1.0",
+            PASS if launch else (FAIL if needs_launch else WARN),
+            launch or "not installed",
+            "" if launch else GST_INSTALL,
+            needed=needs_launch,
+        )
+    ]
     if not uses_gst:
         return rows
     if shutil.which("gst-inspect-1.0") is None:
-        rows.append(Check("gst elements", FAIL, "gst-inspect-1.0 not installed: cannot check the pipeline",
-                          GST_INSTALL, needed=True))
+        rows.append(
+            Check(
+                "gst elements",
+                FAIL,
+                "gst-inspect-1.0 not installed: cannot check the pipeline",
+                GST_INSTALL,
+                needed=True,
+            )
+        )
         return rows
     from inspector.capture.gst import TAIL
 
@@ -477,8 +673,15 @@ def check_gstreamer(cfg, opencv_gst: bool | None = None) -> list[Check]:
             missing.append(name)
     if missing:
         where = sorted({GST_PACKAGES.get(m, "the GStreamer plugin package that provides it") for m in missing})
-        rows.append(Check("gst elements", FAIL, f"missing: {', '.join(missing)}",
-                          f"install {'; '.join(where)}; check with gst-inspect-1.0 {missing[0]}", needed=True))
+        rows.append(
+            Check(
+                "gst elements",
+                FAIL,
+                f"missing: {', '.join(missing)}",
+                f"install {'; '.join(where)}; check with gst-inspect-1.0 {missing[0]}",
+                needed=True,
+            )
+        )
     else:
         rows.append(Check("gst elements", PASS, ", ".join(dict.fromkeys(wanted)), needed=True))
     return rows
@@ -496,29 +699,59 @@ def check_disk(cfg) -> list[Check]:
     needed = bool(db)
     rows = []
     if needed and not os.access(probe, os.W_OK):
-        rows.append(Check("log folder", FAIL, f"{folder}: not writable by {_user()}",
-                          f"create it and give it to the service user: sudo install -d -o {_user()} {folder}",
-                          needed=True))
+        rows.append(
+            Check(
+                "log folder",
+                FAIL,
+                f"{folder}: not writable by {_user()}",
+                f"create it and give it to the service user: sudo install -d -o {_user()} {folder}",
+                needed=True,
+            )
+        )
     state = PASS if free_mb >= 10 * min_mb else (WARN if free_mb >= min_mb else (FAIL if needed else WARN))
-    rows.append(Check("free disk", state, f"{free_mb / 1e3:.1f} GB free at {probe} (images stop below "
-                      f"log.min_free_mb {min_mb:g} MB)", "" if state == PASS else
-                      "free space or lower log.max_size_mb / log.retention_days", needed=needed))
+    rows.append(
+        Check(
+            "free disk",
+            state,
+            f"{free_mb / 1e3:.1f} GB free at {probe} (images stop below log.min_free_mb {min_mb:g} MB)",
+            "" if state == PASS else "free space or lower log.max_size_mb / log.retention_days",
+            needed=needed,
+        )
+    )
     return rows
 
 
 def check_clock() -> list[Check]:
     r = _tool(["timedatectl", "show", "-p", "NTPSynchronized", "--value"])
     if r is not None and r[0] == 0 and r[1] in ("yes", "no"):
-        return [Check("clock sync", PASS if r[1] == "yes" else WARN, f"timedatectl: NTPSynchronized={r[1]}",
-                      "" if r[1] == "yes" else "enable time sync: sudo timedatectl set-ntp true (or chrony)")]
+        return [
+            Check(
+                "clock sync",
+                PASS if r[1] == "yes" else WARN,
+                f"timedatectl: NTPSynchronized={r[1]}",
+                "" if r[1] == "yes" else "enable time sync: sudo timedatectl set-ntp true (or chrony)",
+            )
+        ]
     r = _tool(["chronyc", "-n", "tracking"])
     if r is not None and r[0] == 0:
         m = re.search(r"Leap status\s*:\s*(.+)", r[1])
         status = m.group(1).strip() if m else "?"
-        return [Check("clock sync", PASS if status == "Normal" else WARN, f"chronyc: leap status {status}",
-                      "" if status == "Normal" else "chrony is not synchronised: check its sources (chronyc sources)")]
-    return [Check("clock sync", WARN, "cannot tell: no answer from timedatectl (no systemd running?) or chronyc",
-                  "install and enable chrony or systemd-timesyncd, so log timestamps match the plant's clocks")]
+        return [
+            Check(
+                "clock sync",
+                PASS if status == "Normal" else WARN,
+                f"chronyc: leap status {status}",
+                "" if status == "Normal" else "chrony is not synchronised: check its sources (chronyc sources)",
+            )
+        ]
+    return [
+        Check(
+            "clock sync",
+            WARN,
+            "cannot tell: no answer from timedatectl (no systemd running?) or chronyc",
+            "install and enable chrony or systemd-timesyncd, so log timestamps match the plant's clocks",
+        )
+    ]
 
 
 # --- all together ----------------------------------------------------------------------------------------------
@@ -528,15 +761,15 @@ def check_config_file(path: str) -> tuple[object | None, list[Check]]:
     from inspector.config import InspectorConfig, load_config
 
     if not Path(path).is_file():
-        return None, [Check("config", FAIL, f"{path}: not found", "give --config an existing YAML file",
-                            needed=True)]
+        return None, [Check("config", FAIL, f"{path}: not found", "give --config an existing YAML file", needed=True)]
     try:
         errors = all_errors(InspectorConfig, path)
     except UserError as exc:
         errors = [str(exc)]
     if errors:
-        return None, [Check("config", FAIL, e, "fix the file (inspector check-config FILE)", needed=True)
-                      for e in errors]
+        return None, [
+            Check("config", FAIL, e, "fix the file (inspector check-config FILE)", needed=True) for e in errors
+        ]
     return load_config(path), [Check("config", PASS, f"{path}: valid", needed=True)]
 
 

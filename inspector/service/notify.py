@@ -223,8 +223,11 @@ class ServiceNotifier:
         if self.watchdog_enabled and self._thread is None:
             self._thread = threading.Thread(target=self._run, name="sd-watchdog", daemon=True)
             self._thread.start()
-            log.info("systemd watchdog: period %.1f s, pinging every %.1f s while frames and inspection are fresh",
-                     self.period_s, self.period_s / 2)
+            log.info(
+                "systemd watchdog: period %.1f s, pinging every %.1f s while frames and inspection are fresh",
+                self.period_s,
+                self.period_s / 2,
+            )
         return self
 
     def _run(self) -> None:

@@ -155,9 +155,13 @@ class Reloader:
             return None
         live, restart = differences(self.running, new)
         if restart:
-            log.warning("reload: %s changed in %s but %s a restart (systemctl restart the unit, or run again); "
-                        "not applied, the running value stays", ", ".join(restart), self.label,
-                        "needs" if len(restart) == 1 else "need")
+            log.warning(
+                "reload: %s changed in %s but %s a restart (systemctl restart the unit, or run again); "
+                "not applied, the running value stays",
+                ", ".join(restart),
+                self.label,
+                "needs" if len(restart) == 1 else "need",
+            )
         changes = [f"{k} {_fmt(a)} -> {_fmt(b)}" for k, a, b in live]
         old_roi = self.current_roi()
         roi_keys = any(k.startswith("roi.") for k, *_ in live)

@@ -15,9 +15,11 @@ if TYPE_CHECKING:
 def status_line(h: Health) -> str:
     """e.g. ``parts 120 (defect 8, no verdict 1) | 29.8 fps | camera ok | gate ok | log ok``."""
     p = h.parts
-    bits = [f"parts {p.ok + p.defect + p.no_verdict} (defect {p.defect}, no verdict {p.no_verdict})",
-            f"{h.inspection.fps:.1f} fps",
-            f"camera stalled ({h.camera.stalls} stall(s))" if h.camera.stalled else "camera ok"]
+    bits = [
+        f"parts {p.ok + p.defect + p.no_verdict} (defect {p.defect}, no verdict {p.no_verdict})",
+        f"{h.inspection.fps:.1f} fps",
+        f"camera stalled ({h.camera.stalls} stall(s))" if h.camera.stalled else "camera ok",
+    ]
     if h.gate is not None:
         g = h.gate
         if g.link_down or not g.connected:
@@ -28,8 +30,9 @@ def status_line(h: Health) -> str:
             bits.append("gate ok")
     if h.log is not None:
         dropped = h.log.counters.get("rows_dropped", 0)
-        bits.append(f"log rows dropped {dropped}" if dropped else f"log queue {h.log.queue}" if h.log.queue
-                    else "log ok")
+        bits.append(
+            f"log rows dropped {dropped}" if dropped else f"log queue {h.log.queue}" if h.log.queue else "log ok"
+        )
     return " | ".join(bits)
 
 

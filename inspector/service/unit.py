@@ -168,8 +168,15 @@ def _uses_network(cfg) -> bool:
     return "://" in uri or cfg.mqtt.enabled or (cfg.metrics.enabled and cfg.metrics.host not in ("127.0.0.1", "::1"))
 
 
-def plan(config: str | Path, *, name: str | None = None, user: str | None = None,
-         unit_dir: Path = UNIT_DIR, watchdog_s: float = 10.0, exe: Path | None = None) -> UnitPlan:
+def plan(
+    config: str | Path,
+    *,
+    name: str | None = None,
+    user: str | None = None,
+    unit_dir: Path = UNIT_DIR,
+    watchdog_s: float = 10.0,
+    exe: Path | None = None,
+) -> UnitPlan:
     """Resolve and check everything the units name, then render them. Bad input: one-line :class:`UserError`."""
     from inspector.config import load_config
 
@@ -194,8 +201,9 @@ def plan(config: str | Path, *, name: str | None = None, user: str | None = None
     exe = (exe or inspector_exe()).absolute()
     warnings = []
     if pw.pw_uid == 0:
-        warnings.append("the service will run as root; pass --user with an unprivileged account in groups "
-                        "video and dialout")
+        warnings.append(
+            "the service will run as root; pass --user with an unprivileged account in groups video and dialout"
+        )
     groups = [g for g in GROUPS if _group_exists(g)]
     for g in GROUPS:
         if g not in groups:
@@ -222,8 +230,10 @@ def plan(config: str | Path, *, name: str | None = None, user: str | None = None
         # libargus reaches nvargus-daemon through the socket /tmp/argus_socket: a private /tmp hides it
         lines += ["# CSI camera: nvarguscamerasrc talks to nvargus-daemon over /tmp/argus_socket", "PrivateTmp=no"]
     elif any(_under(d, TMP_ROOTS) for d in write_paths):
-        warnings.append("the log folder is under /tmp: PrivateTmp= would give the service its own empty /tmp, so "
-                        "it is off for this line; keep logs elsewhere (e.g. /var/lib/inspector)")
+        warnings.append(
+            "the log folder is under /tmp: PrivateTmp= would give the service its own empty /tmp, so "
+            "it is off for this line; keep logs elsewhere (e.g. /var/lib/inspector)"
+        )
         lines.append("PrivateTmp=no")
     if groups:
         lines.append(f"SupplementaryGroups={' '.join(groups)}")
@@ -233,8 +243,16 @@ def plan(config: str | Path, *, name: str | None = None, user: str | None = None
         lines.append(f"# gate serial port: {_esc(cfg.gate.port)} (opened through group dialout)")
     dropin = "\n".join(lines) + "\n"
     template = _TEMPLATE_TEXT.format(exe=_esc(exe), dropin=DROPIN)
-    return UnitPlan(name=name, unit_dir=Path(unit_dir), template=template, dropin=dropin, config=cfg_path,
-                    user=user, write_paths=write_paths, warnings=warnings)
+    return UnitPlan(
+        name=name,
+        unit_dir=Path(unit_dir),
+        template=template,
+        dropin=dropin,
+        config=cfg_path,
+        user=user,
+        write_paths=write_paths,
+        warnings=warnings,
+    )
 
 
 def _group_exists(name: str) -> bool:
@@ -255,8 +273,10 @@ def install(p: UnitPlan) -> list[Path]:
         p.template_path.write_text(p.template)
         p.dropin_path.write_text(p.dropin)
     except OSError as exc:
-        raise UserError(f"cannot write the unit into {p.unit_dir} ({exc.strerror}); run with sudo for "
-                        "/etc/systemd/system, or give --unit-dir an existing folder you may write") from None
+        raise UserError(
+            f"cannot write the unit into {p.unit_dir} ({exc.strerror}); run with sudo for "
+            "/etc/systemd/system, or give --unit-dir an existing folder you may write"
+        ) from None
     pw = pwd.getpwnam(p.user)
     for d in p.write_paths:
         try:

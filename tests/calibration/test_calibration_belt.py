@@ -34,14 +34,34 @@ def part_images(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("direction, speed", [("right", 300.0), ("up", 170.0)])
 def test_belt_speed_of_a_rendered_line(part_images, tmp_path, direction, speed, capsys):
-    spec = render_line(part_images, tmp_path / "line.avi", fps=30, size=(400, 300), speed_px_s=speed, parts=5,
-                       seed=2, direction=direction)
+    spec = render_line(
+        part_images,
+        tmp_path / "line.avi",
+        fps=30,
+        size=(400, 300),
+        speed_px_s=speed,
+        parts=5,
+        seed=2,
+        direction=direction,
+    )
     cfg = spec.config_dict()
     cfg["gate"] = {"camera_to_gate_mm": 450.0}
     (tmp_path / "line.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "belt.json"
-    rc = main(["calibrate", "belt", "--source", spec.video, "--config", str(tmp_path / "line.yaml"),
-               "--px-per-mm", "1.5", "--json", str(out)])
+    rc = main(
+        [
+            "calibrate",
+            "belt",
+            "--source",
+            spec.video,
+            "--config",
+            str(tmp_path / "line.yaml"),
+            "--px-per-mm",
+            "1.5",
+            "--json",
+            str(out),
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0
     m = json.loads(out.read_text())
@@ -56,14 +76,30 @@ def test_belt_speed_of_a_rendered_line(part_images, tmp_path, direction, speed, 
 
 def test_px_per_mm_comes_from_the_roi_file(part_images, tmp_path):
     spec = render_line(part_images, tmp_path / "line.avi", fps=25, size=(320, 240), speed_px_s=250, parts=3, seed=4)
-    roi_path = save_roi(make_roi(spec.size, spec.roi, spec.direction, spec.trigger, ref_px=240, ref_mm=80),
-                        tmp_path / "roi.yaml")
+    roi_path = save_roi(
+        make_roi(spec.size, spec.roi, spec.direction, spec.trigger, ref_px=240, ref_mm=80), tmp_path / "roi.yaml"
+    )
     cfg = spec.config_dict()
     cfg["roi"] = {"file": str(roi_path)}
     (tmp_path / "line.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "belt.json"
-    assert main(["calibrate", "belt", "--source", spec.video, "--config", str(tmp_path / "line.yaml"),
-                 "--camera-to-gate-mm", "300", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                "belt",
+                "--source",
+                spec.video,
+                "--config",
+                str(tmp_path / "line.yaml"),
+                "--camera-to-gate-mm",
+                "300",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     m = json.loads(out.read_text())
     assert m["px_per_mm"] == pytest.approx(3.0)
     assert m["speed_mm_s"] == pytest.approx(250 / 3.0, rel=0.02)
@@ -82,8 +118,9 @@ def test_no_parts_is_a_clear_error(tmp_path, capsys):
     assert rc == 1 and "no part was tracked" in err and "Traceback" not in err
 
 
-def _track(speed: float, n: int = 12, fps: float = 30.0, axis: int = 0, sign: float = 1.0, jitter: float = 0.0,
-           seed: int = 0) -> list[tuple[float, float, float]]:
+def _track(
+    speed: float, n: int = 12, fps: float = 30.0, axis: int = 0, sign: float = 1.0, jitter: float = 0.0, seed: int = 0
+) -> list[tuple[float, float, float]]:
     rng = np.random.default_rng(seed)
     pts = []
     for i in range(n):

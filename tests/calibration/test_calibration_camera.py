@@ -114,8 +114,20 @@ def test_cli_bad_input_is_one_line(argv_board, files, message, boards, tmp_path,
         if files == "blank":
             for i in range(2):
                 cv2.imwrite(str(d / f"b{i}.png"), np.full((480, 640), 100 + i, np.uint8))
-    rc = main(["calibrate", "camera", "--images", str(d), "--board", argv_board, "--square-mm", "25",
-               "--out", str(tmp_path / "c.yaml")])
+    rc = main(
+        [
+            "calibrate",
+            "camera",
+            "--images",
+            str(d),
+            "--board",
+            argv_board,
+            "--square-mm",
+            "25",
+            "--out",
+            str(tmp_path / "c.yaml"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 1
     assert message in err and "Traceback" not in err
@@ -177,8 +189,11 @@ def _write_yaml(path: Path, data) -> Path:
         (lambda d: d.pop("camera_matrix"), "missing field 'camera_matrix'", None),
         (lambda d: d.update(extra_key=1), "unknown field 'extra_key'", "extra_key"),
         (lambda d: d.update(kind="roi"), "field 'kind': expected 'camera-calibration'", "kind"),
-        (lambda d: d.update(camera_matrix=[[1, 0], [0, 1]]), "field 'camera_matrix': Value error, expected a 3x3",
-         "camera_matrix"),
+        (
+            lambda d: d.update(camera_matrix=[[1, 0], [0, 1]]),
+            "field 'camera_matrix': Value error, expected a 3x3",
+            "camera_matrix",
+        ),
         (lambda d: d.update(dist_coeffs=[0.1, 0.2, 0.3]), "field 'dist_coeffs'", "dist_coeffs"),
         (lambda d: d.update(frame_size=[640, -1]), "field 'frame_size'", "frame_size"),
         (lambda d: d["board"].update(square_mm="big"), "field 'board.square_mm'", "square_mm"),

@@ -93,8 +93,26 @@ def test_another_resolution_is_refused(tmp_path):
 
 def test_headless_flags_write_the_artefact(tmp_path, capsys):
     out = tmp_path / "roi.yaml"
-    rc = main(["calibrate", "roi", "--frame-size", "800x600", "--roi", "10,20,700,500", "--trigger", "0.3",
-               "--direction", "up", "--ref-px", "300", "--ref-mm", "120", "--out", str(out)])
+    rc = main(
+        [
+            "calibrate",
+            "roi",
+            "--frame-size",
+            "800x600",
+            "--roi",
+            "10,20,700,500",
+            "--trigger",
+            "0.3",
+            "--direction",
+            "up",
+            "--ref-px",
+            "300",
+            "--ref-mm",
+            "120",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     roi = load_roi(out, (800, 600))
     assert (roi.x, roi.y, roi.width, roi.height, roi.direction, roi.trigger) == (10, 20, 700, 500, "up", 0.3)
@@ -156,8 +174,23 @@ def test_no_display_is_a_clear_error_not_an_abort(tmp_path):
     frame = tmp_path / "frame.png"
     cv2.imwrite(str(frame), np.full((120, 160, 3), 60, np.uint8))
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    res = subprocess.run([sys.executable, "-m", "inspector", "calibrate", "roi", "--source", str(frame),
-                          "--out", str(tmp_path / "roi.yaml")], env=env, capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "inspector",
+            "calibrate",
+            "roi",
+            "--source",
+            str(frame),
+            "--out",
+            str(tmp_path / "roi.yaml"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode == 1
     assert "no display for the ROI window" in res.stderr and "--roi x,y,w,h" in res.stderr
     assert not (tmp_path / "roi.yaml").exists()
@@ -179,15 +212,37 @@ def test_window_drag_click_and_confirm(xdisplay, tmp_path):
     cv2.imwrite(str(frame), np.full((360, 480, 3), 60, np.uint8))
     out = tmp_path / "roi.yaml"
     app = subprocess.Popen(
-        [sys.executable, "-m", "inspector", "calibrate", "roi", "--source", str(frame), "--ref-mm", "50",
-         "--out", str(out), "--timeout", "60"],
-        env=xdisplay, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "inspector",
+            "calibrate",
+            "roi",
+            "--source",
+            str(frame),
+            "--ref-mm",
+            "50",
+            "--out",
+            str(out),
+            "--timeout",
+            "60",
+        ],
+        env=xdisplay,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
+
         def wait_title(text: str) -> str:
             """The window title says the mode: wait until the app has taken the last key (no sleeps)."""
-            found = subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--name", text],
-                                   env=xdisplay, capture_output=True, text=True, timeout=30)
+            found = subprocess.run(
+                ["xdotool", "search", "--sync", "--onlyvisible", "--name", text],
+                env=xdisplay,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
             return found.stdout.split()[0]
 
         w = ["--window", wait_title("mode: roi")]
@@ -195,8 +250,24 @@ def test_window_drag_click_and_confirm(xdisplay, tmp_path):
         def do(*args: str) -> None:
             subprocess.run(["xdotool", *args], env=xdisplay, check=True, timeout=10)
 
-        do("mousemove", *w, "40", "50", "mousedown", "1", "mousemove", *w, "200", "150",
-           "mousemove", *w, "440", "300", "mouseup", "1")  # drag the ROI
+        do(
+            "mousemove",
+            *w,
+            "40",
+            "50",
+            "mousedown",
+            "1",
+            "mousemove",
+            *w,
+            "200",
+            "150",
+            "mousemove",
+            *w,
+            "440",
+            "300",
+            "mouseup",
+            "1",
+        )  # drag the ROI
         do("key", *w, "t")
         wait_title("mode: trigger")
         do("mousemove", *w, "300", "200", "click", "1")  # the trigger line
@@ -233,15 +304,37 @@ def test_window_starts_from_the_configured_artefact(xdisplay, tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump({"roi": {"file": str(old)}}))
     out = tmp_path / "new.yaml"
     app = subprocess.Popen(
-        [sys.executable, "-m", "inspector", "calibrate", "roi", "--source", str(frame), "--config",
-         str(tmp_path / "c.yaml"), "--out", str(out), "--timeout", "60"],
-        env=xdisplay, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "inspector",
+            "calibrate",
+            "roi",
+            "--source",
+            str(frame),
+            "--config",
+            str(tmp_path / "c.yaml"),
+            "--out",
+            str(out),
+            "--timeout",
+            "60",
+        ],
+        env=xdisplay,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
-        found = subprocess.run(["xdotool", "search", "--sync", "--onlyvisible", "--name", "reference points: 2"],
-                               env=xdisplay, capture_output=True, text=True, timeout=30)
-        subprocess.run(["xdotool", "key", "--window", found.stdout.split()[0], "Return"], env=xdisplay, check=True,
-                       timeout=10)
+        found = subprocess.run(
+            ["xdotool", "search", "--sync", "--onlyvisible", "--name", "reference points: 2"],
+            env=xdisplay,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        subprocess.run(
+            ["xdotool", "key", "--window", found.stdout.split()[0], "Return"], env=xdisplay, check=True, timeout=10
+        )
         _, stderr = app.communicate(timeout=30)
     finally:
         if app.poll() is None:

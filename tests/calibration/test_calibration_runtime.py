@@ -40,9 +40,13 @@ def line(tmp_path_factory) -> tuple[Path, object, Path]:
 
 def _camera(path: Path, size: tuple[int, int]) -> Path:
     w, h = size
-    calib = CameraCalibration(frame_size=size, board=Board(cols=9, rows=6, square_mm=25.0),
-                              camera_matrix=[[400.0, 0, w / 2], [0, 400.0, h / 2], [0, 0, 1]],
-                              dist_coeffs=[0.0, 0.0, 0.0, 0.0, 0.0], rms_px=0.1)
+    calib = CameraCalibration(
+        frame_size=size,
+        board=Board(cols=9, rows=6, square_mm=25.0),
+        camera_matrix=[[400.0, 0, w / 2], [0, 400.0, h / 2], [0, 0, 1]],
+        dist_coeffs=[0.0, 0.0, 0.0, 0.0, 0.0],
+        rms_px=0.1,
+    )
     return save_calibration(calib, path)
 
 
@@ -51,8 +55,9 @@ def _run(tmp_path: Path, spec, model: Path, extra: dict) -> tuple[int, list[dict
     cfg.update(extra)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     events = tmp_path / "ev.jsonl"
-    rc = main(["run", "--config", str(tmp_path / "c.yaml"), "--model", str(model), "--no-display",
-               "--events", str(events)])
+    rc = main(
+        ["run", "--config", str(tmp_path / "c.yaml"), "--model", str(model), "--no-display", "--events", str(events)]
+    )
     rows = [json.loads(x) for x in events.read_text().splitlines()] if events.exists() else []
     return rc, rows
 

@@ -47,8 +47,17 @@ def lines(tmp_path_factory):
     d = tmp_path_factory.mktemp("sharpness")
     out = {}
     for name, kw in (("sharp", dict(parts=30, seed=3)), ("blur", dict(parts=15, seed=4, blur=True))):
-        spec = render_line(held, d / f"{name}.mp4", d / f"{name}.csv", fps=30, size=(640, 480), speed_px_s=750,
-                           min_gap_px=30, max_gap_px=100, **kw)
+        spec = render_line(
+            held,
+            d / f"{name}.mp4",
+            d / f"{name}.csv",
+            fps=30,
+            size=(640, 480),
+            speed_px_s=750,
+            min_gap_px=30,
+            max_gap_px=100,
+            **kw,
+        )
         out[name] = (d / f"{name}.mp4", Path(spec.write_config(d / f"{name}.yaml", model=str(MODEL))))
     return out
 
@@ -56,8 +65,23 @@ def lines(tmp_path_factory):
 def test_the_suggested_value_rejects_the_blurred_line_and_passes_the_sharp_one(lines, tmp_path, capsys):
     (sharp_video, cfg), (blur_video, _) = lines["sharp"], lines["blur"]
     figures = tmp_path / "c.json"
-    assert main(["calibrate", "sharpness", "--config", str(cfg), "--source", str(sharp_video), "--blurred",
-                 str(blur_video), "--json", str(figures)]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                "sharpness",
+                "--config",
+                str(cfg),
+                "--source",
+                str(sharp_video),
+                "--blurred",
+                str(blur_video),
+                "--json",
+                str(figures),
+            ]
+        )
+        == 0
+    )
     out = " ".join(capsys.readouterr().out.split())
     c = json.loads(figures.read_text())
     assert c["n_sharp"] == 30 and c["n_blurred"] == 15 and c["separable"] is True
@@ -68,23 +92,53 @@ def test_the_suggested_value_rejects_the_blurred_line_and_passes_the_sharp_one(l
     (tmp_path / "line.yaml").write_text(cfg_text)
     for video, want_blurred in ((sharp_video, 0), (blur_video, 15)):
         ev = tmp_path / f"{video.stem}.jsonl"
-        assert main(["run", "--config", str(tmp_path / "line.yaml"), "--source", str(video), "--no-display",
-                     "--events", str(ev)]) == 0
+        assert (
+            main(
+                [
+                    "run",
+                    "--config",
+                    str(tmp_path / "line.yaml"),
+                    "--source",
+                    str(video),
+                    "--no-display",
+                    "--events",
+                    str(ev),
+                ]
+            )
+            == 0
+        )
         events = read_events(ev)
         blurred = [e for e in events if (e["reason"] or "").startswith("blurred")]
         assert len(blurred) == want_blurred and all(e["verdict"] == "no_verdict" for e in blurred)
     # without a blurred recording: 80% of the sharp parts' 1st percentile, still above the blurred line here
-    assert main(["calibrate", "sharpness", "--config", str(cfg), "--source", str(sharp_video), "--json",
-                 str(figures)]) == 0
+    assert (
+        main(["calibrate", "sharpness", "--config", str(cfg), "--source", str(sharp_video), "--json", str(figures)])
+        == 0
+    )
     c2 = json.loads(figures.read_text())
     assert c2["value"] == pytest.approx(round(0.8 * c["sharp_p1"], 1)) and c2["value"] > c["blurred_max"]
 
 
 def test_a_recording_without_parts_is_one_clear_error(lines, tmp_path):
     _, cfg = lines["sharp"]
-    r = subprocess.run([sys.executable, "-m", "inspector", "calibrate", "sharpness", "--config", str(cfg),
-                        "--source", str(lines["sharp"][0]), "--max-frames", "3"],
-                       capture_output=True, text=True, cwd=tmp_path)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "inspector",
+            "calibrate",
+            "sharpness",
+            "--config",
+            str(cfg),
+            "--source",
+            str(lines["sharp"][0]),
+            "--max-frames",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "part(s) measured in the sharp recording" in errors[0], r.stderr

@@ -70,11 +70,26 @@ def test_threshold_written_into_the_onnx_sidecar_and_dry_run(model, tiny_dataset
     data = tiny_dataset({"ok": 8, "defect": 8}, size=48)
     onnx_path = export_onnx(model, tmp_path / "m.onnx")
     before = json.loads((tmp_path / "m.onnx.json").read_text())
-    assert main(["calibrate", "threshold", "--model", str(onnx_path), "--data", str(data), "--target-recall", "1.0",
-                 "--dry-run"]) == 0
+    assert (
+        main(
+            [
+                "calibrate",
+                "threshold",
+                "--model",
+                str(onnx_path),
+                "--data",
+                str(data),
+                "--target-recall",
+                "1.0",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "m.onnx.json").read_text()) == before
-    assert main(["calibrate", "threshold", "--model", str(onnx_path), "--data", str(data),
-                 "--target-recall", "1.0"]) == 0
+    assert (
+        main(["calibrate", "threshold", "--model", str(onnx_path), "--data", str(data), "--target-recall", "1.0"]) == 0
+    )
     meta = read_sidecar(onnx_path)
     scores, is_defect = _scores_by_hand(model, data)
     assert meta.threshold == pytest.approx(choose_threshold(scores, is_defect, 1.0).threshold, abs=1e-4)

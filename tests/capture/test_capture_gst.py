@@ -30,9 +30,7 @@ def read_all(src) -> list[np.ndarray]:
 
 @needs_gst
 def test_videotestsrc_frame_count_size_and_rate():
-    with open_source(
-        "gst:videotestsrc num-buffers=12 ! video/x-raw,width=96,height=64,framerate=25/1", CFG
-    ) as src:
+    with open_source("gst:videotestsrc num-buffers=12 ! video/x-raw,width=96,height=64,framerate=25/1", CFG) as src:
         assert isinstance(src, GstLaunchSource) and not src.live
         assert src.size == (96, 64) and src.fps == 25
         frames = read_all(src)
@@ -70,9 +68,7 @@ def test_live_pipeline_is_live_and_quoted_paths_work(tmp_path):
     assert is_live("v4l2src device=/dev/video0 ! jpegdec")
     assert is_live("videotestsrc is-live=true ! videoconvert")
     assert not is_live("filesrc location=a.avi ! decodebin")
-    with open_source(
-        "gst:videotestsrc is-live=true num-buffers=3 ! video/x-raw,width=32,height=24", CFG
-    ) as src:
+    with open_source("gst:videotestsrc is-live=true num-buffers=3 ! video/x-raw,width=32,height=24", CFG) as src:
         assert src.live and len(read_all(src)) == 3
 
 
@@ -95,9 +91,7 @@ def test_bad_pipeline_is_one_line_with_gst_message(pipeline, expected):
 def test_missing_gst_launch_says_how_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # a PATH with no gst-launch-1.0 on it
     monkeypatch.setenv("INSPECTOR_GST", "launch")  # even where OpenCV has its own GStreamer
-    with pytest.raises(
-        UserError, match=r"gst-launch-1.0, which is not on PATH; install GStreamer: .*apt-get"
-    ):
+    with pytest.raises(UserError, match=r"gst-launch-1.0, which is not on PATH; install GStreamer: .*apt-get"):
         open_source("gst:videotestsrc", CFG)
 
 

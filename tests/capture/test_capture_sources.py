@@ -44,9 +44,7 @@ def test_video_file_gives_every_frame_in_order(mjpg_video):
 def test_corrupt_frames_in_a_video_are_skipped_and_counted(mjpg_video):
     with open_source(str(mjpg_video(n=20, corrupt=(5, 12))), CFG) as src:
         frames = read_all(src)
-    assert [frame_index(f) for f in frames] == [
-        i for i in range(20) if i not in (5, 12)
-    ]  # no stand-in frames
+    assert [frame_index(f) for f in frames] == [i for i in range(20) if i not in (5, 12)]  # no stand-in frames
     assert src.corrupt == 2
 
 

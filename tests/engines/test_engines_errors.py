@@ -50,9 +50,17 @@ def _corrupt_engine(tmp, tiny_onnx, **_):
 
     p = tmp / "model.trt10.3.0.orin.fp16.b8.engine"
     full = bytes(range(256)) * 64
-    write_sidecar(p, read_sidecar(tiny_onnx), tensorrt={
-        "tensorrt_version": "10.3.0", "gpu": "Orin", "precision": "fp16", "max_batch": 8,
-        "engine_sha256": hashlib.sha256(full).hexdigest()})
+    write_sidecar(
+        p,
+        read_sidecar(tiny_onnx),
+        tensorrt={
+            "tensorrt_version": "10.3.0",
+            "gpu": "Orin",
+            "precision": "fp16",
+            "max_batch": 8,
+            "engine_sha256": hashlib.sha256(full).hexdigest(),
+        },
+    )
     p.write_bytes(full[:1000])
     return p, {}
 
@@ -130,8 +138,9 @@ def test_engine_without_tensorrt_says_use_the_onnx(tmp_path, tiny_onnx):
 @pytest.mark.parametrize("command", ["bench-engine", "build-engine"])
 def test_cli_prints_one_line_and_exits_1(command, tmp_path, capsys):
     missing = str(tmp_path / "missing.pt")
-    argv = [command, missing] if command == "bench-engine" else [command, "--checkpoint", missing, "--out",
-                                                                  str(tmp_path)]
+    argv = (
+        [command, missing] if command == "bench-engine" else [command, "--checkpoint", missing, "--out", str(tmp_path)]
+    )
     assert main(argv) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "missing.pt" in err and "not found" in err
@@ -140,8 +149,10 @@ def test_cli_prints_one_line_and_exits_1(command, tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("extra", "message"),
-    [(["--precision", "int8"], "--precision int8 needs --calib-data DIR"),
-     (["--batch", "0"], "--batch and --workspace must be positive")],
+    [
+        (["--precision", "int8"], "--precision int8 needs --calib-data DIR"),
+        (["--batch", "0"], "--batch and --workspace must be positive"),
+    ],
 )
 def test_build_engine_option_errors(extra, message, tiny_checkpoint, tmp_path, capsys):
     assert main(["build-engine", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path), *extra]) == 1

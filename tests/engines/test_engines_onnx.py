@@ -55,8 +55,11 @@ def test_ort_accepts_any_batch(tiny_onnx, batch):
     ("available", "requested", "expected"),
     [
         (["CPUExecutionProvider"], None, ["CPUExecutionProvider"]),
-        (["CUDAExecutionProvider", "CPUExecutionProvider", "TensorrtExecutionProvider"], None,
-         ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]),
+        (
+            ["CUDAExecutionProvider", "CPUExecutionProvider", "TensorrtExecutionProvider"],
+            None,
+            ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+        ),
         (["CUDAExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"], ["CPUExecutionProvider"]),
         (["CPUExecutionProvider"], ["CUDAExecutionProvider"], UserError),
     ],
@@ -77,8 +80,9 @@ def test_build_engine_cli_fp32_check_and_no_tensorrt_message(tiny_checkpoint, en
         pytest.skip("tensorrt is installed: the no-TensorRT message is not printed here")
     except ImportError:
         pass
-    rc = main(["build-engine", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path),
-               "--images", str(engine_images)])
+    rc = main(
+        ["build-engine", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path), "--images", str(engine_images)]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     assert "verdicts that differ:     0" in out
@@ -98,8 +102,10 @@ def test_build_engine_checks_on_the_checkpoints_own_split(tiny_checkpoint, engin
     shutil.copy(tiny_checkpoint, ckpt)
     meta, _, _ = load_checkpoint(ckpt)
     keys = sorted(str(p.relative_to(engine_images)) for p in engine_images.rglob("*.png"))
-    meta.extra = {"data": {"root": str(engine_images), "layout": "folders"},
-                  "split": {"method": "test", "val": keys[::2], "test": keys[1::2] + ["def_front/gone.png"]}}
+    meta.extra = {
+        "data": {"root": str(engine_images), "layout": "folders"},
+        "split": {"method": "test", "val": keys[::2], "test": keys[1::2] + ["def_front/gone.png"]},
+    }
     update_checkpoint_meta(ckpt, meta)
     test = check_images(meta, split="test")
     assert len(test) == 16 and test.labels.count("def_front") == 8 and None not in test.labels

@@ -13,8 +13,17 @@ from training.data import index_dataset, load_images, read_image
 
 
 def _meta(fit="letterbox", tile_aspect=0.0, channels=3, size=64) -> ModelMeta:
-    return ModelMeta("seedcnn", ["defect", "ok"], "ok", size, channels, [0.5] * channels, [0.25] * channels,
-                     fit=fit, tile_aspect=tile_aspect)
+    return ModelMeta(
+        "seedcnn",
+        ["defect", "ok"],
+        "ok",
+        size,
+        channels,
+        [0.5] * channels,
+        [0.25] * channels,
+        fit=fit,
+        tile_aspect=tile_aspect,
+    )
 
 
 def test_letterbox_keeps_the_aspect_ratio_and_pads_mid_gray():
@@ -28,8 +37,17 @@ def test_letterbox_keeps_the_aspect_ratio_and_pads_mid_gray():
     assert not (s[:24] == PAD).all()  # stretch fills the square
 
 
-@pytest.mark.parametrize(("h", "w", "aspect", "n"), [(50, 200, 2.0, 4), (50, 125, 2.0, 3), (50, 90, 2.0, 1),
-                                                     (300, 100, 2.0, 3), (100, 100, 0.0, 1), (500, 1250, 2.0, 3)])
+@pytest.mark.parametrize(
+    ("h", "w", "aspect", "n"),
+    [
+        (50, 200, 2.0, 4),
+        (50, 125, 2.0, 3),
+        (50, 90, 2.0, 1),
+        (300, 100, 2.0, 3),
+        (100, 100, 0.0, 1),
+        (500, 1250, 2.0, 3),
+    ],
+)
 def test_tile_boxes_cover_the_long_side(h, w, aspect, n):
     boxes = tile_boxes(h, w, aspect)
     assert len(boxes) == n

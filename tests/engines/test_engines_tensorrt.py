@@ -26,8 +26,15 @@ def trt_modules():
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_engine_builds_loads_and_agrees(precision, tiny_onnx, engine_images, tmp_path, trt_modules):
     images = folder_images(engine_images, ["def_front", "ok_front"])
-    path = build_engine(tiny_onnx, tmp_path, precision=precision, max_batch=8, workspace_mb=256,
-                        calib_images=images if precision == "int8" else None, modules=trt_modules)
+    path = build_engine(
+        tiny_onnx,
+        tmp_path,
+        precision=precision,
+        max_batch=8,
+        workspace_mb=256,
+        calib_images=images if precision == "int8" else None,
+        modules=trt_modules,
+    )
     assert f".{precision}.b8.engine" in path.name
     with load_engine(tiny_onnx) as ref, load_engine(path) as eng:
         assert eng.infer(np.zeros((3, 1, 32, 32), np.float32)).shape == (3, 1)

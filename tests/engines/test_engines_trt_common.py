@@ -22,14 +22,23 @@ from engines.trt_common import (
 )
 
 META = ModelMeta("seedcnn", ["def_front", "ok_front"], "ok_front", 32, 1, [0.5], [0.25])
-INFO = {"tensorrt_version": "10.3.0", "gpu": "Orin (nvgpu)", "precision": "fp16", "max_batch": 8,
-        "checkpoint": "casting_seedcnn.pt"}
+INFO = {
+    "tensorrt_version": "10.3.0",
+    "gpu": "Orin (nvgpu)",
+    "precision": "fp16",
+    "max_batch": 8,
+    "checkpoint": "casting_seedcnn.pt",
+}
 
 
 @pytest.mark.parametrize(
     ("name", "slug"),
-    [("NVIDIA GeForce RTX 3060", "geforce-rtx-3060"), ("Orin (nvgpu)", "orin-nvgpu"),
-     ("NVIDIA Jetson Xavier NX", "jetson-xavier-nx"), ("", "unknown-gpu")],
+    [
+        ("NVIDIA GeForce RTX 3060", "geforce-rtx-3060"),
+        ("Orin (nvgpu)", "orin-nvgpu"),
+        ("NVIDIA Jetson Xavier NX", "jetson-xavier-nx"),
+        ("", "unknown-gpu"),
+    ],
 )
 def test_gpu_slug(name, slug):
     assert gpu_slug(name) == slug
@@ -116,8 +125,11 @@ def test_build_progress_reports_top_level_phases():
     assert p.step_complete("Building engine", 0) is True
     p.phase_finish("Tactic selection")
     p.phase_finish("Building engine")
-    assert lines == ["TensorRT build: Building engine (3 steps)", "TensorRT build: Building engine 1/3",
-                     "TensorRT build: Building engine done"]
+    assert lines == [
+        "TensorRT build: Building engine (3 steps)",
+        "TensorRT build: Building engine 1/3",
+        "TensorRT build: Building engine done",
+    ]
 
 
 def test_probe_says_why_tensorrt_is_unusable():
@@ -146,9 +158,14 @@ class _FakeCuda:
 
 @pytest.mark.parametrize(
     ("trt_version", "message"),
-    [("10.7.0", r"built with TensorRT 10\.3\.0, this machine has TensorRT 10\.7\.0; rebuild it on this machine: "
-                r"inspector build-engine"),
-     ("10.3.0", r"built on GPU 'Orin \(nvgpu\)', this machine has 'NVIDIA GeForce RTX 3060'; rebuild")],
+    [
+        (
+            "10.7.0",
+            r"built with TensorRT 10\.3\.0, this machine has TensorRT 10\.7\.0; rebuild it on this machine: "
+            r"inspector build-engine",
+        ),
+        ("10.3.0", r"built on GPU 'Orin \(nvgpu\)', this machine has 'NVIDIA GeForce RTX 3060'; rebuild"),
+    ],
 )
 def test_load_engine_refuses_other_tensorrt_or_gpu(trt_version, message, tmp_path):
     from types import SimpleNamespace

@@ -89,8 +89,14 @@ def line_video(path: Path, parts: list[tuple[int, bool]], frames: int, size=(320
     return path
 
 
-def run_cli(*argv: str, cwd: Path | None = None, env: dict | None = None, user: str | None = None,
-            timeout: float = 60, python_c: bool = False) -> subprocess.CompletedProcess:
+def run_cli(
+    *argv: str,
+    cwd: Path | None = None,
+    env: dict | None = None,
+    user: str | None = None,
+    timeout: float = 60,
+    python_c: bool = False,
+) -> subprocess.CompletedProcess:
     """`python -m inspector ARGV` in a child (as ``user`` through setpriv when given); no display.
     ``python_c``: `python -c ARGV[0] ARGV[1:]` instead (a probe run the same way)."""
     e = {**os.environ, **(env or {})}
@@ -100,8 +106,7 @@ def run_cli(*argv: str, cwd: Path | None = None, env: dict | None = None, user: 
     if user is not None:
         cmd = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", *cmd]
         e["HOME"] = "/tmp"
-    return subprocess.run(cmd, cwd=cwd, env=e, capture_output=True, text=True, errors="replace",
-                          timeout=timeout)
+    return subprocess.run(cmd, cwd=cwd, env=e, capture_output=True, text=True, errors="replace", timeout=timeout)
 
 
 def corrupt_jpeg_frames(path: Path, which: tuple[int, ...]) -> Path:
@@ -131,8 +136,15 @@ def write_config(path: Path, kit: Kit, uri: str, extra: str = "") -> Path:
 
 # --- the in-process line ------------------------------------------------------------------------------------
 # 300 ms of belt travel camera -> gate; a dead link noticed within 200 ms; short timeouts keep tests quick
-GATE = dict(camera_to_gate_mm=60.0, belt_speed_mm_s=200.0, worst_latency_ms=50.0, heartbeat_ms=40.0,
-            link_timeout_ms=200.0, ack_timeout_ms=30.0, pulse_ms=20.0)
+GATE = dict(
+    camera_to_gate_mm=60.0,
+    belt_speed_mm_s=200.0,
+    worst_latency_ms=50.0,
+    heartbeat_ms=40.0,
+    link_timeout_ms=200.0,
+    ack_timeout_ms=30.0,
+    pulse_ms=20.0,
+)
 # the drawn line of faults_kit.line_video: 40 px squares on a dark belt, moving right
 DETECT = dict(method="threshold", threshold=100, min_area=800)
 
@@ -169,13 +181,15 @@ class Parts:
 
 
 class Line:
-    def __init__(self, tmp: Path, kit: Kit, uri: str, *, engine: Any = None, gate: dict | None = None,
-                 **sections: dict) -> None:
+    def __init__(
+        self, tmp: Path, kit: Kit, uri: str, *, engine: Any = None, gate: dict | None = None, **sections: dict
+    ) -> None:
         self.link = PtyLink(tmp / "ttyGATE")
         g = {**GATE, **(gate or {})}
         self.cfg = line_config(tmp, kit, uri, gate={**g, "port": self.link.port}, **sections)
-        self.sim = GateSimulator(self.link, record=tmp / "gate.jsonl", link_timeout_ms=g["link_timeout_ms"],
-                                 heartbeat_ms=g["heartbeat_ms"]).start()
+        self.sim = GateSimulator(
+            self.link, record=tmp / "gate.jsonl", link_timeout_ms=g["link_timeout_ms"], heartbeat_ms=g["heartbeat_ms"]
+        ).start()
         self.engine = engine if engine is not None else load_engine(kit.onnx)
         self.parts = Parts()
         self.dlog = open_log(self.cfg.log, "model", "config")

@@ -88,9 +88,17 @@ def _engine(kit: Kit, tmp: Path, version: str, gpu: str) -> Path:
 
     p = tmp / "model.engine"
     p.write_bytes(b"\x00engine bytes" * 100)
-    write_sidecar(p, read_sidecar(kit.onnx), tensorrt={
-        "tensorrt_version": version, "gpu": gpu, "precision": "fp16", "max_batch": 8,
-        "engine_sha256": hashlib.sha256(p.read_bytes()).hexdigest()})
+    write_sidecar(
+        p,
+        read_sidecar(kit.onnx),
+        tensorrt={
+            "tensorrt_version": version,
+            "gpu": gpu,
+            "precision": "fp16",
+            "max_batch": 8,
+            "engine_sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+        },
+    )
     return p
 
 
@@ -102,7 +110,8 @@ def _fake_tensorrt(tmp: Path) -> dict:
     (d / "pycuda").mkdir(parents=True, exist_ok=True)
     (d / "tensorrt.py").write_text("__version__ = '10.3.0'\n")
     (d / "pycuda" / "__init__.py").write_text("")
-    (d / "pycuda" / "driver.py").write_text(textwrap.dedent("""\
+    (d / "pycuda" / "driver.py").write_text(
+        textwrap.dedent("""\
         def init():
             pass
 
@@ -128,7 +137,8 @@ def _fake_tensorrt(tmp: Path) -> dict:
 
             def retain_primary_context(self):
                 return _Ctx()
-        """))
+        """)
+    )
     return {"PYTHONPATH": str(d)}
 
 
@@ -191,105 +201,228 @@ _FDS: list[int] = []
 
 CASES = [
     # --- the configuration file -----------------------------------------------------------------------------
-    Case("yaml-syntax", "malformed YAML (an unclosed list)",
-         lambda k, t: ["run", "--config", _cfg(t, "roi:\n  x: [1\n")]),
-    Case("yaml-tab", "a tab used for indentation",
-         lambda k, t: ["check-config", _cfg(t, "roi:\n\tx: 1\n")]),
-    Case("yaml-not-mapping", "the file is a list, not sections",
-         lambda k, t: ["run", "--config", _cfg(t, "- source\n- roi\n")]),
-    Case("yaml-python-tag", "a YAML tag that would run code with an unsafe loader",
-         lambda k, t: ["run", "--config", _cfg(t, f"source:\n  uri: !!python/object/apply:os.mkdir ['{t}/PWNED']\n")]),
+    Case(
+        "yaml-syntax", "malformed YAML (an unclosed list)", lambda k, t: ["run", "--config", _cfg(t, "roi:\n  x: [1\n")]
+    ),
+    Case("yaml-tab", "a tab used for indentation", lambda k, t: ["check-config", _cfg(t, "roi:\n\tx: 1\n")]),
+    Case(
+        "yaml-not-mapping",
+        "the file is a list, not sections",
+        lambda k, t: ["run", "--config", _cfg(t, "- source\n- roi\n")],
+    ),
+    Case(
+        "yaml-python-tag",
+        "a YAML tag that would run code with an unsafe loader",
+        lambda k, t: ["run", "--config", _cfg(t, f"source:\n  uri: !!python/object/apply:os.mkdir ['{t}/PWNED']\n")],
+    ),
     Case("config-missing", "configuration file not found", lambda k, t: ["run", "--config", str(t / "nope.yaml")]),
-    Case("unknown-key", "a misspelt key in a section",
-         lambda k, t: ["run", "--config", _cfg(t, "source:\n  uri: demo\n  realtme: true\n")]),
-    Case("unknown-section", "a section that does not exist",
-         lambda k, t: ["run", "--config", _cfg(t, "camera:\n  index: 0\n")]),
-    Case("wrong-type", "a word where a number belongs",
-         lambda k, t: ["run", "--config", _cfg(t, "roi:\n  x: left\n")]),
-    Case("out-of-range", "trigger line outside the ROI",
-         lambda k, t: ["run", "--config", _cfg(t, "roi:\n  trigger: 1.5\n")]),
-    Case("threshold-range", "decision threshold above 1",
-         lambda k, t: ["check-config", _cfg(t, "model:\n  threshold: 2\n")]),
-    Case("gate-too-close", "reject gate closer than a verdict can arrive",
-         lambda k, t: ["check-config", _cfg(t, "gate:\n  port: sim\n  camera_to_gate_mm: 20\n")]),
-    Case("calibration-missing", "camera calibration file not found",
-         lambda k, t: _run(k, "--config", _cfg(t, "calibration:\n  camera: calib/nope.yaml\n"))),
+    Case(
+        "unknown-key",
+        "a misspelt key in a section",
+        lambda k, t: ["run", "--config", _cfg(t, "source:\n  uri: demo\n  realtme: true\n")],
+    ),
+    Case(
+        "unknown-section",
+        "a section that does not exist",
+        lambda k, t: ["run", "--config", _cfg(t, "camera:\n  index: 0\n")],
+    ),
+    Case("wrong-type", "a word where a number belongs", lambda k, t: ["run", "--config", _cfg(t, "roi:\n  x: left\n")]),
+    Case(
+        "out-of-range",
+        "trigger line outside the ROI",
+        lambda k, t: ["run", "--config", _cfg(t, "roi:\n  trigger: 1.5\n")],
+    ),
+    Case(
+        "threshold-range",
+        "decision threshold above 1",
+        lambda k, t: ["check-config", _cfg(t, "model:\n  threshold: 2\n")],
+    ),
+    Case(
+        "gate-too-close",
+        "reject gate closer than a verdict can arrive",
+        lambda k, t: ["check-config", _cfg(t, "gate:\n  port: sim\n  camera_to_gate_mm: 20\n")],
+    ),
+    Case(
+        "calibration-missing",
+        "camera calibration file not found",
+        lambda k, t: _run(k, "--config", _cfg(t, "calibration:\n  camera: calib/nope.yaml\n")),
+    ),
     # --- the model ------------------------------------------------------------------------------------------
     Case("model-missing", "model file not found", lambda k, t: _run(k, "--model", str(t / "nope.onnx"))),
-    Case("model-suffix", "a model format the runtime does not read",
-         lambda k, t: _run(k, "--model", str(_touch(t / "model.tflite")))),
-    Case("model-input-size", "model input size differs from model.input_size in the configuration",
-         lambda k, t: _run(k, "--config", _cfg(t, "model:\n  input_size: 224\n"))),
-    Case("onnx-truncated", "ONNX file cut short (failed copy)", _truncated_onnx,
-         volatile=(r"\(\[ONNXRuntimeError\][^)]*\)",)),
+    Case(
+        "model-suffix",
+        "a model format the runtime does not read",
+        lambda k, t: _run(k, "--model", str(_touch(t / "model.tflite"))),
+    ),
+    Case(
+        "model-input-size",
+        "model input size differs from model.input_size in the configuration",
+        lambda k, t: _run(k, "--config", _cfg(t, "model:\n  input_size: 224\n")),
+    ),
+    Case(
+        "onnx-truncated",
+        "ONNX file cut short (failed copy)",
+        _truncated_onnx,
+        volatile=(r"\(\[ONNXRuntimeError\][^)]*\)",),
+    ),
     Case("onnx-no-sidecar", "ONNX file without its metadata sidecar", _onnx_no_sidecar),
     Case("pt-unknown-arch", "checkpoint of an architecture this version does not know", _unknown_arch_pt),
     Case("pt-pickled", "checkpoint holding pickled Python objects (refused by weights_only)", _pickled_pt),
-    Case("pt-not-zip", "a .pt file that is not a torch.save archive",
-         lambda k, t: _run(k, "--model", str(_touch(t / "model.pt", b"PK\x03\x04 not a zip")))),
-    Case("engine-other-trt", "TensorRT engine built by another TensorRT version", _other_trt,
-         env={"fake_trt": True}),
+    Case(
+        "pt-not-zip",
+        "a .pt file that is not a torch.save archive",
+        lambda k, t: _run(k, "--model", str(_touch(t / "model.pt", b"PK\x03\x04 not a zip"))),
+    ),
+    Case("engine-other-trt", "TensorRT engine built by another TensorRT version", _other_trt, env={"fake_trt": True}),
     Case("engine-other-gpu", "TensorRT engine built on another GPU model", _other_gpu, env={"fake_trt": True}),
     Case("engine-no-tensorrt", "TensorRT engine on a machine without TensorRT", _engine_no_trt),
     # --- the video source -----------------------------------------------------------------------------------
     Case("video-missing", "video file not found", lambda k, t: _run(k, "--source", str(t / "nope.mp4"))),
     Case("video-corrupt", "a file that is not a video", _corrupt_video),
     Case("video-truncated", "a video cut off after its header", _truncated_video),
-    Case("folder-empty", "an image folder with no images",
-         lambda k, t: _run(k, "--source", str(_mkdir(t / "empty")))),
-    Case("camera-unknown", "camera index that does not exist",
-         lambda k, t: ["run", "--no-display", "--camera", "57", "--model", str(k.onnx)]),
-    Case("stream-refused", "network stream that refuses (credentials in the URL stay hidden)",
-         lambda k, t: _run(k, "--source", "rtsp://admin:s3cr3t@127.0.0.1:9/line"), forbid=("s3cr3t",)),
-    Case("gst-bad-element", "GStreamer pipeline with an unknown element",
-         lambda k, t: _run(k, "--source", "gst:nosuchsrc ! videoconvert"), needs="gst-launch-1.0"),
-    Case("gst-stream-refused", "GStreamer stream that refuses (credentials in the pipeline stay hidden)",
-         lambda k, t: _run(k, "--source", "gst:rtspsrc location=rtsp://admin:s3cr3t@127.0.0.1:9/line ! decodebin"),
-         forbid=("s3cr3t",), needs="gst-launch-1.0"),
+    Case("folder-empty", "an image folder with no images", lambda k, t: _run(k, "--source", str(_mkdir(t / "empty")))),
+    Case(
+        "camera-unknown",
+        "camera index that does not exist",
+        lambda k, t: ["run", "--no-display", "--camera", "57", "--model", str(k.onnx)],
+    ),
+    Case(
+        "stream-refused",
+        "network stream that refuses (credentials in the URL stay hidden)",
+        lambda k, t: _run(k, "--source", "rtsp://admin:s3cr3t@127.0.0.1:9/line"),
+        forbid=("s3cr3t",),
+    ),
+    Case(
+        "gst-bad-element",
+        "GStreamer pipeline with an unknown element",
+        lambda k, t: _run(k, "--source", "gst:nosuchsrc ! videoconvert"),
+        needs="gst-launch-1.0",
+    ),
+    Case(
+        "gst-stream-refused",
+        "GStreamer stream that refuses (credentials in the pipeline stay hidden)",
+        lambda k, t: _run(k, "--source", "gst:rtspsrc location=rtsp://admin:s3cr3t@127.0.0.1:9/line ! decodebin"),
+        forbid=("s3cr3t",),
+        needs="gst-launch-1.0",
+    ),
     # --- the reject gate ------------------------------------------------------------------------------------
-    Case("serial-missing", "serial port that does not exist",
-         lambda k, t: _run(k, "--serial", "/dev/ttyUSB97")),
-    Case("serial-permission", "serial port the user may not open (run as `nobody`)", _pty_as_root,
-         user="nobody", volatile=(r"/dev/pts/\d+",)),
-    Case("serial-not-a-tty", "a plain file given as the serial port",
-         lambda k, t: _run(k, "--serial", str(_touch(t / "ttyUSB0", b"")))),
-    Case("serial-bad-url", "serial URL with an unknown scheme",
-         lambda k, t: _run(k, "--serial", "blah://gate")),
+    Case("serial-missing", "serial port that does not exist", lambda k, t: _run(k, "--serial", "/dev/ttyUSB97")),
+    Case(
+        "serial-permission",
+        "serial port the user may not open (run as `nobody`)",
+        _pty_as_root,
+        user="nobody",
+        volatile=(r"/dev/pts/\d+",),
+    ),
+    Case(
+        "serial-not-a-tty",
+        "a plain file given as the serial port",
+        lambda k, t: _run(k, "--serial", str(_touch(t / "ttyUSB0", b""))),
+    ),
+    Case("serial-bad-url", "serial URL with an unknown scheme", lambda k, t: _run(k, "--serial", "blah://gate")),
     # --- outputs --------------------------------------------------------------------------------------------
-    Case("events-unwritable", "events file in a place that cannot be written",
-         lambda k, t: _run(k, "--events", "/proc/inspector/events.jsonl")),
-    Case("log-unwritable", "defect log in a place that cannot be written",
-         lambda k, t: _run(k, "--log-db", "/proc/inspector/defects.db")),
+    Case(
+        "events-unwritable",
+        "events file in a place that cannot be written",
+        lambda k, t: _run(k, "--events", "/proc/inspector/events.jsonl"),
+    ),
+    Case(
+        "log-unwritable",
+        "defect log in a place that cannot be written",
+        lambda k, t: _run(k, "--log-db", "/proc/inspector/defects.db"),
+    ),
     Case("truth-missing", "--truth file not found", lambda k, t: _run(k, "--truth", str(t / "nope.csv"))),
-    Case("metrics-port-busy", "metrics port already taken by another program", _busy_metrics_port,
-         volatile=(r"(?<![\d.])\d{4,5}(?![\d.])",)),
-    Case("mqtt-topic", "an MQTT topic prefix with a wildcard",
-         lambda k, t: ["check-config", _cfg(t, "mqtt:\n  topic: plant/#\n")]),
-    Case("mqtt-password-unset", "mqtt.password_env names a variable that is not set",
-         lambda k, t: _run(k, "--mqtt", "127.0.0.1", "--config", _cfg(
-             t, "mqtt:\n  username: inspector\n  password_env: INSPECTOR_NO_SUCH_PASSWORD_VAR\n"))),
-    Case("display-on", "display.enabled on without a display",
-         lambda k, t: ["run", "--source", str(k.video), "--model", str(k.onnx),
-                       "--config", _cfg(t, "display:\n  enabled: 'on'\n")]),
+    Case(
+        "metrics-port-busy",
+        "metrics port already taken by another program",
+        _busy_metrics_port,
+        volatile=(r"(?<![\d.])\d{4,5}(?![\d.])",),
+    ),
+    Case(
+        "mqtt-topic",
+        "an MQTT topic prefix with a wildcard",
+        lambda k, t: ["check-config", _cfg(t, "mqtt:\n  topic: plant/#\n")],
+    ),
+    Case(
+        "mqtt-password-unset",
+        "mqtt.password_env names a variable that is not set",
+        lambda k, t: _run(
+            k,
+            "--mqtt",
+            "127.0.0.1",
+            "--config",
+            _cfg(t, "mqtt:\n  username: inspector\n  password_env: INSPECTOR_NO_SUCH_PASSWORD_VAR\n"),
+        ),
+    ),
+    Case(
+        "display-on",
+        "display.enabled on without a display",
+        lambda k, t: [
+            "run",
+            "--source",
+            str(k.video),
+            "--model",
+            str(k.onnx),
+            "--config",
+            _cfg(t, "display:\n  enabled: 'on'\n"),
+        ],
+    ),
     # --- the service ----------------------------------------------------------------------------------------
-    Case("service-config-missing", "service install with a configuration that does not exist",
-         lambda k, t: ["service", "install", "--config", str(t / "nope.yaml"), "--dry-run"]),
-    Case("service-name", "service instance name with a space",
-         lambda k, t: ["service", "install", "--config", _cfg(t, "source:\n  uri: demo\n"), "--name", "line 1",
-                       "--dry-run"]),
-    Case("service-user", "service account that does not exist",
-         lambda k, t: ["service", "install", "--config", _cfg(t, "source:\n  uri: demo\n"), "--user",
-                       "no-such-inspector-user", "--dry-run"]),
-    Case("service-unit-dir", "unit folder that cannot be written",
-         lambda k, t: ["service", "install", "--config", _cfg(t, "source:\n  uri: demo\n"), "--unit-dir",
-                       "/proc/inspector-units"]),
-    Case("service-not-installed", "service uninstall of a line that is not installed",
-         lambda k, t: ["service", "uninstall", "--name", "line9", "--unit-dir", str(_mkdir(t / "units"))]),
+    Case(
+        "service-config-missing",
+        "service install with a configuration that does not exist",
+        lambda k, t: ["service", "install", "--config", str(t / "nope.yaml"), "--dry-run"],
+    ),
+    Case(
+        "service-name",
+        "service instance name with a space",
+        lambda k, t: [
+            "service",
+            "install",
+            "--config",
+            _cfg(t, "source:\n  uri: demo\n"),
+            "--name",
+            "line 1",
+            "--dry-run",
+        ],
+    ),
+    Case(
+        "service-user",
+        "service account that does not exist",
+        lambda k, t: [
+            "service",
+            "install",
+            "--config",
+            _cfg(t, "source:\n  uri: demo\n"),
+            "--user",
+            "no-such-inspector-user",
+            "--dry-run",
+        ],
+    ),
+    Case(
+        "service-unit-dir",
+        "unit folder that cannot be written",
+        lambda k, t: [
+            "service",
+            "install",
+            "--config",
+            _cfg(t, "source:\n  uri: demo\n"),
+            "--unit-dir",
+            "/proc/inspector-units",
+        ],
+    ),
+    Case(
+        "service-not-installed",
+        "service uninstall of a line that is not installed",
+        lambda k, t: ["service", "uninstall", "--name", "line9", "--unit-dir", str(_mkdir(t / "units"))],
+    ),
     # --- training -------------------------------------------------------------------------------------------
-    Case("anomaly-no-ok-class", "anomaly training on class folders none of which names the good parts",
-         lambda k, t: _anomaly(t, {"a": 12, "b": 12})),
-    Case("anomaly-too-few", "anomaly training with too few good images",
-         lambda k, t: _anomaly(t, {"ok": 5})),
+    Case(
+        "anomaly-no-ok-class",
+        "anomaly training on class folders none of which names the good parts",
+        lambda k, t: _anomaly(t, {"a": 12, "b": 12}),
+    ),
+    Case("anomaly-too-few", "anomaly training with too few good images", lambda k, t: _anomaly(t, {"ok": 5})),
 ]
 
 
@@ -303,8 +436,10 @@ def _unreachable_for(user: str, kit: Kit) -> str | None:
     if proc.returncode == 0:
         return None
     last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-    return (f"the user {user} cannot reach {sys.executable}, the project or the kit from here ({last}); "
-            "run the tests from a checkout outside a private (0700) folder to cover this case")
+    return (
+        f"the user {user} cannot reach {sys.executable}, the project or the kit from here ({last}); "
+        "run the tests from a checkout outside a private (0700) folder to cover this case"
+    )
 
 
 def _anomaly(t: Path, folders: dict[str, int]) -> list[str]:
@@ -417,8 +552,12 @@ def write_doc() -> None:
     with tempfile.TemporaryDirectory(prefix="inspector-faults-") as d:
         Path(d).chmod(0o755)
         k = make_kit(Path(d) / "kit")
-        lines = [BEGIN, "", "| id | bad input | command (shortened) | the one line on stderr, after `error: ` |",
-                 "| --- | --- | --- | --- |"]
+        lines = [
+            BEGIN,
+            "",
+            "| id | bad input | command (shortened) | the one line on stderr, after `error: ` |",
+            "| --- | --- | --- | --- |",
+        ]
         for case in CASES:
             tmp = Path(d) / case.id
             proc, msg, argv = run_case(case, k, tmp)

@@ -47,12 +47,25 @@ def test_log_disk_full_keeps_inspecting_and_writes_every_row_once_space_returns(
     filler.write_bytes(b"\0" * (free - 96 * 1024))
     video = line_video(tmp_path / "line.avi", PARTS, 14 * 8 + 50)
     db = small_disk / "defects.db"
-    cfg = write_config(tmp_path / "line.yaml", kit, str(video),
-                       f"log:\n  db: {db}\n  min_free_mb: 0\n  ok_sample_fraction: 1.0\n")
-    cmd = [sys.executable, "-m", "inspector", "run", "--config", str(cfg), "--realtime", "--serial", "sim",
-           "--events", str(tmp_path / "ev.jsonl")]
-    child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                             errors="replace")
+    cfg = write_config(
+        tmp_path / "line.yaml", kit, str(video), f"log:\n  db: {db}\n  min_free_mb: 0\n  ok_sample_fraction: 1.0\n"
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "inspector",
+        "run",
+        "--config",
+        str(cfg),
+        "--realtime",
+        "--serial",
+        "sim",
+        "--events",
+        str(tmp_path / "ev.jsonl"),
+    ]
+    child = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, errors="replace"
+    )
     err: list[str] = []
     full_at = None
     sel = selectors.DefaultSelector()
@@ -97,9 +110,26 @@ def test_log_disk_already_full_at_start_is_one_clear_line(kit, tmp_path, small_d
     "not a database"), no traceback."""
     filler = small_disk / "filler"
     filler.write_bytes(b"\0" * shutil.disk_usage(small_disk).free)
-    r = subprocess.run([sys.executable, "-m", "inspector", "run", "--no-display", "--source", str(kit.video),
-                        "--model", str(kit.onnx), "--log-db", str(small_disk / "defects.db")],
-                       cwd=ROOT, capture_output=True, text=True, errors="replace", timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "inspector",
+            "run",
+            "--no-display",
+            "--source",
+            str(kit.video),
+            "--model",
+            str(kit.onnx),
+            "--log-db",
+            str(small_disk / "defects.db"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=60,
+    )
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert r.returncode == 1 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "the disk is full" in errors[0], errors

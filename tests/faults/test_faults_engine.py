@@ -21,8 +21,9 @@ PARTS = [(0, False), (14, False), (28, False), (42, False)]  # all OK for this m
 class FaultyEngine:
     """The real engine; call number ``n`` (1-based) raises or sleeps first."""
 
-    def __init__(self, path: Path, *, raise_on: int | None = None, sleep_on: int | None = None,
-                 sleep_s: float = 0.0) -> None:
+    def __init__(
+        self, path: Path, *, raise_on: int | None = None, sleep_on: int | None = None, sleep_s: float = 0.0
+    ) -> None:
         self.engine = load_engine(path)
         self.meta, self.path, self.backend = self.engine.meta, self.engine.path, self.engine.backend
         self.raise_on, self.sleep_on, self.sleep_s = raise_on, sleep_on, sleep_s

@@ -35,10 +35,20 @@ def test_unplug_and_replug_during_a_run(kit, tmp_path: Path) -> None:
     video = line_video(tmp_path / "line.avi", SPACED, 8 * 14 + 50)
     cfg = write_config(tmp_path / "line.yaml", kit, str(video), f"log:\n  db: {tmp_path / 'defects.db'}\n")
     cfg.write_text(cfg.read_text().replace("threshold: 0.99", "threshold: 0.0"))
-    cmd = [sys.executable, "-m", "inspector", "run", "--config", str(cfg), "--realtime", "--serial", link.port,
-           "--events", str(tmp_path / "ev.jsonl")]
-    child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             errors="replace")
+    cmd = [
+        sys.executable,
+        "-m",
+        "inspector",
+        "run",
+        "--config",
+        str(cfg),
+        "--realtime",
+        "--serial",
+        link.port,
+        "--events",
+        str(tmp_path / "ev.jsonl"),
+    ]
+    child = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
     try:
         assert sim.wait_for(lambda s: s.mode == P.MODE_RUN, 30), "the host never brought the controller to RUN"
         time.sleep(1.2)

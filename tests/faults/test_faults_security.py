@@ -56,8 +56,18 @@ def problems_in(source: str, where: str = "<snippet>") -> list[str]:
         if name.endswith("torch.load") or name == "torch.load" or (last == "load" and name.startswith("torch")):
             if _const(_kw(node, "weights_only")) is not True:
                 out.append(f"{line}: torch.load without weights_only=True (unpickles arbitrary objects)")
-        if name in ("pickle.load", "pickle.loads", "pickle.Unpickler", "cPickle.load", "dill.load", "dill.loads",
-                    "joblib.load", "marshal.load", "marshal.loads", "shelve.open"):
+        if name in (
+            "pickle.load",
+            "pickle.loads",
+            "pickle.Unpickler",
+            "cPickle.load",
+            "dill.load",
+            "dill.loads",
+            "joblib.load",
+            "marshal.load",
+            "marshal.loads",
+            "shelve.open",
+        ):
             out.append(f"{line}: {name} (unpickling)")
         if last == "load" and name.split(".")[0] in ("np", "numpy") and _const(_kw(node, "allow_pickle")) is True:
             out.append(f"{line}: {name}(allow_pickle=True)")
@@ -65,8 +75,14 @@ def problems_in(source: str, where: str = "<snippet>") -> list[str]:
             out.append(f"{line}: {name} (use yaml.safe_load)")
         if _const(_kw(node, "shell")) is True:
             out.append(f"{line}: {name}(shell=True)")
-        if name in ("os.system", "os.popen", "os.spawnlp", "os.execlp", "subprocess.getoutput",
-                    "subprocess.getstatusoutput"):
+        if name in (
+            "os.system",
+            "os.popen",
+            "os.spawnlp",
+            "os.execlp",
+            "subprocess.getoutput",
+            "subprocess.getstatusoutput",
+        ):
             out.append(f"{line}: {name} (runs a shell)")
         if name.startswith("subprocess.") and last in ("run", "Popen", "call", "check_call", "check_output"):
             first = node.args[0] if node.args else _kw(node, "args")
@@ -174,8 +190,12 @@ def test_the_runtime_listens_on_no_network_port(kit, tmp_path: Path) -> None:
 
     video = line_video(tmp_path / "line.avi", [(0, False), (14, False)], 90)
     cfg = write_config(tmp_path / "line.yaml", kit, str(video), f"log:\n  db: {tmp_path / 'd.db'}\n")
-    child = subprocess.Popen([sys.executable, "-m", "inspector", "run", "--config", str(cfg), "--realtime",
-                              "--serial", "sim"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "inspector", "run", "--config", str(cfg), "--realtime", "--serial", "sim"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         proc = psutil.Process(child.pid)
         seen, deadline = 0, time.monotonic() + 30
@@ -203,10 +223,20 @@ def test_hostile_names_stay_inside_the_log_and_are_inert_in_the_export(tmp_path:
 
     db = tmp_path / "log" / "defects.db"
     dlog = open_log(LogConfig(db=str(db)), "m", "c")
-    names = ["../../../../tmp/evil", "=HYPERLINK(\"http://x\",\"y\")", "@SUM(A1)", "a/b\\c\x00d"]
+    names = ["../../../../tmp/evil", '=HYPERLINK("http://x","y")', "@SUM(A1)", "a/b\\c\x00d"]
     for i, name in enumerate(names, 1):
-        p = Part(i, i, time.monotonic_ns(), (0, 0, 8, 8), Verdict.DEFECT, 0.9, name, reason=f"-{name}",
-                 t_verdict_ns=time.monotonic_ns(), crop=np.zeros((8, 8, 3), np.uint8))
+        p = Part(
+            i,
+            i,
+            time.monotonic_ns(),
+            (0, 0, 8, 8),
+            Verdict.DEFECT,
+            0.9,
+            name,
+            reason=f"-{name}",
+            t_verdict_ns=time.monotonic_ns(),
+            crop=np.zeros((8, 8, 3), np.uint8),
+        )
         dlog.on_part(p)
     dlog.close()
     images = tmp_path / "log" / "defects_images"

@@ -18,9 +18,29 @@ def test_soak_smoke(kit, tmp_path: Path) -> None:
     or judged twice across the loop boundary, one log row with a gate result per event, fds/threads flat."""
     out = tmp_path / "soak"
     r = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "soak.py"), "--duration-min", "0.33", "--sample-s", "2",
-         "--warmup-s", "6", "--parts", "6", "--model", str(kit.onnx), "--out", str(out), "--rss-slope-mb", "1e6"],
-        capture_output=True, text=True, errors="replace", timeout=180)
+        [
+            sys.executable,
+            str(ROOT / "bench" / "soak.py"),
+            "--duration-min",
+            "0.33",
+            "--sample-s",
+            "2",
+            "--warmup-s",
+            "6",
+            "--parts",
+            "6",
+            "--model",
+            str(kit.onnx),
+            "--out",
+            str(out),
+            "--rss-slope-mb",
+            "1e6",
+        ],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=180,
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert r.returncode == 0, (summary["problems"], r.stdout[-2000:], r.stderr[-2000:])
     assert summary["loops"] >= 1.0 and summary["parts_expected"] >= 6, summary

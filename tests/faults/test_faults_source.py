@@ -53,8 +53,11 @@ def test_stall_rejects_the_parts_in_flight_and_the_line_comes_back(kit, tmp_path
             return True
         if state["in_flight"] is None:
             # a part well short of the trigger line, its speed known (8 px per 33.3 ms frame)
-            due = [t for t in view.tracks if not t.classified and t.hits >= 6 and t.pos < view.roi.trigger_px - 40
-                   and view.seq >= 20]  # the frame rate is known by then
+            due = [
+                t
+                for t in view.tracks
+                if not t.classified and t.hits >= 6 and t.pos < view.roi.trigger_px - 40 and view.seq >= 20
+            ]  # the frame rate is known by then
             if due:
                 state["in_flight"] = {t.track_id for t in view.tracks if not t.classified}
                 state["pid"] = line.capture.source.pid
@@ -74,8 +77,9 @@ def test_stall_rejects_the_parts_in_flight_and_the_line_comes_back(kit, tmp_path
     lost = {p.part_id: p.reason for p in line.parts.by_verdict(Verdict.NO_VERDICT)}
     assert {i for i, why in lost.items() if why == STALLED} == state["in_flight"], lost
     # besides those, only parts still on their way when the test stopped the run
-    assert all(why == "run stopped before the part was classified" for i, why in lost.items()
-               if i not in state["in_flight"]), lost
+    assert all(
+        why == "run stopped before the part was classified" for i, why in lost.items() if i not in state["in_flight"]
+    ), lost
     assert sum(p.verdict is Verdict.OK for p in line.parts.parts) >= 2
     # its reject aims at when it reaches the trigger line (and so the gate), not at where it was last seen
     pid, eta = state["eta"]
@@ -117,8 +121,9 @@ def test_short_freeze_under_the_stall_timeout_loses_nothing(kit, tmp_path: Path,
 
 def _run_file(kit, tmp: Path, video: Path, *extra: str):
     cfg = write_config(tmp / "line.yaml", kit, str(video), f"log:\n  db: {tmp / 'log' / 'defects.db'}\n")
-    proc = run_cli("run", "--config", str(cfg), "--events", str(tmp / "ev.jsonl"), "--serial", "sim", *extra,
-                   cwd=tmp, timeout=90)
+    proc = run_cli(
+        "run", "--config", str(cfg), "--events", str(tmp / "ev.jsonl"), "--serial", "sim", *extra, cwd=tmp, timeout=90
+    )
     events = [json.loads(x) for x in (tmp / "ev.jsonl").read_text().splitlines()]
     con = sqlite3.connect(tmp / "log" / "defects.db")
     con.row_factory = sqlite3.Row

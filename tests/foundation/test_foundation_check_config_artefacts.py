@@ -8,8 +8,9 @@ from pathlib import Path
 
 
 def check(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "inspector", "check-config", str(path)],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "inspector", "check-config", str(path)], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_broken_roi_artefact_is_reported(tmp_path: Path) -> None:
@@ -31,9 +32,26 @@ def test_missing_camera_calibration_is_reported(tmp_path: Path) -> None:
 
 def test_valid_roi_artefact_passes(tmp_path: Path) -> None:
     made = subprocess.run(
-        [sys.executable, "-m", "inspector", "calibrate", "roi", "--frame-size", "640x480", "--roi", "10,20,600,400",
-         "--trigger", "0.5", "--direction", "right", "--out", str(tmp_path / "roi.yaml")],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "inspector",
+            "calibrate",
+            "roi",
+            "--frame-size",
+            "640x480",
+            "--roi",
+            "10,20,600,400",
+            "--trigger",
+            "0.5",
+            "--direction",
+            "right",
+            "--out",
+            str(tmp_path / "roi.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert made.returncode == 0, made.stderr
     cfg = tmp_path / "line.yaml"

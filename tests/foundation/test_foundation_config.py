@@ -55,7 +55,9 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
 def test_check_config_exit_codes(tmp_path: Path, root: Path) -> None:
     good = subprocess.run(
         [sys.executable, "-m", "inspector", "check-config", str(root / "configs" / "default.yaml")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert good.returncode == 0, good.stderr
     bad = tmp_path / "bad.yaml"
@@ -69,7 +71,9 @@ def test_check_config_exit_codes(tmp_path: Path, root: Path) -> None:
     assert "Traceback" not in res.stderr
     missing = subprocess.run(
         [sys.executable, "-m", "inspector", "check-config", str(tmp_path / "nope.yaml")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert missing.returncode == 1 and "file not found" in missing.stderr
 
@@ -97,8 +101,7 @@ def test_stall_timeout_against_the_belt_to_the_gate(tmp_path: Path) -> None:
 
     path = tmp_path / "line.yaml"
     path.write_text(
-        "source:\n  stall_timeout_s: 2.0\n"
-        "gate:\n  port: sim\n  camera_to_gate_mm: 300\n  belt_speed_mm_s: 200\n"
+        "source:\n  stall_timeout_s: 2.0\ngate:\n  port: sim\n  camera_to_gate_mm: 300\n  belt_speed_mm_s: 200\n"
     )
     problem = stall_gate_problem(load_config(path))
     assert problem and "source.stall_timeout_s 2 s" in problem and "1500 ms of belt travel" in problem

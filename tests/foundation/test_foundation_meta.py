@@ -15,8 +15,16 @@ from engines.preprocess import normalize, preprocess, to_model_image
 
 
 def meta(**kw) -> ModelMeta:
-    base = dict(arch="seedcnn", classes=["def_front", "ok_front"], ok_class="ok_front", input_size=32,
-                channels=1, mean=[0.5], std=[0.25], threshold=0.4)
+    base = dict(
+        arch="seedcnn",
+        classes=["def_front", "ok_front"],
+        ok_class="ok_front",
+        input_size=32,
+        channels=1,
+        mean=[0.5],
+        std=[0.25],
+        threshold=0.4,
+    )
     return ModelMeta(**{**base, **kw})
 
 

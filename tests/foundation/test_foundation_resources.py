@@ -37,8 +37,23 @@ def test_an_install_without_a_checkout_finds_them_under_its_prefix(tmp_path, mon
 
 @pytest.mark.slow
 def test_the_wheel_carries_the_model_and_the_demo_sample(tmp_path) -> None:
-    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                        "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     (wheel,) = tmp_path.glob("inspector-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())

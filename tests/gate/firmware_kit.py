@@ -62,8 +62,12 @@ class PcController(Controller):
         super().__init__(tmp_path)
         self.log = tmp_path / "pc-pins.log"
         self._err = self.log.open("w")
-        self.proc = subprocess.Popen([str(exe)], env={**os.environ, "GATE_FD": str(self.link.master)},
-                                     pass_fds=(self.link.master,), stderr=self._err)
+        self.proc = subprocess.Popen(
+            [str(exe)],
+            env={**os.environ, "GATE_FD": str(self.link.master)},
+            pass_fds=(self.link.master,),
+            stderr=self._err,
+        )
 
     def edges(self, pin: int = DIVERTER) -> list[tuple[int, int]]:
         out = []
@@ -114,17 +118,37 @@ def require_realtime(c: Controller, what: str) -> None:
     if isinstance(c, AvrController):
         lag = c.trace().max_lag_ms()
         if lag > MAX_LAG_MS:
-            pytest.skip(f"{what} passed; host-clock checks not meaningful: the emulator fell {lag:.0f} ms behind "
-                        f"real time (machine overloaded; limit {MAX_LAG_MS:.0f} ms)")
+            pytest.skip(
+                f"{what} passed; host-clock checks not meaningful: the emulator fell {lag:.0f} ms behind "
+                f"real time (machine overloaded; limit {MAX_LAG_MS:.0f} ms)"
+            )
 
 
 def build_pc(out: Path) -> Path:
     if shutil.which("g++") is None:
         pytest.skip("g++ not installed")
     exe = out / "gate_controller"
-    subprocess.run(["g++", "-std=gnu++11", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{FW / 'host' / 'include'}",
-                    "-x", "c++", str(FW / "gate_controller" / "gate_controller.ino"),
-                    "-x", "c++", str(FW / "host" / "main.cpp"), "-o", str(exe)], check=True, timeout=120)
+    subprocess.run(
+        [
+            "g++",
+            "-std=gnu++11",
+            "-O2",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            f"-I{FW / 'host' / 'include'}",
+            "-x",
+            "c++",
+            str(FW / "gate_controller" / "gate_controller.ino"),
+            "-x",
+            "c++",
+            str(FW / "host" / "main.cpp"),
+            "-o",
+            str(exe),
+        ],
+        check=True,
+        timeout=120,
+    )
     return exe
 
 

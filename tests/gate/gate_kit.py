@@ -21,8 +21,15 @@ FRAME_NS = 33_000_000  # one frame interval at 30 fps: the required firing accur
 
 # 400 ms of belt travel; a dead link is noticed within 300 ms; every timeout short so tests stay quick, with
 # room for a shared, loaded test machine
-FAST = dict(camera_to_gate_mm=80.0, belt_speed_mm_s=200.0, worst_latency_ms=50.0, heartbeat_ms=50.0,
-            link_timeout_ms=300.0, ack_timeout_ms=30.0, pulse_ms=20.0)
+FAST = dict(
+    camera_to_gate_mm=80.0,
+    belt_speed_mm_s=200.0,
+    worst_latency_ms=50.0,
+    heartbeat_ms=50.0,
+    link_timeout_ms=300.0,
+    ack_timeout_ms=30.0,
+    pulse_ms=20.0,
+)
 
 
 class Results:
@@ -45,17 +52,30 @@ class Results:
 def make_part(i: int, defect: bool, latency_ms: float = 20.0, crop: bool = False) -> Part:
     now = time.monotonic_ns()
     img = np.full((48, 48, 3), 100 + (i % 100), np.uint8) if crop else None
-    return Part(i, i, now - int(latency_ms * 1e6), (0, 0, 48, 48), Verdict.DEFECT if defect else Verdict.OK,
-                0.9 if defect else 0.1, "defect" if defect else "ok", t_infer_start_ns=now - 5_000_000,
-                t_verdict_ns=now, crop=img)
+    return Part(
+        i,
+        i,
+        now - int(latency_ms * 1e6),
+        (0, 0, 48, 48),
+        Verdict.DEFECT if defect else Verdict.OK,
+        0.9 if defect else 0.1,
+        "defect" if defect else "ok",
+        t_infer_start_ns=now - 5_000_000,
+        t_verdict_ns=now,
+        crop=img,
+    )
 
 
 class Line:
     def __init__(self, tmp_path: Path, **overrides: object) -> None:
         self.cfg = GateConfig(**{**FAST, **overrides})
         self.link = PtyLink(tmp_path / "ttyGATE")
-        self.sim = GateSimulator(self.link, record=tmp_path / "gate.jsonl", link_timeout_ms=self.cfg.link_timeout_ms,
-                                 heartbeat_ms=self.cfg.heartbeat_ms).start()
+        self.sim = GateSimulator(
+            self.link,
+            record=tmp_path / "gate.jsonl",
+            link_timeout_ms=self.cfg.link_timeout_ms,
+            heartbeat_ms=self.cfg.heartbeat_ms,
+        ).start()
         self.results = Results()
         self.extra_sinks: list = []
         self.actuator = GateActuator(self.cfg, self.link.port, self._result, reconnect_max_s=0.1)
@@ -81,8 +101,22 @@ class SimProcess:
         self.port = str(tmp_path / "ttyGATEPROC")
         self.record = tmp_path / "gate-proc.jsonl"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "inspector", "gate-sim", "--port", self.port, "--record", str(self.record),
-             "--duration", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "inspector",
+                "gate-sim",
+                "--port",
+                self.port,
+                "--record",
+                str(self.record),
+                "--duration",
+                "60",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         first = self.proc.stdout.readline()  # blocks until it is listening (or exits)
         assert "listening on" in first, (first, self.proc.stderr.read() if self.proc.poll() is not None else "")
 

@@ -51,8 +51,14 @@ def test_rows_images_and_ok_sampling(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "safe"),
-    [("../../etc/passwd", "etc_passwd"), ("scratch mark", "scratch_mark"), ("", "x"), ("..", "x"),
-     ("a" * 100, "a" * 40), ("défaut/€", "d_faut")],
+    [
+        ("../../etc/passwd", "etc_passwd"),
+        ("scratch mark", "scratch_mark"),
+        ("", "x"),
+        ("..", "x"),
+        ("a" * 100, "a" * 40),
+        ("défaut/€", "d_faut"),
+    ],
 )
 def test_safe_name(raw: str, safe: str) -> None:
     assert safe_name(raw) == safe
@@ -158,8 +164,9 @@ def test_kill_9_mid_run_keeps_every_committed_row(tmp_path: Path) -> None:
     db = tmp_path / "log.db"
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
-    proc = subprocess.Popen([sys.executable, str(script), str(db), str(Path(__file__).parent)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(db), str(Path(__file__).parent)], stdout=subprocess.PIPE, text=True
+    )
     committed = 0
     timer = threading.Timer(30, proc.kill)  # a hung writer cannot hang the test
     timer.start()

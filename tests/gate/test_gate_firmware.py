@@ -35,9 +35,27 @@ def host_firmware(tmp_path_factory) -> Path:
     if shutil.which("g++") is None:
         pytest.skip("g++ not installed")
     exe = tmp_path_factory.mktemp("fw") / "gate_controller"
-    subprocess.run(["g++", "-std=gnu++11", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{FW / 'host' / 'include'}",
-                    "-x", "c++", str(FW / "gate_controller" / "gate_controller.ino"),
-                    "-x", "c++", str(FW / "host" / "main.cpp"), "-o", str(exe)], check=True, timeout=120)
+    subprocess.run(
+        [
+            "g++",
+            "-std=gnu++11",
+            "-O2",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            f"-I{FW / 'host' / 'include'}",
+            "-x",
+            "c++",
+            str(FW / "gate_controller" / "gate_controller.ino"),
+            "-x",
+            "c++",
+            str(FW / "host" / "main.cpp"),
+            "-o",
+            str(exe),
+        ],
+        check=True,
+        timeout=120,
+    )
     return exe
 
 
@@ -56,8 +74,13 @@ def _read_until(fd: int, type_: str, fields: tuple, timeout: float) -> bool:
 
 def test_firmware_logic_on_a_line(host_firmware: Path, tmp_path: Path) -> None:
     link = PtyLink(tmp_path / "ttyFW")
-    proc = subprocess.Popen([str(host_firmware)], env={**os.environ, "GATE_FD": str(link.master)},
-                            pass_fds=(link.master,), stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(host_firmware)],
+        env={**os.environ, "GATE_FD": str(link.master)},
+        pass_fds=(link.master,),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     results = Results()
     act = GateActuator(GateConfig(**FAST), link.port, results, reconnect_max_s=0.1)
     try:

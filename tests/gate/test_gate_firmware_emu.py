@@ -194,8 +194,9 @@ def test_heartbeat_loss_enters_fail_safe_within_link_timeout(controller) -> None
         last_rx = max(ln.cycle for ln in tr.rx if ln.cycle < up.cycle)
         waited_ms = (up.cycle - last_rx) / CYCLES_PER_MS
         assert FAST["link_timeout_ms"] < waited_ms <= FAST["link_timeout_ms"] + 2.0, waited_ms
-        assert controller.emu.wait_for(lambda t: any(ln.fields[1:] == ["MODE", "DIVERT", "HB_TIMEOUT"]
-                                                     for ln in t.tx if ln.cycle >= up.cycle), 3.0), tr.tx[-3:]
+        assert controller.emu.wait_for(
+            lambda t: any(ln.fields[1:] == ["MODE", "DIVERT", "HB_TIMEOUT"] for ln in t.tx if ln.cycle >= up.cycle), 3.0
+        ), tr.tx[-3:]
     require_realtime(controller, "fail-safe on the emulated clock")
     assert t_hold - t_silent <= timeout_ns + 100_000_000, (t_hold - t_silent) / 1e6  # host clock: loose
 
@@ -239,8 +240,13 @@ def test_watchdog_resets_a_hung_loop_into_fail_safe(avr: AvrController) -> None:
         assert 250.0 <= hung_ms <= 260.0, hung_ms  # WDTO_250MS: 32768 cycles of the 128 kHz oscillator
         # it booted again, in fail-safe, and said so
         assert avr.emu.wait_for(lambda t: any(e.value == 1 and e.cycle > reset_cycle for e in t.pin(DIVERTER)), 2.0)
-        assert avr.emu.wait_for(lambda t: [ln.fields[1:] for ln in t.tx if ln.cycle > reset_cycle][:2]
-                                == [["MODE", "DIVERT", "BOOT"], ["ERR", "RESET", "WATCHDOG"]], 2.0), avr.trace().tx[-3:]
+        assert avr.emu.wait_for(
+            lambda t: (
+                [ln.fields[1:] for ln in t.tx if ln.cycle > reset_cycle][:2]
+                == [["MODE", "DIVERT", "BOOT"], ["ERR", "RESET", "WATCHDOG"]]
+            ),
+            2.0,
+        ), avr.trace().tx[-3:]
         boot_up = next(e for e in avr.trace().pin(DIVERTER) if e.value == 1 and e.cycle > reset_cycle)
         assert (boot_up.cycle - reset_cycle) / CYCLES_PER_MS < 5.0  # held out within ms of the reset
         # the host re-configures it and releases it; rejects fire again
@@ -261,8 +267,9 @@ def test_encoder_timebase_with_pulses_on_int0(avr: AvrController) -> None:
     assert avr.emu.wait_for(lambda t: t.tx, 3.0), "the firmware never spoke"  # booted: INT0 attached
     avr.emu.encoder(2000)
     results = Results()
-    act = GateActuator(GateConfig(**{**FAST, "timebase": "encoder", "counts_per_mm": 10.0}), avr.port, results,
-                       reconnect_max_s=0.1)
+    act = GateActuator(
+        GateConfig(**{**FAST, "timebase": "encoder", "counts_per_mm": 10.0}), avr.port, results, reconnect_max_s=0.1
+    )
     try:
         assert act.running.wait(5.0), "firmware never reached RUN"
         assert act.encoder_ready.wait(3.0), "no encoder counts in the heartbeats"
@@ -345,9 +352,21 @@ def test_the_emulator_command_serves_a_pty(firmware_builds: dict, tmp_path) -> N
     import sys
 
     port, trace = tmp_path / "ttyEMU", tmp_path / "emu.trace"
-    proc = subprocess.Popen([sys.executable, str(gate_emu.HERE / "gate_emu.py"), "--pty", str(port), "--trace",
-                             str(trace), "--build-dir", str(tmp_path / "build")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(gate_emu.HERE / "gate_emu.py"),
+            "--pty",
+            str(port),
+            "--trace",
+            str(trace),
+            "--build-dir",
+            str(tmp_path / "build"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert "running on" in proc.stdout.readline()  # built and started (blocks until then, or exits)
         with serial.Serial(str(port), 115200, timeout=0.05) as ser:
@@ -380,9 +399,26 @@ def test_inspector_run_replays_the_demo_line_through_the_firmware(controller, tm
         pytest.skip("the shipped model models/casting_seedcnn.onnx is not in this checkout")
     db, events = tmp_path / "log.db", tmp_path / "events.jsonl"
     env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
-    r = subprocess.run([sys.executable, "-m", "inspector", "run", "--no-display", "--serial", controller.port,
-                        "--log-db", str(db), "--events", str(events)], capture_output=True, text=True, timeout=300,
-                       env=env, cwd=tmp_path)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "inspector",
+            "run",
+            "--no-display",
+            "--serial",
+            controller.port,
+            "--log-db",
+            str(db),
+            "--events",
+            str(events),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     parts = [json.loads(x) for x in events.read_text().splitlines()]
     rows = {row["part_id"]: dict(row) for row in open_db(db).execute("SELECT * FROM parts")}

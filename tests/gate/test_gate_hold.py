@@ -118,8 +118,13 @@ def test_firmware_holds_and_runs_again(host_firmware: Path, tmp_path: Path) -> N
     """The reference sketch (host build) obeys HOLD: it leaves RUN and holds the diverter out (pin 7 high)
     until RUN; then it drops the diverter again."""
     link = PtyLink(tmp_path / "ttyFWH")
-    proc = subprocess.Popen([str(host_firmware)], env={**os.environ, "GATE_FD": str(link.master)},
-                            pass_fds=(link.master,), stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(host_firmware)],
+        env={**os.environ, "GATE_FD": str(link.master)},
+        pass_fds=(link.master,),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     act = GateActuator(GateConfig(**FAST), link.port, Results(), reconnect_max_s=0.1)
     try:
         assert act.running.wait(5.0), "firmware never reached RUN"

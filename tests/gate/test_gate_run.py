@@ -21,9 +21,26 @@ def test_run_with_simulated_gate_and_log(tmp_path: Path) -> None:
         pytest.skip("the shipped model models/casting_seedcnn.onnx is not in this checkout")
     db, events = tmp_path / "log.db", tmp_path / "events.jsonl"
     env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
-    r = subprocess.run([sys.executable, "-m", "inspector", "run", "--no-display", "--serial", "sim", "--log-db",
-                        str(db), "--events", str(events)], capture_output=True, text=True, timeout=300, env=env,
-                       cwd=tmp_path)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "inspector",
+            "run",
+            "--no-display",
+            "--serial",
+            "sim",
+            "--log-db",
+            str(db),
+            "--events",
+            str(events),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     parts = [json.loads(x) for x in events.read_text().splitlines()]
     con = open_db(db)

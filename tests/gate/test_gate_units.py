@@ -48,8 +48,15 @@ def _schedule(**cfg):
     from inspector.gate.schedule import Schedule
 
     counts: dict[str, int] = {}
-    base = {"camera_to_gate_mm": 300.0, "belt_speed_mm_s": 1000.0, "ack_timeout_ms": 20.0, "late_margin_ms": 5.0,
-            "link_timeout_ms": 200.0, "worst_latency_ms": 50.0, "pulse_ms": 10.0}
+    base = {
+        "camera_to_gate_mm": 300.0,
+        "belt_speed_mm_s": 1000.0,
+        "ack_timeout_ms": 20.0,
+        "late_margin_ms": 5.0,
+        "link_timeout_ms": 200.0,
+        "worst_latency_ms": 50.0,
+        "pulse_ms": 10.0,
+    }
     c = GateConfig(**{**base, **cfg})
     return Schedule(c, lambda k: counts.__setitem__(k, counts.get(k, 0) + 1)), c, counts
 
@@ -71,9 +78,13 @@ class _Effects:
             self.sent.append((track.part.part_id, now))
             sched.sent(track, 100 + len(self.sent), now, now)
 
-        return {"failsafe_at": lambda t: failsafe, "held": lambda: (), "send": send,
-                "hold_unacked": lambda tr, now: self.held.append(tr.part.part_id),
-                "finalise": lambda tr, now: self.done.append(tr.part.part_id)}
+        return {
+            "failsafe_at": lambda t: failsafe,
+            "held": lambda: (),
+            "send": send,
+            "hold_unacked": lambda tr, now: self.held.append(tr.part.part_id),
+            "finalise": lambda tr, now: self.done.append(tr.part.part_id),
+        }
 
 
 def test_a_defect_is_resent_on_ack_timeout_until_acked_then_fired() -> None:

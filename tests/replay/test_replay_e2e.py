@@ -107,15 +107,25 @@ def _check_quality(card: dict) -> None:
 def _real_sample(held_out: list) -> None:
     """Model accuracy is judged on the real held-out split only: 40 demo photos repeated are not a sample."""
     if len(held_out) < 200:
-        pytest.skip("model accuracy on the line needs the held-out casting test split in ../shared/data "
-                    "(set INSPECTOR_DATA); the demo fallback only checks that every part is judged once")
+        pytest.skip(
+            "model accuracy on the line needs the held-out casting test split in ../shared/data "
+            "(set INSPECTOR_DATA); the demo fallback only checks that every part is judged once"
+        )
 
 
 @pytest.fixture(scope="module")
 def fast_belt_card(tmp_path_factory: pytest.TempPathFactory, held_out, model: Path) -> dict:
     """200 parts, 30 px/frame, noise and lighting drift, belt running right."""
-    return _replay(tmp_path_factory.mktemp("fast"), held_out, model, parts=200, seed=11, speed_px_s=900,
-                   min_gap_px=30, max_gap_px=120)
+    return _replay(
+        tmp_path_factory.mktemp("fast"),
+        held_out,
+        model,
+        parts=200,
+        seed=11,
+        speed_px_s=900,
+        min_gap_px=30,
+        max_gap_px=120,
+    )
 
 
 def test_replay_200_parts_fast_belt(fast_belt_card: dict) -> None:
@@ -130,8 +140,17 @@ def test_replay_200_parts_fast_belt_model_accuracy(fast_belt_card: dict, held_ou
 @pytest.fixture(scope="module")
 def belt_down_card(tmp_path_factory: pytest.TempPathFactory, held_out, model: Path) -> dict:
     """200 parts on a belt running down the image, 25 px/frame."""
-    return _replay(tmp_path_factory.mktemp("down"), held_out, model, parts=200, seed=12, speed_px_s=750,
-                   min_gap_px=30, max_gap_px=100, direction="down")
+    return _replay(
+        tmp_path_factory.mktemp("down"),
+        held_out,
+        model,
+        parts=200,
+        seed=12,
+        speed_px_s=750,
+        min_gap_px=30,
+        max_gap_px=100,
+        direction="down",
+    )
 
 
 def test_replay_200_parts_belt_down(belt_down_card: dict) -> None:
@@ -146,7 +165,17 @@ def test_replay_200_parts_belt_down_model_accuracy(belt_down_card: dict, held_ou
 def test_replay_motion_blur_every_part_judged_once(tmp_path: Path, held_out, model: Path) -> None:
     """Heavy motion blur (half-frame exposure at 25 px/frame) must not split, merge or lose parts. Accuracy is
     not asserted: the model was trained on sharp photos (see docs/BENCHMARKS.md, Runtime (replay))."""
-    card = _replay(tmp_path, held_out, model, parts=60, seed=13, speed_px_s=750, min_gap_px=30, max_gap_px=100,
-                   direction="left", blur=True)
+    card = _replay(
+        tmp_path,
+        held_out,
+        model,
+        parts=60,
+        seed=13,
+        speed_px_s=750,
+        min_gap_px=30,
+        max_gap_px=100,
+        direction="left",
+        blur=True,
+    )
     assert card["exactly_one_verdict"] and card["missed"] == 0, card
     assert card["verdict_frame_error_max"] <= 1, card

@@ -47,8 +47,18 @@ def _run(tmp: Path, held_out, root: Path, **line) -> tuple[list[dict], dict[int,
 
 
 def test_blur_line_passes_no_defect_and_rejects_blurred_parts(tmp_path: Path, held_out, root: Path) -> None:
-    events, labels, card = _run(tmp_path, held_out, root, parts=60, seed=13, speed_px_s=750, min_gap_px=30,
-                                max_gap_px=100, direction="left", blur=True)
+    events, labels, card = _run(
+        tmp_path,
+        held_out,
+        root,
+        parts=60,
+        seed=13,
+        speed_px_s=750,
+        min_gap_px=30,
+        max_gap_px=100,
+        direction="left",
+        blur=True,
+    )
     assert "defect" in labels.values()
     assert card["confusion"]["defect"]["ok"] == 0 and card["escaped_defects"] == 0, card["confusion"]
     judged = [e for e in events if e["sharpness"] is not None]
@@ -63,7 +73,6 @@ def test_blur_line_passes_no_defect_and_rejects_blurred_parts(tmp_path: Path, he
 
 
 def test_sharp_line_loses_no_part_to_the_guard(tmp_path: Path, held_out, root: Path) -> None:
-    events, _, card = _run(tmp_path, held_out, root, parts=60, seed=11, speed_px_s=900, min_gap_px=30,
-                           max_gap_px=120)
+    events, _, card = _run(tmp_path, held_out, root, parts=60, seed=11, speed_px_s=900, min_gap_px=30, max_gap_px=120)
     assert [e for e in events if e["verdict"] == "no_verdict"] == [], card["confusion"]
     assert min(e["sharpness"] for e in events) >= MIN_SHARPNESS

@@ -70,8 +70,20 @@ def _blobs(frame: np.ndarray, spec, min_area: int) -> list[tuple]:
 )
 def test_truth_matches_rendered_part_positions(castings, tmp_path: Path, direction: str, belt: str, mask: str) -> None:
     images = castings({"ok": 6, "defect": 6})
-    spec = render_line(images, tmp_path / "l.avi", fps=25, size=(320, 240), speed_px_s=300, parts=6, seed=3,
-                       direction=direction, min_gap_px=30, max_gap_px=60, belt=belt, mask=mask)
+    spec = render_line(
+        images,
+        tmp_path / "l.avi",
+        fps=25,
+        size=(320, 240),
+        speed_px_s=300,
+        parts=6,
+        seed=3,
+        direction=direction,
+        min_gap_px=30,
+        max_gap_px=60,
+        belt=belt,
+        mask=mask,
+    )
     frames = _frames(Path(spec.video))
     assert len(frames) == spec.frames
     truth = read_truth(spec.truth)
@@ -87,8 +99,12 @@ def test_truth_matches_rendered_part_positions(castings, tmp_path: Path, directi
             cs = [(bx + bw / 2, by + bh / 2) for bx, by, bw, bh in boxes]
             # the part whose lateral position matches the truth box
             lat = tb[1] + tb[3] / 2 if horizontal else tb[0] + tb[2] / 2
-            near = [c for c in cs if abs((c[1] if horizontal else c[0]) - lat) < 4
-                    and abs((c[0] if horizontal else c[1]) - spec.trigger_px) < spec.part_px / 2]
+            near = [
+                c
+                for c in cs
+                if abs((c[1] if horizontal else c[0]) - lat) < 4
+                and abs((c[0] if horizontal else c[1]) - spec.trigger_px) < spec.part_px / 2
+            ]
             assert len(near) == 1, f"part {pid} frame {frame_idx}: boxes {boxes}, truth {tb}"
             return near[0][0] if horizontal else near[0][1]
 
@@ -120,8 +136,17 @@ def test_same_seed_same_video_other_seed_differs(tiny_dataset, tmp_path: Path) -
 
 def test_parts_never_overlap_and_respect_min_gap(tiny_dataset, tmp_path: Path) -> None:
     images = tiny_dataset({"ok": 3, "defect": 3})
-    spec = render_line(images, tmp_path / "g.avi", size=(200, 150), speed_px_s=400, parts=30, min_gap_px=25,
-                       max_gap_px=40, noise=False, lighting=False)
+    spec = render_line(
+        images,
+        tmp_path / "g.avi",
+        size=(200, 150),
+        speed_px_s=400,
+        parts=30,
+        min_gap_px=25,
+        max_gap_px=40,
+        noise=False,
+        lighting=False,
+    )
     px = spec.px_per_frame
     for p, q in zip(spec.parts, spec.parts[1:], strict=False):
         # Along-belt distance between consecutive parts' leading edges, from their trigger frames.
@@ -138,8 +163,23 @@ def test_mp4_decodes_with_gstreamer(tiny_dataset, tmp_path: Path) -> None:
         pytest.skip("gst-launch-1.0 not installed (.ci/run installs it)")
     spec = render_line(tiny_dataset({"ok": 2, "defect": 2}), tmp_path / "v.mp4", size=(160, 120), parts=2)
     proc = subprocess.run(
-        [gst, "-q", "filesrc", f"location={spec.video}", "!", "decodebin", "!", "videoconvert", "!",
-         "video/x-raw,format=BGR", "!", "fakesink"], capture_output=True, text=True, timeout=60,
+        [
+            gst,
+            "-q",
+            "filesrc",
+            f"location={spec.video}",
+            "!",
+            "decodebin",
+            "!",
+            "videoconvert",
+            "!",
+            "video/x-raw,format=BGR",
+            "!",
+            "fakesink",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert len(_frames(Path(spec.video))) == spec.frames
@@ -161,8 +201,23 @@ def test_cli_writes_video_truth_and_valid_config(tiny_dataset, tmp_path: Path) -
 
     images = tiny_dataset({"ok_front": 3, "def_front": 3})
     out = tmp_path / "line.mp4"
-    rc = main(["simulate", "--images", str(images), "--out", str(out), "--parts", "4", "--size", "320x240",
-               "--seed", "2", "--direction", "down"])
+    rc = main(
+        [
+            "simulate",
+            "--images",
+            str(images),
+            "--out",
+            str(out),
+            "--parts",
+            "4",
+            "--size",
+            "320x240",
+            "--seed",
+            "2",
+            "--direction",
+            "down",
+        ]
+    )
     assert rc == 0
     cfg = load_config(tmp_path / "line.yaml")
     assert cfg.roi.direction == "down" and cfg.detection.method == "color"

@@ -29,8 +29,18 @@ class Sprite:
     defect: bool = False
 
 
-def moving(start_frame: int, x0: float, y: int, speed: float, frames: int, *, stop: tuple[int, int] | None = None,
-           size: int = 60, defect: bool = False, axis: str = "x") -> Sprite:
+def moving(
+    start_frame: int,
+    x0: float,
+    y: int,
+    speed: float,
+    frames: int,
+    *,
+    stop: tuple[int, int] | None = None,
+    size: int = 60,
+    defect: bool = False,
+    axis: str = "x",
+) -> Sprite:
     """A part moving along +x (or +y) at ``speed`` px/frame; ``stop=(f0, f1)`` holds it still in [f0, f1)."""
     path, pos = {}, float(x0)
     for f in range(start_frame, frames):
@@ -133,8 +143,9 @@ LINE_FRAMES = 150
 LINE_SPRITES = [moving(0, -60 - 150 * i, 20 + 110 * (i % 2), 9, LINE_FRAMES, defect=bool(i % 2)) for i in range(5)]
 
 
-def watch_child(proc: subprocess.Popen, probe: Callable[[], bool], *, timeout_s: float, every_s: float,
-                exit_timeout_s: float) -> tuple[str, str]:
+def watch_child(
+    proc: subprocess.Popen, probe: Callable[[], bool], *, timeout_s: float, every_s: float, exit_timeout_s: float
+) -> tuple[str, str]:
     """Call ``probe()`` every ``every_s`` while ``proc`` runs, until it returns True or ``timeout_s`` passes; then
     wait for the child to end and return its (stdout, stderr). A child still running on the way out is killed."""
     try:

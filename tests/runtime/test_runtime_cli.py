@@ -16,15 +16,32 @@ import pytest
 from runtime_kit import LINE_SPRITES
 
 ROOT = Path(__file__).resolve().parents[2]
-FIELDS = {"part_id", "frame_index", "t_capture", "verdict", "score", "class", "latency_ms", "bbox", "reason",
-          "sharpness"}
+FIELDS = {
+    "part_id",
+    "frame_index",
+    "t_capture",
+    "verdict",
+    "score",
+    "class",
+    "latency_ms",
+    "bbox",
+    "reason",
+    "sharpness",
+}
 
 
 def inspector(*args, env=None, timeout=120, cwd=None) -> subprocess.CompletedProcess:
     env = {**os.environ, **(env or {})}
     env.pop("DISPLAY", None)
-    return subprocess.run([sys.executable, "-m", "inspector", *map(str, args)], capture_output=True, text=True,
-                          errors="replace", timeout=timeout, env=env, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "inspector", *map(str, args)],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
+    )
 
 
 def crossing(sprite, trigger_x=320) -> int:
@@ -55,8 +72,9 @@ def test_run_writes_one_event_per_part_and_a_summary(line_video, line_config, tm
 
 def test_max_frames_stops_early_and_rejects_parts_in_flight(line_video, line_config, tmp_path):
     events = tmp_path / "ev.jsonl"
-    r = inspector("run", "--config", line_config, "--source", line_video, "--events", events, "--no-display",
-                  "--max-frames", 40)
+    r = inspector(
+        "run", "--config", line_config, "--source", line_video, "--events", events, "--no-display", "--max-frames", 40
+    )
     assert r.returncode == 0, r.stderr
     lines = [json.loads(x) for x in events.read_text().splitlines()]
     decided = [ev for ev in lines if ev["verdict"] != "no_verdict"]
@@ -83,9 +101,25 @@ def test_stop_signal_shuts_down_cleanly_with_a_summary(line_video, line_config, 
     events = tmp_path / "ev.jsonl"
     env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "inspector", "run", "--config", str(line_config), "--source", str(line_video),
-         "--events", str(events), "--no-display", "--realtime"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        [
+            sys.executable,
+            "-m",
+            "inspector",
+            "run",
+            "--config",
+            str(line_config),
+            "--source",
+            str(line_video),
+            "--events",
+            str(events),
+            "--no-display",
+            "--realtime",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     deadline = time.monotonic() + 60
     while not (events.exists() and events.read_text().strip()):  # the first part has its verdict
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
@@ -179,8 +213,15 @@ def test_demo_runs_with_the_shipped_model_and_no_torch(tmp_path):
         pytest.skip("shipped model or demo/ images not in this checkout yet")
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     env.pop("DISPLAY", None)
-    r = subprocess.run([sys.executable, "-c", NO_TORCH], capture_output=True, text=True, errors="replace",
-                       env=env, cwd=tmp_path, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", NO_TORCH],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "inspection summary" in r.stdout and "scorecard" in r.stdout
     saved = re.search(r"scorecard saved to (\S+)", r.stdout.replace("\n", ""))

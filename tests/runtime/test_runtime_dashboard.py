@@ -19,12 +19,11 @@ def test_dashboard_shows_counts_latency_and_the_final_state():
     sprites = [moving(0, -60, 90, 9, 90, defect=True), moving(0, -200, 90, 9, 90)]
     pipe = Pipeline(make_cfg(), FakeEngine(), [ListSink(), summary])
     dash = Dashboard(source="line.mp4", refresh_hz=1000.0, console=console)
-    stats = run_loop(pipe, ScriptedCapture(as_frames(render(sprites, 90))), view=dash,
-                     stats=LoopStats(summary=summary))
+    stats = run_loop(pipe, ScriptedCapture(as_frames(render(sprites, 90))), view=dash, stats=LoopStats(summary=summary))
     dash.close()
     text = out.getvalue()
     assert "inspector line.mp4" in text
-    final = text[text.rfind("inspector line.mp4"):]
+    final = text[text.rfind("inspector line.mp4") :]
     for row in ("frames", "90", "parts", "defect", "no verdict", "yield", "last defect"):
         assert row in final, row
     assert summary.parts == 2 and stats.frames == 90

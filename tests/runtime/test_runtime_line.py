@@ -61,8 +61,16 @@ def test_line_runs_a_video_end_to_end_and_stops_in_reverse(line_config, line_vid
     con.close()
     assert len(rows) == len(LINE_SPRITES) and all(status is not None for _, _, status in rows), rows
     assert line.dlog.stats["gate_updates"] == 0  # no second upsert of the same row
-    assert names == ["engine", "sink EventsFile", "sink DefectLog", "sink Summary", "sink _Count", "gate",
-                     "capture", "view"]
+    assert names == [
+        "engine",
+        "sink EventsFile",
+        "sink DefectLog",
+        "sink Summary",
+        "sink _Count",
+        "gate",
+        "capture",
+        "view",
+    ]
     assert closed == names[::-1]  # the view first, the engine last; the gate before the log it reports to
     assert stats.frames > 0 and count.parts == len(LINE_SPRITES)
     assert line.alive_after_stop == []

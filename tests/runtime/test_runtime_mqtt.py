@@ -64,8 +64,9 @@ def start_broker(d: Path, *, password: str | None = None) -> tuple[subprocess.Po
         subprocess.run([shutil.which("mosquitto_passwd") or "mosquitto_passwd", "-U", str(pw)], check=True)
         conf += ["allow_anonymous false", f"password_file {pw}"]
     (d / "mosquitto.conf").write_text("\n".join(conf) + "\n")
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(d / "mosquitto.conf")], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [MOSQUITTO, "-c", str(d / "mosquitto.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -118,8 +119,9 @@ class Subscriber:
         self.client.disconnect()
 
 
-def run_line(line_video: Path, d: Path, port: int, *, realtime: bool = False, extra_cfg: str = "",
-             env_extra: dict | None = None) -> subprocess.Popen:
+def run_line(
+    line_video: Path, d: Path, port: int, *, realtime: bool = False, extra_cfg: str = "", env_extra: dict | None = None
+) -> subprocess.Popen:
     if not MODEL.is_file():
         pytest.skip("the shipped model is not in this checkout")
     cfg = d / "line.yaml"
@@ -129,13 +131,31 @@ def run_line(line_video: Path, d: Path, port: int, *, realtime: bool = False, ex
         "gate:\n  camera_to_gate_mm: 150\n  belt_speed_mm_s: 200\n"
         f"mqtt:\n  topic: {TOPIC}\n  stats_interval_s: 0.5\n{extra_cfg}"
     )
-    argv = ["run", "--config", str(cfg), "--source", str(line_video), "--no-display", "--events",
-            str(d / "ev.jsonl"), "--serial", "sim", "--mqtt", f"127.0.0.1:{port}"]
+    argv = [
+        "run",
+        "--config",
+        str(cfg),
+        "--source",
+        str(line_video),
+        "--no-display",
+        "--events",
+        str(d / "ev.jsonl"),
+        "--serial",
+        "sim",
+        "--mqtt",
+        f"127.0.0.1:{port}",
+    ]
     env = {**os.environ, **(env_extra or {})}
     env.pop("DISPLAY", None)
-    return subprocess.Popen([sys.executable, "-c", NO_TORCH, *argv, *(["--realtime"] if realtime else [])],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace", env=env,
-                            cwd=d)
+    return subprocess.Popen(
+        [sys.executable, "-c", NO_TORCH, *argv, *(["--realtime"] if realtime else [])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        env=env,
+        cwd=d,
+    )
 
 
 def test_every_part_state_and_stats_reach_the_broker(line_video: Path, broker: int, tmp_path: Path) -> None:
@@ -182,8 +202,9 @@ def test_every_part_state_and_stats_reach_the_broker(line_video: Path, broker: i
         late.close()
 
 
-def test_a_killed_inspector_goes_offline_by_the_brokers_last_will(line_video: Path, broker: int,
-                                                                  tmp_path: Path) -> None:
+def test_a_killed_inspector_goes_offline_by_the_brokers_last_will(
+    line_video: Path, broker: int, tmp_path: Path
+) -> None:
     sub = Subscriber(broker)
     try:
         proc = run_line(line_video, tmp_path, broker, realtime=True)

@@ -37,10 +37,12 @@ def count_color(img, color, tol=40) -> int:
 
 
 def test_rendered_overlay_has_roi_trigger_parts_panel_and_last_defect():
-    cfg = InspectorConfig.model_validate({
-        "roi": {"x": 20, "y": 10, "width": 600, "height": 220},
-        "detection": {"threshold": 100, "min_area": 800, "blur": 0, "downscale": 1},
-    })
+    cfg = InspectorConfig.model_validate(
+        {
+            "roi": {"x": 20, "y": 10, "width": 600, "height": 220},
+            "detection": {"threshold": 100, "min_area": 800, "blur": 0, "downscale": 1},
+        }
+    )
     summary = Summary()
     pipe = Pipeline(cfg, FakeEngine(), [summary])
     defect = moving(0, -40, 20, 10, 60, defect=True)
@@ -122,17 +124,32 @@ def test_real_window_under_xvfb_shows_the_overlay(xvfb, line_video, line_config,
     if shutil.which("xwd") is None:
         pytest.skip("xwd not installed (apt-get install x11-apps); needed for the screenshot")
     events = tmp_path / "ev.jsonl"
-    cmd = [sys.executable, "-m", "inspector", "run", "--config", str(line_config), "--source", str(line_video),
-           "--events", str(events), "--realtime"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "inspector",
+        "run",
+        "--config",
+        str(line_config),
+        "--source",
+        str(line_video),
+        "--events",
+        str(events),
+        "--realtime",
+    ]
     proc = subprocess.Popen(cmd, env=xvfb, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     shot, found = None, False
 
     def probe() -> bool:  # screenshots until the overlay's elements are on screen
         nonlocal shot, found
         shot = screenshot(xvfb)
-        found = (count_color(shot, ROI_COLOR, 30) > 500 and count_color(shot, TRIGGER_COLOR, 30) > 200
-                 and count_color(shot, VERDICT_COLORS[Verdict.OK], 30) + count_color(
-                     shot, VERDICT_COLORS[Verdict.DEFECT], 30) > 100)
+        found = (
+            count_color(shot, ROI_COLOR, 30) > 500
+            and count_color(shot, TRIGGER_COLOR, 30) > 200
+            and count_color(shot, VERDICT_COLORS[Verdict.OK], 30)
+            + count_color(shot, VERDICT_COLORS[Verdict.DEFECT], 30)
+            > 100
+        )
         return found
 
     out, err = watch_child(proc, probe, timeout_s=60, every_s=0.2, exit_timeout_s=60)
@@ -170,8 +187,9 @@ print(path)
 
 @pytest.mark.slow
 def test_window_keys_pause_snapshot_quit_under_xvfb(xvfb, tmp_path):
-    out = subprocess.run([sys.executable, "-c", WINDOW_SCRIPT, str(tmp_path)], env=xvfb, capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", WINDOW_SCRIPT, str(tmp_path)], env=xvfb, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     snap = cv2.imread(out.stdout.strip().splitlines()[-1])
     assert snap is not None and snap.shape == (240, 320, 3)

@@ -31,8 +31,14 @@ def test_each_stage_stamps_the_part_in_order_in_one_unit(tmp_path):
     parts = [p for p in _run([]) if p.verdict is not Verdict.NO_VERDICT]
     assert len(parts) == len(LINE_SPRITES)
     for p in parts:
-        stamps = [p.t_capture_ns, p.t_detect_ns, p.t_infer_start_ns, p.t_engine_start_ns, p.t_engine_end_ns,
-                  p.t_verdict_ns]
+        stamps = [
+            p.t_capture_ns,
+            p.t_detect_ns,
+            p.t_infer_start_ns,
+            p.t_engine_start_ns,
+            p.t_engine_end_ns,
+            p.t_verdict_ns,
+        ]
         assert all(isinstance(s, int) for s in stamps), stamps  # monotonic ns, nothing in other units
         assert stamps[1:] == sorted(stamps[1:])  # (the drawn frames' capture stamps are synthetic)
         assert p.batch_size >= 1
@@ -58,15 +64,32 @@ def test_events_and_defect_log_carry_the_same_row(tmp_path):
     for pid, ev in lines.items():
         r = rows[pid]
         assert (r["frame"], r["verdict"], r["score"], r["class"], r["reason"], r["latency_ms"]) == (
-            ev["frame_index"], ev["verdict"], ev["score"], ev["class"], ev["reason"], ev["latency_ms"])
+            ev["frame_index"],
+            ev["verdict"],
+            ev["score"],
+            ev["class"],
+            ev["reason"],
+            ev["latency_ms"],
+        )
         if r["timings"]:
-            assert set(json.loads(r["timings"])) <= {"capture_to_detect_ms", "preprocess_ms", "engine_ms",
-                                                     "engine_to_verdict_ms"}
+            assert set(json.loads(r["timings"])) <= {
+                "capture_to_detect_ms",
+                "preprocess_ms",
+                "engine_ms",
+                "engine_to_verdict_ms",
+            }
 
 
 def test_the_gate_stamps_its_outcome_on_the_same_record():
-    cfg = GateConfig(port="sim", camera_to_gate_mm=150.0, belt_speed_mm_s=1000.0, worst_latency_ms=20.0,
-                     link_timeout_ms=60.0, heartbeat_ms=20.0, pulse_ms=5.0)
+    cfg = GateConfig(
+        port="sim",
+        camera_to_gate_mm=150.0,
+        belt_speed_mm_s=1000.0,
+        worst_latency_ms=20.0,
+        link_timeout_ms=60.0,
+        heartbeat_ms=20.0,
+        pulse_ms=5.0,
+    )
     results = []
     done = threading.Event()
 
@@ -95,8 +118,20 @@ def test_with_a_gate_the_log_writes_each_row_once_with_its_outcome(tmp_path):
 
     dlog = open_log(LogConfig(db=str(tmp_path / "log.db")), "m" * 16, "c" * 16, gate_wait_s=0.3)
     t0 = 10**12
-    parts = [Part(i, i, t0, (0, 0, 8, 8), Verdict.DEFECT, 0.9, "def_front", t_infer_start_ns=t0 + 1_000_000,
-                  t_verdict_ns=t0 + 2_000_000) for i in range(3)]
+    parts = [
+        Part(
+            i,
+            i,
+            t0,
+            (0, 0, 8, 8),
+            Verdict.DEFECT,
+            0.9,
+            "def_front",
+            t_infer_start_ns=t0 + 1_000_000,
+            t_verdict_ns=t0 + 2_000_000,
+        )
+        for i in range(3)
+    ]
     for p in parts:
         dlog.on_part(p)
     dlog.gate_result(GateResult(0, True, "fired", t0 + 10**9, t0, sent_ns=t0 + 3_000_000))  # in time: merged

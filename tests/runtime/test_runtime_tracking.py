@@ -103,9 +103,7 @@ def test_every_belt_direction(direction):
         if direction == "up":
             images = [np.ascontiguousarray(im[::-1]) for im in images]
     parts, _, _ = run(images, make_cfg(roi={"direction": direction}))
-    assert [p.verdict for p in sorted(parts, key=lambda p: p.frame_index)] == [
-        Verdict.OK, Verdict.DEFECT, Verdict.OK
-    ]
+    assert [p.verdict for p in sorted(parts, key=lambda p: p.frame_index)] == [Verdict.OK, Verdict.DEFECT, Verdict.OK]
     assert [p.frame_index for p in sorted(parts, key=lambda p: p.frame_index)] == [
         crossing_frame(s, 320) for s in sprites
     ]

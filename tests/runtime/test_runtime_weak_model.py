@@ -21,13 +21,15 @@ def _copy_model(tiny_onnx, tmp_path, **changes):
     return onnx
 
 
-def test_a_weak_model_warns_once_at_start_and_a_tiled_model_scores_every_part(line_video, line_config, tiny_onnx,
-                                                                              tmp_path):
+def test_a_weak_model_warns_once_at_start_and_a_tiled_model_scores_every_part(
+    line_video, line_config, tiny_onnx, tmp_path
+):
     quality = {"weak": True, "reasons": ["validation ROC AUC 0.512 < 0.9"], "val_auc": 0.512}
     model = _copy_model(tiny_onnx, tmp_path, fit="letterbox", tile_aspect=1.0, extra={"quality": quality})
     events = tmp_path / "ev.jsonl"
-    r = inspector("run", "--config", line_config, "--model", model, "--source", line_video, "--events", events,
-                  "--no-display")
+    r = inspector(
+        "run", "--config", line_config, "--model", model, "--source", line_video, "--events", events, "--no-display"
+    )
     assert r.returncode == 0, r.stderr
     warned = [line for line in r.stderr.splitlines() if "judged weak" in line]
     assert len(warned) == 1 and "ROC AUC 0.512" in warned[0] and "retrain" in warned[0]

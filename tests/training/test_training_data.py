@@ -60,8 +60,9 @@ def test_prefix_layout_auto_and_forced(tiny_dataset, tmp_path):
 
 def test_manifest_layout(tiny_dataset):
     root = tiny_dataset({"ok": 3, "defect": 3})
-    rows = ["path,label"] + [f"{p.relative_to(root)},{'bad' if 'defect' in p.name else 'good'}"
-                             for p in sorted(root.rglob("*.png"))]
+    rows = ["path,label"] + [
+        f"{p.relative_to(root)},{'bad' if 'defect' in p.name else 'good'}" for p in sorted(root.rglob("*.png"))
+    ]
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
     idx = index_dataset(root / "labels.csv")
     assert idx.layout == "manifest" and idx.classes == ["bad", "good"] and idx.ok_class == "good"
@@ -82,8 +83,13 @@ def test_corrupt_truncated_and_non_images_are_skipped_and_counted(tiny_dataset, 
         loaded = load_images(index_dataset(root), 32)
     assert len(loaded.items) == 8
     reasons = dict(loaded.skipped)
-    assert set(reasons) == {"ok/truncated.jpg", "ok/cut_end.jpg", "ok/corrupt.png", "defect/notes.txt",
-                            "defect/empty.jpg"}
+    assert set(reasons) == {
+        "ok/truncated.jpg",
+        "ok/cut_end.jpg",
+        "ok/corrupt.png",
+        "defect/notes.txt",
+        "defect/empty.jpg",
+    }
     # OpenCV 5 refuses a cut JPEG itself; older versions decode it grey-filled and the marker check catches it
     assert reasons["ok/cut_end.jpg"] in ("not a decodable image", "truncated JPEG (no end-of-image marker)")
     assert reasons["defect/empty.jpg"] == "empty file"
@@ -96,10 +102,14 @@ def test_corrupt_truncated_and_non_images_are_skipped_and_counted(tiny_dataset, 
     [
         (lambda r: None, "no images found"),
         (lambda r: [(r / c).mkdir() for c in ("ok", "bad")], "hold no files"),
-        (lambda r: ((r / "ok").mkdir(), (r / "ok" / "a.png").write_bytes(b"x"), (r / "bad").mkdir()),
-         "bad hold no files"),
-        (lambda r: ((r / "ok").mkdir(), cv2.imwrite(str(r / "ok" / "a.png"), np.zeros((8, 8), np.uint8))),
-         "only one class"),
+        (
+            lambda r: ((r / "ok").mkdir(), (r / "ok" / "a.png").write_bytes(b"x"), (r / "bad").mkdir()),
+            "bad hold no files",
+        ),
+        (
+            lambda r: ((r / "ok").mkdir(), cv2.imwrite(str(r / "ok" / "a.png"), np.zeros((8, 8), np.uint8))),
+            "only one class",
+        ),
     ],
     ids=["no-images", "empty-folders", "one-empty-folder", "one-class"],
 )

@@ -66,9 +66,12 @@ def test_summary_figures_by_hand(sweep):
 
 
 def test_one_cpu_training_and_the_report(sweep, photos, tmp_path, capsys):
-    where = sweep.pack_photos(photos, [f"{c}/{c}_0{i}.jpeg" for c in ("ok_front", "def_front") for i in range(3)],
-                              [f"{c}/{c}_1{i}.jpeg" for c in ("ok_front", "def_front") for i in range(2)],
-                              tmp_path / "pack")
+    where = sweep.pack_photos(
+        photos,
+        [f"{c}/{c}_0{i}.jpeg" for c in ("ok_front", "def_front") for i in range(3)],
+        [f"{c}/{c}_1{i}.jpeg" for c in ("ok_front", "def_front") for i in range(2)],
+        tmp_path / "pack",
+    )
     cfg = dict(sweep.DEFAULT, res=32, epochs=1, bs=4, widths="4-8")
     results = tmp_path / "res.jsonl"
     cache: dict = {}

