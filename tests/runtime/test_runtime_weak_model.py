@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from runtime_synth import LINE_SPRITES
+from runtime_kit import LINE_SPRITES
 from test_runtime_cli import inspector
 
 
