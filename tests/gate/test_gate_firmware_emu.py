@@ -95,7 +95,10 @@ def test_line_every_defect_diverted_in_its_window_no_ok_part(controller) -> None
             assert abs(edge - gate_ns) <= FRAME_NS, f"part {p.part_id} fired {(edge - gate_ns) / 1e6:+.1f} ms off"
         else:
             assert r.status == "passed", (p.part_id, r)
-            assert not controller.diverting_at(gate_ns), f"OK part {p.part_id} diverted"
+            # out at its gate time only by its own fault: not while a defect's pulse that fired within its
+            # accuracy window (FRAME_NS late at most) can still be out (pulse_ms after that fire)
+            covered = any(gate_ns - FAST["pulse_ms"] * 1e6 <= t <= gate_ns for t in fired)
+            assert covered or not controller.diverting_at(gate_ns), f"OK part {p.part_id} diverted"
     assert act.stats["missed"] == 0 and act.stats["rx_errors"] == 0, act.stats
 
 
