@@ -8,57 +8,19 @@ the export.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from engines.errors import UserError
-from engines.export import BATCH_DIM, INPUT_NAME, OPSET, OUTPUT_NAME, _name_batch_axis, check_onnx, file_sha256
+from engines.export import INPUT_NAME, OPSET, OUTPUT_NAME, _export, _name_batch_axis, check_onnx, file_sha256
 from engines.meta import ModelMeta, write_sidecar
 
 log = logging.getLogger(__name__)
 
 MAP_NAME = "anomaly_map"
 MAX_SCORE_DIFF = 1e-3
-
-
-def _export(net, example, out: Path, opset: int) -> str:
-    """The torch.export-based exporter first, the TorchScript one if that fails (as engines.export does)."""
-    import torch
-
-    names = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME, MAP_NAME])
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            torch.onnx.export(
-                net,
-                (example,),
-                str(out),
-                opset_version=opset,
-                dynamo=True,
-                external_data=False,
-                verbose=False,
-                dynamic_shapes=({0: torch.export.Dim.DYNAMIC},),
-                **names,
-            )
-        return "dynamo"
-    except Exception as exc:  # noqa: BLE001 - the exporter raises many types; fall back, say why in the log
-        log.warning("dynamo ONNX export failed (%s); using the TorchScript exporter", str(exc).splitlines()[0])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            net,
-            (example,),
-            str(out),
-            opset_version=min(opset, 17),
-            dynamo=False,
-            dynamic_axes={k: {0: BATCH_DIM} for k in (INPUT_NAME, OUTPUT_NAME, MAP_NAME)},
-            **names,
-        )
-    return "torchscript"
 
 
 def parity(net, onnx_path: Path, x: np.ndarray, threshold: float) -> dict:
@@ -120,7 +82,7 @@ def export_anomaly_onnx(
     net = net.eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, 3, meta.input_size, meta.input_size)
-    exporter = _export(net, example, out, opset)
+    exporter = _export(net, example, out, opset, outputs=(OUTPUT_NAME, MAP_NAME))
     model = onnx.load(str(out))
     _name_batch_axis(model)
     onnx.save(model, str(out))

@@ -32,23 +32,23 @@ def _name_batch_axis(model) -> None:
             dim.dim_param = BATCH_DIM
 
 
-def _export(net, example, out: Path, opset: int) -> str:
+def _export(net, example, out: Path, opset: int, outputs: tuple[str, ...] = (OUTPUT_NAME,)) -> str:
     """torch.export-based exporter first; the TorchScript one if that fails (older torch, odd layers)."""
     import torch
 
+    names = dict(input_names=[INPUT_NAME], output_names=list(outputs))
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress; keep the CLI quiet
             torch.onnx.export(
                 net,
                 (example,),
                 str(out),
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
                 opset_version=opset,
                 dynamo=True,
                 external_data=False,
                 verbose=False,
                 dynamic_shapes=({0: torch.export.Dim.DYNAMIC},),
+                **names,
             )
         return "dynamo"
     except Exception as exc:  # noqa: BLE001 - the exporter raises many types; fall back, say why in the log
@@ -59,11 +59,10 @@ def _export(net, example, out: Path, opset: int) -> str:
             net,
             (example,),
             str(out),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
             opset_version=min(opset, 17),
             dynamo=False,
-            dynamic_axes={INPUT_NAME: {0: BATCH_DIM}, OUTPUT_NAME: {0: BATCH_DIM}},
+            dynamic_axes={k: {0: BATCH_DIM} for k in (INPUT_NAME, *outputs)},
+            **names,
         )
     return "torchscript"
 

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from firmware_kit import build_pc
 from gate_kit import FAST, FRAME_NS, Results, make_part
 
 from inspector.config import GateConfig
@@ -32,31 +33,7 @@ def test_firmware_compiles_for_an_uno(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def host_firmware(tmp_path_factory) -> Path:
-    if shutil.which("g++") is None:
-        pytest.skip("g++ not installed")
-    exe = tmp_path_factory.mktemp("fw") / "gate_controller"
-    subprocess.run(
-        [
-            "g++",
-            "-std=gnu++11",
-            "-O2",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            f"-I{FW / 'host' / 'include'}",
-            "-x",
-            "c++",
-            str(FW / "gate_controller" / "gate_controller.ino"),
-            "-x",
-            "c++",
-            str(FW / "host" / "main.cpp"),
-            "-o",
-            str(exe),
-        ],
-        check=True,
-        timeout=120,
-    )
-    return exe
+    return build_pc(tmp_path_factory.mktemp("fw"))
 
 
 def _read_until(fd: int, type_: str, fields: tuple, timeout: float) -> bool:
