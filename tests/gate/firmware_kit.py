@@ -13,18 +13,16 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from firmware.emu import gate_emu  # firmware/emu/gate_emu.py (the checkout's root is on pytest's pythonpath)
 from inspector.gate.sim import PtyLink
 
 ROOT = Path(__file__).resolve().parents[2]
 FW = ROOT / "firmware"
-sys.path.insert(0, str(FW / "emu"))
-import gate_emu  # noqa: E402  (firmware/emu/gate_emu.py)
 
 DIVERTER, LINE_RUN = 7, 8
 

@@ -1,4 +1,4 @@
-"""The defect log on real SQLite: rows, crops, sampling, dropping images under pressure, retention, kill -9."""
+"""The defect log (inspector/defectlog) on real SQLite: rows, crops, sampling, image pressure, retention, kill -9."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gate_kit import make_part
 
 from inspector.cli import main
 from inspector.config import LogConfig
 from inspector.defectlog import DefectLog, open_log, safe_name
 from inspector.defectlog.query import open_db
 from inspector.gate.actuator import GateResult
+from tests.gate.gate_kit import make_part
 
 
 def rows(db: Path) -> dict[int, dict]:
@@ -145,8 +145,7 @@ def test_retention_by_age_and_by_size(tmp_path: Path) -> None:
 
 WRITER = textwrap.dedent("""
     import sys, time
-    sys.path.insert(0, sys.argv[2])
-    from gate_kit import make_part
+    from tests.gate.gate_kit import make_part  # the checkout's root is on PYTHONPATH
     from inspector.config import LogConfig
     from inspector.defectlog import DefectLog
     log = DefectLog(LogConfig(db=sys.argv[1], ok_sample_fraction=0.5),
@@ -164,9 +163,9 @@ def test_kill_9_mid_run_keeps_every_committed_row(tmp_path: Path) -> None:
     db = tmp_path / "log.db"
     script = tmp_path / "writer.py"
     script.write_text(WRITER)
-    proc = subprocess.Popen(
-        [sys.executable, str(script), str(db), str(Path(__file__).parent)], stdout=subprocess.PIPE, text=True
-    )
+    root = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, str(script), str(db)], stdout=subprocess.PIPE, text=True, env=env)
     committed = 0
     timer = threading.Timer(30, proc.kill)  # a hung writer cannot hang the test
     timer.start()
