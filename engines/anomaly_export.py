@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,13 +18,16 @@ from engines.errors import UserError
 from engines.export import INPUT_NAME, OPSET, OUTPUT_NAME, _export, _name_batch_axis, check_onnx, file_sha256
 from engines.meta import ModelMeta, write_sidecar
 
+if TYPE_CHECKING:
+    from torch import nn
+
 log = logging.getLogger(__name__)
 
 MAP_NAME = "anomaly_map"
 MAX_SCORE_DIFF = 1e-3
 
 
-def parity(net, onnx_path: Path, x: np.ndarray, threshold: float) -> dict:
+def parity(net: nn.Module, onnx_path: Path, x: np.ndarray, threshold: float) -> dict:
     """torch vs ONNX Runtime (CPU, one thread) on the batch ``x``: largest differences and verdict flips."""
     import onnxruntime as ort
     import torch
@@ -57,7 +61,7 @@ def export_anomaly_onnx(
     checkpoint: str | Path,
     out: str | Path,
     *,
-    net=None,
+    net: nn.Module | None = None,
     meta: ModelMeta | None = None,
     check_images: np.ndarray | None = None,
     opset: int = OPSET,

@@ -24,7 +24,9 @@ class SeedCNN(nn.Module):
     BatchNorm after each convolution speeds training on a CPU and folds into the convolution on export.
     """
 
-    def __init__(self, channels: int, num_outputs: int, input_size: int, widths=(16, 32, 64, 128)) -> None:
+    def __init__(
+        self, channels: int, num_outputs: int, input_size: int, widths: tuple[int, ...] = (16, 32, 64, 128)
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c = channels

@@ -11,10 +11,16 @@ import io
 import logging
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engines.errors import UserError
 from engines.meta import write_sidecar
 from ground.files import file_sha256
+
+if TYPE_CHECKING:
+    import onnx
+    import torch
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +30,7 @@ OUTPUT_NAME = "probs"
 BATCH_DIM = "batch"
 
 
-def _name_batch_axis(model) -> None:
+def _name_batch_axis(model: onnx.ModelProto) -> None:
     """Call the dynamic first axis ``batch`` on every input and output (the dynamo exporter says ``s31``)."""
     for value in [*model.graph.input, *model.graph.output]:
         dim = value.type.tensor_type.shape.dim[0]
@@ -32,7 +38,9 @@ def _name_batch_axis(model) -> None:
             dim.dim_param = BATCH_DIM
 
 
-def _export(net, example, out: Path, opset: int, outputs: tuple[str, ...] = (OUTPUT_NAME,)) -> str:
+def _export(
+    net: nn.Module, example: torch.Tensor, out: Path, opset: int, outputs: tuple[str, ...] = (OUTPUT_NAME,)
+) -> str:
     """torch.export-based exporter first; the TorchScript one if that fails (older torch, odd layers)."""
     import torch
 

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from engines.meta import ModelMeta
+
+if TYPE_CHECKING:
+    from engines.base import Engine
 
 MAX_TILES = 8
 PAD = 128  # letterbox fill: mid-gray, a constant so training and the line pad alike
@@ -139,7 +143,7 @@ def preprocess_views(images: Sequence[np.ndarray], meta: ModelMeta) -> tuple[np.
     return normalize(np.stack([v for vs in views for v in vs]), meta), counts
 
 
-def infer_crops(engine, images: Sequence[np.ndarray]) -> np.ndarray:
+def infer_crops(engine: Engine, images: Sequence[np.ndarray]) -> np.ndarray:
     """Crops -> one output row per crop through ``engine`` (tiles scored and folded by :func:`combine_views`)."""
     batch, counts = preprocess_views(images, engine.meta)
     return combine_views(engine.infer(batch), counts, engine.meta)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -45,7 +46,13 @@ def check_engine_file(path: Path, info: dict) -> None:
 class TensorRTEngine(Engine):
     backend = "tensorrt"
 
-    def __init__(self, path: Path, device: int = 0, threads: int | None = None, modules=None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        device: int = 0,
+        threads: int | None = None,
+        modules: tuple[ModuleType, ModuleType] | None = None,
+    ) -> None:
         """``modules``: (tensorrt, pycuda.driver) already imported; default: probe for them."""
         del threads  # accepted so one `model.threads` setting fits every backend; TensorRT runs on the GPU
         self.path = Path(path)
@@ -70,7 +77,7 @@ class TensorRTEngine(Engine):
             self._ctx.pop()
         self.backend = f"tensorrt-{info.get('precision', '?')}"
 
-    def _setup(self, trt, cuda, info: dict) -> None:
+    def _setup(self, trt: ModuleType, cuda: ModuleType, info: dict) -> None:
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(self.path.read_bytes())

@@ -9,14 +9,19 @@ machine (no TensorRT, no GPU) - see README "Engines".
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from engines.errors import UserError
 from engines.imagesets import ImageSet
 from engines.meta import read_sidecar, write_sidecar
 from engines.trt_common import BuildProgress, CalibrationBatches, CalibratorCore, engine_file_name, gpu_slug
 from ground.files import file_sha256
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +51,11 @@ def gpu_name(cuda: ModuleType, device: int = 0) -> str:
     return str(cuda.Device(device).name())
 
 
-def make_calibrator(trt: ModuleType, cuda: ModuleType, batches: CalibrationBatches, cache_path: Path):
+def make_calibrator(trt: ModuleType, cuda: ModuleType, batches: CalibrationBatches, cache_path: Path) -> object:
     """An ``IInt8EntropyCalibrator2`` that delegates to :class:`CalibratorCore` (the tested part)."""
     device_mem = cuda.mem_alloc(batches.nbytes)
 
-    def to_device(batch) -> int:
+    def to_device(batch: np.ndarray) -> int:
         cuda.memcpy_htod(device_mem, batch)
         return int(device_mem)
 
@@ -64,30 +69,30 @@ def make_calibrator(trt: ModuleType, cuda: ModuleType, batches: CalibrationBatch
         def get_batch_size(self) -> int:
             return self.core.get_batch_size()
 
-        def get_batch(self, names):
+        def get_batch(self, names: list[str]) -> list[int] | None:
             return self.core.get_batch(names)
 
         def read_calibration_cache(self):
             return self.core.read_calibration_cache()
 
-        def write_calibration_cache(self, cache) -> None:
+        def write_calibration_cache(self, cache: bytes) -> None:
             self.core.write_calibration_cache(cache)
 
     return EntropyCalibrator()
 
 
-def make_progress_monitor(trt: ModuleType, progress: BuildProgress):
+def make_progress_monitor(trt: ModuleType, progress: BuildProgress) -> object:
     class ProgressMonitor(trt.IProgressMonitor):
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
 
-        def phase_start(self, phase_name, parent_phase, num_steps):
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
             progress.phase_start(phase_name, parent_phase, num_steps)
 
-        def step_complete(self, phase_name, step):
+        def step_complete(self, phase_name: str, step: int) -> bool:
             return progress.step_complete(phase_name, step)
 
-        def phase_finish(self, phase_name):
+        def phase_finish(self, phase_name: str) -> None:
             progress.phase_finish(phase_name)
 
     return ProgressMonitor()
@@ -101,7 +106,7 @@ def build_engine(
     workspace_mb: int = 1024,
     calib_images: ImageSet | None = None,
     modules: Modules | None = None,
-    report=print,
+    report: Callable[[str], object] = print,
 ) -> Path:
     """Build ``out_dir/<stem>.trt<ver>.<gpu>.<precision>.b<batch>.engine`` + sidecar; returns its path."""
     if modules is None:

@@ -129,7 +129,7 @@ class CalibratorCore:
             return self.cache_path.read_bytes()
         return None
 
-    def write_calibration_cache(self, cache) -> None:
+    def write_calibration_cache(self, cache: bytes) -> None:
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         self.cache_path.write_bytes(bytes(cache))
 

@@ -23,6 +23,7 @@ import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -45,6 +46,11 @@ from training.data import IMAGE_SUFFIXES, BadImage, dihedral_phash, read_image
 from training.metrics import compute_metrics
 from training.split import group_split, near_duplicate_pairs, split_digest, union_find_groups
 from training.threshold import choose_threshold, rates_at
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from training.evaluate import Scored
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +206,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def train_anomaly(o: AnomalyOptions, console=None) -> Path:
+def train_anomaly(o: AnomalyOptions, console: Console | None = None) -> Path:
     """Fit, calibrate, save and export an anomaly model; returns the path of ``model.pt``."""
     from rich.console import Console
     from rich.progress import Progress
@@ -426,7 +432,7 @@ def _figures(meta: ModelMeta, scores: np.ndarray, true: list[str]) -> dict:
     return out
 
 
-def maps_png(model: Path, meta: ModelMeta, scored, path: Path, per_group: int = 8) -> str:
+def maps_png(model: Path, meta: ModelMeta, scored: Scored, path: Path, per_group: int = 8) -> str:
     """Grid of anomaly maps over the judged images: the worst mistakes first, then correct parts of each class.
 
     ``evaluate`` shows this instead of Grad-CAM for anomaly models: the map is the model's own explanation.

@@ -13,10 +13,16 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from training.train import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +49,7 @@ def tail_modules(net: nn.Module) -> list[nn.Module]:
     return [*list(net.blocks)[TRUNK_STAGES:], net.conv_head, net.bn2, net.get_classifier()]
 
 
-def cache_trunk(trainer, net: nn.Module, idx: np.ndarray, batch: int = 32) -> tuple[torch.Tensor, list[int]]:
+def cache_trunk(trainer: Trainer, net: nn.Module, idx: np.ndarray, batch: int = 32) -> tuple[torch.Tensor, list[int]]:
     """float16 trunk maps of every view of items ``idx`` (eval mode, no augmentation), and views per item."""
     net.eval()
     out, counts = [], []
@@ -91,7 +97,13 @@ def _slices(counts: list[int]) -> np.ndarray:
 
 
 def fit_tail(
-    trainer, net: nn.Module, loss_fn: nn.Module, cache: dict, deadline: float | None, max_epochs: int, console
+    trainer: Trainer,
+    net: nn.Module,
+    loss_fn: nn.Module,
+    cache: dict,
+    deadline: float | None,
+    max_epochs: int,
+    console: Console | None,
 ) -> dict:
     """Train the tail on the cached maps; returns the loop state (history, kept weights) the trainer finishes."""
     from training.metrics import compute_metrics

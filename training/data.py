@@ -18,6 +18,7 @@ import csv
 import logging
 import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -276,7 +277,7 @@ def load_images(
     index: DatasetIndex,
     input_size: int,
     channels: int | None = None,
-    progress=None,
+    progress: Callable[[], object] | None = None,
     fit: str = "stretch",
     tile_aspect: float = 0.0,
 ) -> LoadedData:

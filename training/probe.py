@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from training.train import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +24,9 @@ MAX_TRAIN = 600
 MIN_CACHED = 300  # training photos cached at least, budget or not
 
 
-def frozen_features(trainer, net: torch.nn.Module, idx: np.ndarray, batch: int = 64) -> tuple[np.ndarray, list[int]]:
+def frozen_features(
+    trainer: Trainer, net: torch.nn.Module, idx: np.ndarray, batch: int = 64
+) -> tuple[np.ndarray, list[int]]:
     """Pooled backbone features of every view of items ``idx`` (eval mode, no augmentation)."""
     net.eval()
     out, all_counts = [], []
@@ -41,7 +47,7 @@ def _per_item(values: np.ndarray, counts: list[int]) -> np.ndarray:
     return np.array([values[a:b].max() for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
 
 
-def init_head_from_probe(trainer, net: torch.nn.Module, max_train: int = MAX_TRAIN) -> dict:
+def init_head_from_probe(trainer: Trainer, net: torch.nn.Module, max_train: int = MAX_TRAIN) -> dict:
     """Fit logistic regression on frozen features of the training split; copy it into the net's classifier.
 
     At most ``max_train`` training images (a seeded random share) keep it cheap on a big set: it only starts

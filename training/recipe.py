@@ -26,11 +26,17 @@ import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engines.errors import UserError
 from training.data import index_dataset, read_image
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from training.train import Trainer, TrainOptions
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +86,7 @@ def data_shape(data: Path, layout: str, ok_class: str | None, manifest: Path | N
     }
 
 
-def _score(trainer) -> float:
+def _score(trainer: Trainer) -> float:
     """The validation figure candidates are compared on: ROC AUC (binary/OK class) or accuracy."""
     q = trainer.meta.extra.get("quality")
     if q is not None and np.isfinite(q["val_auc"]):
@@ -89,8 +95,8 @@ def _score(trainer) -> float:
 
 
 def auto_train(
-    opts,
-    console=None,
+    opts: TrainOptions,
+    console: Console | None = None,
     budget_min: float = 15.0,
     fit: str | None = None,
     tile_aspect: float | None = None,

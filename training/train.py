@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ from training.data import LoadedData, index_dataset, load_images
 from training.metrics import compute_metrics
 from training.split import SPLITS, group_split, split_digest
 from training.threshold import choose_threshold
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +128,7 @@ def pretrained_weights(arch: str, weights: Path | None) -> Path | None:
 class Trainer:
     """One training run; :meth:`run` returns the path of ``model.pt``."""
 
-    def __init__(self, opts: TrainOptions, console=None) -> None:
+    def __init__(self, opts: TrainOptions, console: Console | None = None) -> None:
         if opts.arch not in ARCHS:
             raise UserError(f"unknown --arch {opts.arch!r}; supported: {', '.join(ARCHS)}")
         if opts.lr is None:
@@ -806,5 +810,5 @@ def plot_curves(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def train(opts: TrainOptions, console=None) -> Path:
+def train(opts: TrainOptions, console: Console | None = None) -> Path:
     return Trainer(opts, console).run()

@@ -26,9 +26,13 @@ import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ground.errors import UserError
 from inspector.service.v4l2 import v4l2_formats
+
+if TYPE_CHECKING:
+    from inspector.config import InspectorConfig
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +166,7 @@ def opencv_build(info: str) -> dict[str, str]:
     }
 
 
-def check_opencv(cfg) -> list[Check]:
+def check_opencv(cfg: InspectorConfig | None) -> list[Check]:
     try:
         import cv2
     except ImportError as exc:
@@ -212,7 +216,7 @@ def check_opencv(cfg) -> list[Check]:
 
 
 # --- inference runtimes and the GPU ------------------------------------------------------------------------
-def check_onnxruntime(cfg) -> list[Check]:
+def check_onnxruntime(cfg: InspectorConfig | None) -> list[Check]:
     needed = cfg is not None and Path(cfg.model.path).suffix.lower() == ".onnx"
     try:
         import onnxruntime as ort
@@ -239,7 +243,7 @@ def check_onnxruntime(cfg) -> list[Check]:
     ]
 
 
-def check_tensorrt(cfg) -> list[Check]:
+def check_tensorrt(cfg: InspectorConfig | None) -> list[Check]:
     needed = cfg is not None and Path(cfg.model.path).suffix.lower() == ".engine"
     rows = []
     for mod, label, fix in (
@@ -290,7 +294,7 @@ def gpu_names() -> tuple[list[str], str]:
     return [], "no nvidia-smi answer, pycuda and torch see no CUDA device"
 
 
-def check_gpu(cfg) -> list[Check]:
+def check_gpu(cfg: InspectorConfig | None) -> list[Check]:
     needed = cfg is not None and Path(cfg.model.path).suffix.lower() == ".engine"
     rows = []
     jetson = _jetson_model()
@@ -325,7 +329,7 @@ def _jetson_model() -> str | None:
 
 
 # --- the model ---------------------------------------------------------------------------------------------
-def check_model(cfg) -> list[Check]:
+def check_model(cfg: InspectorConfig | None) -> list[Check]:
     """The model file, its sidecar, the checksum recorded at export/build time, and an engine's target."""
     from engines.meta import read_sidecar, sidecar_path
     from engines.tensorrt_backend import build_info
@@ -430,7 +434,7 @@ def _engine_target(path: Path, info: dict) -> Check:
 
 
 # --- cameras -----------------------------------------------------------------------------------------------
-def _camera_needed(cfg) -> str | None:
+def _camera_needed(cfg: InspectorConfig | None) -> str | None:
     """The /dev/video* node the configured source opens, if it opens one."""
     if cfg is None:
         return None
@@ -443,7 +447,7 @@ def _camera_needed(cfg) -> str | None:
     return None
 
 
-def check_cameras(cfg, devices: Iterable[str] | None = None) -> list[Check]:
+def check_cameras(cfg: InspectorConfig | None, devices: Iterable[str] | None = None) -> list[Check]:
     want = _camera_needed(cfg)
     nodes = sorted(devices if devices is not None else glob.glob("/dev/video*"), key=_natural)
     rows = []
@@ -531,7 +535,7 @@ def _user() -> str:
 
 
 # --- the gate's serial port --------------------------------------------------------------------------------
-def check_serial(cfg) -> list[Check]:
+def check_serial(cfg: InspectorConfig | None) -> list[Check]:
     rows = []
     try:
         from serial.tools import list_ports
@@ -627,7 +631,7 @@ def pipeline_elements(pipeline: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def check_gstreamer(cfg, opencv_gst: bool | None = None) -> list[Check]:
+def check_gstreamer(cfg: InspectorConfig | None, opencv_gst: bool | None = None) -> list[Check]:
     uri = cfg.source.uri if cfg is not None else ""
     uses_gst = uri.startswith("gst:")
     launch = shutil.which("gst-launch-1.0")
@@ -688,7 +692,7 @@ def check_gstreamer(cfg, opencv_gst: bool | None = None) -> list[Check]:
 
 
 # --- disk and clock ----------------------------------------------------------------------------------------
-def check_disk(cfg) -> list[Check]:
+def check_disk(cfg: InspectorConfig | None) -> list[Check]:
     db = cfg.log.db if cfg is not None else None
     folder = Path(db).parent if db else Path.cwd()
     probe = folder
