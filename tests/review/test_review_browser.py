@@ -1,0 +1,142 @@
+"""The review page in a real browser: Debian's chromium driven by Playwright against the real server on the
+demo line's real log. Three parts reviewed with the keyboard (d, f, m; one skipped), two by a bulk action,
+then exported; the screenshot is saved and its thumbnails checked for real pixels."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import sqlite3
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from tests.review.conftest import inspector
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+
+
+@pytest.fixture
+def browser_page():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (dev extra) is not installed")
+    if not Path(CHROMIUM).is_file():
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        yield page, errors
+        browser.close()
+
+
+TILE_MARKS = (
+    "[...document.querySelectorAll('#gallery .tile')].map(t => (t.querySelector('.mark') || {}).className || '')"
+)
+
+
+def _wait_verdicts(page, verdict: str) -> None:
+    page.wait_for_function(
+        "v => { const s = [...document.querySelectorAll('#gallery .tile .meta span:first-child')];"
+        " return s.length > 0 && s.every(e => e.textContent === v); }",
+        arg=verdict,
+        timeout=15_000,
+    )
+
+
+def _focus(page) -> int:
+    return page.evaluate("Number(document.querySelector('#gallery .tile.focus').dataset.index)")
+
+
+def test_review_three_parts_with_the_keyboard_then_export(demo_log, review_server, browser_page, tmp_path):
+    page, errors = browser_page
+    s = review_server(demo_log)
+    page.goto(s.base + "/")
+    page.wait_for_selector("body[data-ready='1']", timeout=20_000)
+    page.fill("#who", "carla")
+
+    page.select_option("select[name=verdict]", "defect")
+    page.click("#apply")
+    _wait_verdicts(page, "defect")
+    n_defect = page.locator("#gallery .tile").count()
+    assert n_defect >= 3
+    ids = page.evaluate("[...document.querySelectorAll('#gallery .tile')].map(t => Number(t.dataset.id))")
+    page.keyboard.press("ArrowRight")
+    assert _focus(page) == 1
+    page.keyboard.press("ArrowLeft")
+    assert _focus(page) == 0
+    page.keyboard.press("d")  # confirm defect, and on to the next
+    page.wait_for_function(f"({TILE_MARKS})[0].includes('confirm_defect')", timeout=10_000)
+    assert _focus(page) == 1
+    page.keyboard.press("f")  # false reject
+    page.wait_for_function(f"({TILE_MARKS})[1].includes('false_reject')", timeout=10_000)
+    page.keyboard.press("Space")  # skip: nothing stored
+    assert _focus(page) == 3
+    page.wait_for_selector("#detail #full", timeout=10_000)  # the focused part at full size
+
+    page.select_option("select[name=verdict]", "ok")
+    page.click("#apply")
+    _wait_verdicts(page, "ok")
+    ok_ids = page.evaluate("[...document.querySelectorAll('#gallery .tile')].map(t => Number(t.dataset.id))")
+    page.keyboard.press("m")  # an OK part that is defective: missed
+    page.wait_for_function(f"({TILE_MARKS})[0].includes('missed')", timeout=10_000)
+    page.keyboard.press("x")  # select two for a bulk action
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("x")
+    assert page.locator("#selinfo").inner_text() == "2 selected"
+    page.click("#bulk-ok")
+    page.wait_for_function(f"({TILE_MARKS}).filter(c => c.includes('confirm_ok')).length === 2", timeout=10_000)
+    page.wait_for_function(
+        "document.querySelectorAll('#gallery img.thumb').length > 0 && "
+        "[...document.querySelectorAll('#gallery img.thumb')].every(i => i.complete && i.naturalWidth > 0)",
+        timeout=10_000,
+    )
+
+    shot = tmp_path / "review_page.png"
+    page.screenshot(path=str(shot))
+    img = cv2.imread(str(shot))
+    assert img is not None and img.shape[:2] == (900, 1400)
+    boxes = page.evaluate(
+        "[...document.querySelectorAll('#gallery img.thumb')].slice(0, 6)"
+        ".map(i => { const r = i.getBoundingClientRect(); return [r.x, r.y, r.width, r.height]; })"
+    )
+    assert boxes
+    for x, y, w, h in boxes:
+        if y + h > 900:
+            continue
+        tile = img[int(y) : int(y + h), int(x) : int(x + w)]
+        assert tile.size and float(tile.std()) > 8, "a thumbnail is blank"
+    full = page.evaluate(
+        "(() => { const i = document.querySelector('#detail #full'); return [i.naturalWidth, i.naturalHeight]; })()"
+    )
+    assert min(full) > 16
+    assert not errors, errors
+    print(f"screenshot: {shot}")
+
+    con = sqlite3.connect(demo_log)
+    marks = dict(con.execute("SELECT part, mark FROM review_marks WHERE who = 'carla'"))
+    con.close()
+    assert marks == {
+        ids[0]: "confirm_defect",
+        ids[1]: "false_reject",
+        ok_ids[0]: "missed",
+        ok_ids[1]: "confirm_ok",
+        ok_ids[2]: "confirm_ok",
+    }
+    assert ids[2] not in marks, "a skipped part stays unreviewed"
+
+    out = tmp_path / "relabel"
+    r = inspector("review", "export", "--db", demo_log, "--out", out, timeout=120)
+    assert r.returncode == 0, r.stderr
+    with (out / "manifest.csv").open() as fh:
+        rows = {int(row["source_id"]): row for row in csv.DictReader(fh)}
+    assert {k: v["mark"] for k, v in rows.items()} == marks
+    assert sorted(p.name for p in (out / "defect").iterdir()) == sorted(
+        Path(rows[i]["path"]).name for i in (ids[0], ok_ids[0])
+    )
+    assert len(list((out / "ok").iterdir())) == 3
+    assert all(rows[i]["who"] == "carla" for i in rows)
+    for p in (out / "defect").iterdir():
+        assert np.asarray(cv2.imread(str(p))).std() > 1
