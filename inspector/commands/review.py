@@ -113,12 +113,13 @@ def _print_summary(s: dict) -> None:
 def run_web(args: argparse.Namespace) -> int:
     import sys
 
-    from inspector.review.http import Guard, is_loopback, parse_listen, require_web, serve
+    from inspector.review.http import Guard, check_bind, is_loopback, parse_listen, require_web, serve
     from inspector.review.store import ReviewStore
 
     require_web()
     host, port = parse_listen(args.web)
     guard = Guard.for_host(host, args.token_env)
+    check_bind(host, port)
     from inspector.review.app import create_app
 
     store = ReviewStore(args.db, args.images)

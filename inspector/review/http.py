@@ -43,7 +43,7 @@ def parse_listen(text: str) -> tuple[str, int]:
         host, _, port = text.rpartition(":")
     try:
         n = int(port)
-        if not 0 <= n <= 65535:
+        if not 1 <= n <= 65535:
             raise ValueError
     except ValueError:
         raise UserError(f"--web {text!r}: expected PORT or HOST:PORT, e.g. 8765 or 0.0.0.0:8765") from None
@@ -93,7 +93,7 @@ def serve(app: object, host: str, port: int) -> None:
     """Run uvicorn in the foreground until Ctrl-C. A port that cannot be bound is one line, not a traceback."""
     import uvicorn
 
-    _check_bind(host, port)
+    check_bind(host, port)  # again: the caller may have printed its address meanwhile
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
     server = uvicorn.Server(config)
     try:
@@ -106,7 +106,7 @@ def serve(app: object, host: str, port: int) -> None:
         )
 
 
-def _check_bind(host: str, port: int) -> None:
+def check_bind(host: str, port: int) -> None:
     """Bind once, as uvicorn will (SO_REUSEADDR), so a busy port or a foreign address is our one line rather
     than uvicorn's log record and exit."""
     try:

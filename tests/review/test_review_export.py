@@ -96,6 +96,7 @@ def test_a_short_training_run_on_the_export(demo_log, tmp_path):
     [
         ("none", ("--out", "{tmp}/o"), "no reviewed parts to export"),
         ("marked", ("--out", "{tmp}/full"), "exists and is not an empty folder"),
+        ("marked", ("--out", "/proc/inspector-review/set"), "cannot create the folder (No such file or directory)"),
         ("missing_db", ("--out", "{tmp}/o"), "no such defect log"),
         ("not_a_db", ("--out", "{tmp}/o"), "not a defect log"),
     ],
@@ -104,7 +105,7 @@ def test_export_bad_input_is_one_line(demo_log, tmp_path, setup, args, message):
     db = demo_log
     if setup == "marked":
         _mark_some(db)
-        (tmp_path / "full").mkdir()
+        (tmp_path / "full").mkdir(exist_ok=True)
         (tmp_path / "full" / "old.jpg").write_bytes(b"x")
     elif setup == "missing_db":
         db = tmp_path / "nope.db"
@@ -119,3 +120,30 @@ def test_export_bad_input_is_one_line(demo_log, tmp_path, setup, args, message):
 def test_review_without_db_is_one_line():
     r = inspector("review", timeout=60)
     assert r.returncode == 1 and "give the defect log with --db" in r.stderr and "Traceback" not in r.stderr
+
+
+NO_WEB = (
+    "import sys\n"
+    "for m in ('fastapi', 'uvicorn', 'starlette'): sys.modules[m] = None  # an install without the web extra\n"
+    "from inspector.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
+def test_without_the_web_extra_summary_and_export_work_and_web_says_what_to_install(demo_log, tmp_path):
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-c", NO_WEB, *map(str, args)], capture_output=True, text=True, timeout=120
+        )
+
+    _mark_some(demo_log)
+    r = run("review", "--db", demo_log, "--web", "8799")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == "error: inspector review --web needs the web extra: pip install 'inspector[web]'"
+    r = run("review", "--db", demo_log)
+    assert r.returncode == 0 and "4 reviewed crop(s) ready" in r.stdout, r.stderr
+    r = run("review", "export", "--db", demo_log, "--out", tmp_path / "set")
+    assert r.returncode == 0 and (tmp_path / "set" / "manifest.csv").is_file(), r.stderr
