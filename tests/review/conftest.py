@@ -42,7 +42,8 @@ def demo_log_master(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("demo_log")
     cfg = d / "line.yaml"
     cfg.write_text("log:\n  ok_sample_fraction: 1.0\n")
-    r = inspector("demo", "--no-display", "--config", cfg, "--log-db", d / "log.db", cwd=d)
+    env = {"XDG_CACHE_HOME": str(d / "cache")}  # the rendered demo line stays in the test's folder
+    r = inspector("demo", "--no-display", "--config", cfg, "--log-db", d / "log.db", cwd=d, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     con = sqlite3.connect(d / "log.db")
     n, imgs = con.execute("SELECT COUNT(*), COUNT(image) FROM parts").fetchone()

@@ -50,6 +50,7 @@ def _focus(page) -> int:
     return page.evaluate("Number(document.querySelector('#gallery .tile.focus').dataset.index)")
 
 
+@pytest.mark.slow
 def test_review_three_parts_with_the_keyboard_then_export(demo_log, review_server, browser_page, tmp_path):
     page, errors = browser_page
     s = review_server(demo_log)

@@ -191,5 +191,6 @@ $("#bulk-clear").addEventListener("click", () => markSelection("clear"));
     if (!state.info.writable) status(state.info.read_only_reason, true);
   } catch (e) { status(e.message, true); }
   await load(0);
+  document.body.dataset.readyMs = String(Math.round(performance.now()));  // since navigation began
   document.body.dataset.ready = "1";
 })();
