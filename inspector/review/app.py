@@ -8,6 +8,7 @@ in one short write transaction; beyond localhost it needs the token.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,13 @@ def create_app(store: ReviewStore, guard: Guard, *, local_hosts: set[str] | None
     another site that a browser is tricked into sending here by DNS rebinding carries a different one)."""
     app = FastAPI(title="inspector review", docs_url=None, redoc_url=None, openapi_url=None)
     who_default = default_who()
+    reasons: dict[str, Any] = {"at": -1e9, "list": []}  # the filter's suggestions, refreshed once a minute
+
+    def common_reasons() -> list[str]:
+        now = time.monotonic()
+        if now - reasons["at"] > 60:
+            reasons["list"], reasons["at"] = store.reasons(), now
+        return reasons["list"]
 
     @app.exception_handler(StarletteHTTPException)  # FastAPI's and the router's own 404/405
     async def _http_error(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -118,7 +126,7 @@ def create_app(store: ReviewStore, guard: Guard, *, local_hosts: set[str] | None
             "token_required": guard.token is not None,
             "who": who_default,
             "marks": list(MARKS),
-            "reasons": store.reasons(),
+            "reasons": common_reasons(),
         }
 
     @app.get("/api/parts")

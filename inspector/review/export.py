@@ -102,6 +102,9 @@ def export_dataset(store: ReviewStore, out: str | Path, *, classes: str = "ok-de
             try:
                 (out / cls).mkdir(exist_ok=True)
                 shutil.copyfile(src, out / rel)
+            except FileNotFoundError:  # retention deleted it while the export ran
+                skipped["no crop on disk (an OK part not sampled, or deleted by retention)"] += 1
+                continue
             except OSError as exc:
                 raise UserError(f"--out {out}: cannot write {rel} ({exc.strerror})") from None
             counts[cls] += 1

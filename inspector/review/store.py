@@ -219,7 +219,8 @@ class ReviewStore:
     def count(self, f: Filters) -> int:
         where, args = f.where()
         w = f" WHERE {where}" if where else ""
-        return self._select(f"SELECT COUNT(*) FROM parts p {_JOIN}{w}", args)[0][0]
+        join = _JOIN if f.reviewed is not None or f.mark is not None else ""  # the marks only when filtered on
+        return self._select(f"SELECT COUNT(*) FROM parts p {join}{w}", args)[0][0]
 
     def part(self, row_id: int) -> dict[str, Any] | None:
         """One part with everything logged about it (timings decoded), its mark, and whether a map exists."""

@@ -147,3 +147,17 @@ def test_without_the_web_extra_summary_and_export_work_and_web_says_what_to_inst
     assert r.returncode == 0 and "4 reviewed crop(s) ready" in r.stdout, r.stderr
     r = run("review", "export", "--db", demo_log, "--out", tmp_path / "set")
     assert r.returncode == 0 and (tmp_path / "set" / "manifest.csv").is_file(), r.stderr
+
+
+def test_a_reviewed_part_whose_crop_is_gone_is_skipped_and_counted(demo_log, tmp_path):
+    want = _mark_some(demo_log)
+    gone = next(iter(want.values()))[2]
+    crop = next((demo_log.parent / "log_images").rglob(f"*_{gone['part_id']:08d}_*.jpg"))
+    crop.unlink()  # as retention does
+    out = tmp_path / "set"
+    r = inspector("review", "export", "--db", demo_log, "--out", out, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "3 crop(s) written" in r.stdout
+    assert "skipped 1: no crop on disk" in r.stderr
+    with (out / "manifest.csv").open() as fh:
+        assert {int(row["source_id"]) for row in csv.DictReader(fh)} == set(want) - {gone["id"]}
