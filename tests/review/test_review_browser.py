@@ -141,3 +141,37 @@ def test_review_three_parts_with_the_keyboard_then_export(demo_log, review_serve
     assert all(rows[i]["who"] == "carla" for i in rows)
     for p in (out / "defect").iterdir():
         assert np.asarray(cv2.imread(str(p))).std() > 1
+
+
+@pytest.mark.slow
+def test_paging_with_the_keyboard_on_100k_rows(big_log, review_server, browser_page):
+    """n and p walk the keyset pages of a 100,000-row log in order; a filter starts again at page 1."""
+    page, errors = browser_page
+    s = review_server(big_log)
+    page.goto(s.base + "/")
+    page.wait_for_selector("body[data-ready='1']", timeout=20_000)
+    page.wait_for_function("document.querySelector('#count').textContent === '100000 parts match'", timeout=20_000)
+    ids = "[...document.querySelectorAll('#gallery .tile')].map(t => Number(t.dataset.id))"
+    first = page.evaluate(ids)
+    con = sqlite3.connect(big_log)
+    newest = [r[0] for r in con.execute("SELECT id FROM parts ORDER BY time DESC, id DESC LIMIT 180")]
+    con.close()
+    assert first == newest[:60]
+    page.keyboard.press("n")
+    page.wait_for_function(f"({ids})[0] === {newest[60]}", timeout=10_000)
+    assert page.evaluate(ids) == newest[60:120]
+    page.keyboard.press("n")
+    page.wait_for_function(f"({ids})[0] === {newest[120]}", timeout=10_000)
+    assert page.locator("#pageinfo").inner_text() == "· page 3"
+    page.keyboard.press("p")
+    page.wait_for_function(f"({ids})[0] === {newest[60]}", timeout=10_000)
+    page.fill("input[name=score_min]", "0.99")
+    page.click("#apply")
+    page.wait_for_function("document.querySelector('#pageinfo').textContent === '· page 1'", timeout=10_000)
+    page.wait_for_function(
+        "(() => { const s = [...document.querySelectorAll('#gallery .tile .meta span:last-child')];"
+        " return s.length > 0 && s.every(e => Number(e.textContent) >= 0.99); })()",
+        timeout=10_000,
+    )
+    assert page.locator("#gallery .tile .none").count() == page.locator("#gallery .tile").count()  # no crops kept
+    assert not errors, errors

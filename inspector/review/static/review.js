@@ -175,11 +175,11 @@ $("#filters").addEventListener("submit", (ev) => {
   ev.preventDefault(); state.cursors = [null]; state.focus = 0; state.sel.clear(); load(0);
   document.activeElement.blur();
 });
-$("#next").addEventListener("click", () => { if (state.next) { state.focus = 0; load(state.page + 1); } });
-$("#prev").addEventListener("click", () => { if (state.page > 0) { state.focus = 0; load(state.page - 1); } });
-$("#bulk-defect").addEventListener("click", () => markSelection("defect"));
-$("#bulk-ok").addEventListener("click", () => markSelection("ok"));
-$("#bulk-clear").addEventListener("click", () => markSelection("clear"));
+$("#next").addEventListener("click", (ev) => { ev.currentTarget.blur(); if (state.next) { state.focus = 0; load(state.page + 1); } });
+$("#prev").addEventListener("click", (ev) => { ev.currentTarget.blur(); if (state.page > 0) { state.focus = 0; load(state.page - 1); } });
+for (const [id, m] of [["#bulk-defect", "defect"], ["#bulk-ok", "ok"], ["#bulk-clear", "clear"]]) {
+  $(id).addEventListener("click", (ev) => { ev.currentTarget.blur(); markSelection(m); }); // keys go to the gallery
+}
 
 (async function start() {
   try {
