@@ -113,13 +113,12 @@ def _print_summary(s: dict) -> None:
 def run_web(args: argparse.Namespace) -> int:
     import sys
 
-    from inspector.review.http import Guard, check_bind, is_loopback, parse_listen, require_web, serve
+    from inspector.review.http import Guard, is_loopback, parse_listen, require_web, serve
     from inspector.review.store import ReviewStore
 
     require_web()
     host, port = parse_listen(args.web)
     guard = Guard.for_host(host, args.token_env)
-    check_bind(host, port)
     from inspector.review.app import create_app
 
     store = ReviewStore(args.db, args.images)
@@ -128,11 +127,14 @@ def run_web(args: argparse.Namespace) -> int:
         local = {f"{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]")} | {"127.0.0.1", "localhost"}
     app = create_app(store, guard, local_hosts=local)
     shown = f"[{host}]" if ":" in host else host
-    print(f"review page: http://{shown}:{port}/ ({store.db}; Ctrl-C to stop)", file=sys.stderr, flush=True)
+
+    def started() -> None:
+        print(f"review page: http://{shown}:{port}/ ({store.db}; Ctrl-C to stop)", file=sys.stderr, flush=True)
+
     if not store.writable:
         print(f"warning: {store.read_only_reason}", file=sys.stderr, flush=True)
     try:
-        serve(app, host, port)
+        serve(app, host, port, on_started=started)
     finally:
         store.close()
     return 0

@@ -12,6 +12,7 @@ import ipaddress
 import logging
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ground.errors import UserError
@@ -83,40 +84,53 @@ class Guard:
         return given is not None and hmac.compare_digest(given.encode(), self.token.encode())
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def free_port() -> int:
+    """A free localhost port (tests and benches start the page on one)."""
     with socket.socket() as s:
-        s.bind((host, 0))
+        s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def serve(app: object, host: str, port: int) -> None:
-    """Run uvicorn in the foreground until Ctrl-C. A port that cannot be bound is one line, not a traceback."""
+class _BindError(logging.Filter):
+    """Keeps uvicorn's "error while attempting to bind" record (it logs the OSError, then exits) so that the
+    user gets our one line instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.exc: OSError | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, OSError):
+            self.exc = record.msg
+            return False
+        return True
+
+
+def serve(app: object, host: str, port: int, on_started: Callable[[], None] | None = None) -> None:
+    """Run uvicorn in the foreground until Ctrl-C; ``on_started`` once it listens. An address it cannot listen
+    on (a busy port, another machine's address) is one line, not uvicorn's log record and a traceback."""
     import uvicorn
 
-    check_bind(host, port)  # again: the caller may have printed its address meanwhile
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets: list | None = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and on_started is not None:
+                on_started()
+
     config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
-    server = uvicorn.Server(config)
+    server = _Server(config)
+    caught = _BindError()
+    logging.getLogger("uvicorn.error").addFilter(caught)
     try:
         server.run()
-    except SystemExit:  # uvicorn logs the bind error and exits
-        server.started = False
+    except SystemExit:  # uvicorn exits when it cannot bind
+        pass
+    finally:
+        logging.getLogger("uvicorn.error").removeFilter(caught)
     if not server.started:
+        exc = caught.exc
+        why = "" if exc is None else os.strerror(exc.errno) if exc.errno and exc.errno > 0 else str(exc)
         raise UserError(
-            f"--web {host}:{port}: cannot listen there (in use, or not this machine's address); give another"
+            f"--web {host}:{port}: cannot listen there ({why or 'the server did not start'}); give a free port, "
+            "or an address of this machine"
         )
-
-
-def check_bind(host: str, port: int) -> None:
-    """Bind once, as uvicorn will (SO_REUSEADDR), so a busy port or a foreign address is our one line rather
-    than uvicorn's log record and exit."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        family, _, _, _, addr = infos[0]
-        with socket.socket(family, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(addr)
-    except OSError as exc:
-        raise UserError(
-            f"--web {host}:{port}: cannot listen there ({exc.strerror or exc}); give a free port, or an address "
-            "of this machine"
-        ) from None

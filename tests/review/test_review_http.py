@@ -116,6 +116,11 @@ def test_localhost_listener_refuses_foreign_host_headers(demo_log, review_server
         (("--web", "0.0.0.0:8799", "--token-env", "MY_TOKEN"), {}, "set the environment variable MY_TOKEN"),
         (("--web", "localhost:http"), {}, "expected PORT or HOST:PORT"),
         (("--web", "99999"), {}, "expected PORT or HOST:PORT"),
+        (
+            ("--web", "203.0.113.77:8799"),
+            {"INSPECTOR_REVIEW_TOKEN": "t"},
+            "cannot listen there (Cannot assign requested",
+        ),
     ],
 )
 def test_web_bad_input_is_one_line(demo_log, args, env, message):
