@@ -116,6 +116,16 @@ def test_review_three_parts_with_the_keyboard_then_export(demo_log, review_serve
     assert not errors, errors
     print(f"screenshot: {shot}")
 
+    page.select_option("select[name=verdict]", "")  # the marks filter: every missed defect, whatever the verdict
+    page.select_option("select[name=mark]", "missed")
+    page.click("#apply")
+    page.wait_for_function(
+        "document.querySelectorAll('#gallery .tile').length === 1 && "
+        "document.querySelector('#count').textContent === '1 part matches'",
+        timeout=10_000,
+    )
+    assert page.evaluate("Number(document.querySelector('#gallery .tile').dataset.id)") == ok_ids[0]
+
     con = sqlite3.connect(demo_log)
     marks = dict(con.execute("SELECT part, mark FROM review_marks WHERE who = 'carla'"))
     con.close()

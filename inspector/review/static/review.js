@@ -43,7 +43,7 @@ async function load(page) {
     status(`${res.rows.length} parts shown`);
   } catch (e) { status(e.message, true); }
   const c = filterParams();
-  api("/api/count?" + c.toString()).then((r) => { $("#count").textContent = `${r.count} parts match`; })
+  api("/api/count?" + c.toString()).then((r) => { $("#count").textContent = r.count === 1 ? "1 part matches" : `${r.count} parts match`; })
     .catch((e) => status(e.message, true));
 }
 
