@@ -185,3 +185,32 @@ def test_paging_with_the_keyboard_on_100k_rows(big_log, review_server, browser_p
     )
     assert page.locator("#gallery .tile .none").count() == page.locator("#gallery .tile").count()  # no crops kept
     assert not errors, errors
+
+
+@pytest.mark.slow
+def test_beyond_localhost_the_page_asks_for_the_token_once(demo_log, review_server, browser_page):
+    page, errors = browser_page
+    s = review_server(demo_log, host="0.0.0.0", env={"INSPECTOR_REVIEW_TOKEN": "line-7-token"})
+    asked: list[str] = []
+
+    def answer(dialog) -> None:
+        asked.append(dialog.message)
+        dialog.accept("wrong" if len(asked) == 1 else "line-7-token")
+
+    page.on("dialog", answer)
+    page.goto(s.base + "/")
+    page.wait_for_selector("body[data-ready='1']", timeout=20_000)
+    page.select_option("select[name=verdict]", "defect")
+    page.click("#apply")
+    _wait_verdicts(page, "defect")
+    page.keyboard.press("d")  # 401: asks, a wrong token, 401 again: asks again, the right one: stored
+    page.wait_for_function(f"({TILE_MARKS})[0].includes('confirm_defect')", timeout=15_000)
+    assert len(asked) == 2 and "token" in asked[0]
+    page.keyboard.press("d")  # the tab keeps the token: no third question
+    page.wait_for_function(f"({TILE_MARKS})[1].includes('confirm_defect')", timeout=15_000)
+    assert len(asked) == 2
+    con = sqlite3.connect(demo_log)
+    assert con.execute("SELECT COUNT(*) FROM review_marks").fetchone()[0] == 2
+    con.close()
+    assert not errors, errors
+    assert "line-7-token" not in s.close()
