@@ -24,6 +24,7 @@ COMMANDS = (
     "calibrate",
     "gate_sim",
     "log",
+    "review",
     "check_config",
     "service",
     "doctor",
