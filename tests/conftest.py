@@ -84,11 +84,21 @@ def _free_display() -> int:
 @pytest.fixture
 def xvfb():
     """A private Xvfb display; yields the environment for a process that should use it."""
+    yield from _xvfb("1024x768x24")
+
+
+@pytest.fixture
+def xvfb_hd():
+    """A private Xvfb display large enough for the overlay of a 1280x720 frame (its status bar beside it)."""
+    yield from _xvfb("1920x1200x24")
+
+
+def _xvfb(screen: str):
     if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb not installed (apt-get install xvfb); the real-window test needs it")
     n = _free_display()
     proc = subprocess.Popen(
-        ["Xvfb", f":{n}", "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+        ["Xvfb", f":{n}", "-screen", "0", screen, "-nolisten", "tcp"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -1,0 +1,253 @@
+"""The operator's window for real: OpenCV's Qt window under Xvfb, read back as an X window dump and checked by
+pixels (the frame untouched, the bar beside it, the banner's colour), the s key with a folder that cannot take
+the snapshot, a bad --snapshot-dir refused at start, and Qt's missing-font line gone."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from runtime_kit import watch_child
+from test_runtime_overlay import count_color, read_xwd
+
+from ground.qtfonts import FONT_DIRS
+from inspector.overlay import BAR_COLOR, ROI_COLOR, VERDICT_COLORS, layout_for
+from inspector.records import Verdict
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def xwd_tools():
+    for tool in ("xwd", "xdotool"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} not installed (apt-get install x11-apps xdotool); the window tests need it")
+
+
+def window_dump(env: dict, name: str = "inspector") -> np.ndarray | None:
+    """The window called ``name`` as X draws it (None while it is not mapped yet)."""
+    found = subprocess.run(
+        ["xdotool", "search", "--onlyvisible", "--name", f"^{name}$"], env=env, capture_output=True, text=True
+    )
+    ids = found.stdout.split()
+    if not ids:
+        return None
+    out = subprocess.run(["xwd", "-id", ids[0], "-silent"], env=env, capture_output=True, timeout=20)
+    return read_xwd(out.stdout) if out.returncode == 0 and out.stdout else None
+
+
+SHOW_SCRIPT = r"""
+import os, sys, time
+import cv2
+import numpy as np
+from inspector.detect import Roi
+from inspector.events import Summary
+from inspector.health import HealthProbe, ModelHealth
+from inspector.overlay import Window
+from inspector.pipeline import FrameView, LoopStats
+from inspector.records import Part, Verdict
+
+out = sys.argv[1]
+frame = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+cv2.imwrite(out + "/frame.tmp.png", frame)
+os.replace(out + "/frame.tmp.png", out + "/frame.png")
+summary = Summary()
+crop = np.full((60, 60, 3), 230, np.uint8)
+summary.on_part(Part(9, 0, 0, (0, 0, 60, 60), Verdict.DEFECT, score=0.93, crop=crop))
+summary.on_part(Part(10, 1, 0, (0, 0, 60, 60), getattr(Verdict, sys.argv[2]), score=0.1, reason="lost"))
+stats = LoopStats(summary=summary, fps=30.0, last_latency_ms=5.0)
+health = HealthProbe(stats=stats, model=ModelHealth("m.onnx", "onnxruntime")).snapshot()
+w = Window(snapshot_dir=out, health=lambda: health)
+view = FrameView(frame, 0, Roi(100, 100, 400, 200), [], [], [])
+assert w.update(view, stats)
+cv2.imwrite(out + "/shown.tmp.png", w.last_image)
+os.replace(out + "/shown.tmp.png", out + "/shown.png")  # whole, or not there yet
+print("shown", flush=True)
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline and sys.stdin.readline().strip() != "done":
+    pass
+w.close()
+"""
+
+
+@pytest.mark.parametrize("verdict", ["NO_VERDICT", "OK"])
+def test_the_real_window_shows_the_frame_untouched_and_the_bar_beside_it(xvfb, xwd_tools, tmp_path, verdict):
+    env = {**xvfb, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SHOW_SCRIPT, str(tmp_path), verdict],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    shown = frame = dump = None
+
+    def probe() -> bool:  # window dumps until the window shows what the overlay rendered
+        nonlocal shown, frame, dump
+        if shown is None:
+            if not (tmp_path / "shown.png").is_file():
+                return False
+            shown, frame = cv2.imread(str(tmp_path / "shown.png")), cv2.imread(str(tmp_path / "frame.png"))
+        dump = window_dump(env)
+        return dump is not None and dump.shape[:2] == shown.shape[:2] and np.array_equal(dump, shown)
+
+    try:
+        deadline_ok = False
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if probe():
+                deadline_ok = True
+                break
+            time.sleep(0.2)
+        proc.stdin.write("done\n")
+        proc.stdin.flush()
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    if dump is not None:
+        cv2.imwrite(str(tmp_path / "dump.png"), dump)
+    assert deadline_ok, f"the window never showed the rendered overlay; last dump in {tmp_path}"
+    lay = layout_for(640, 480)
+    assert dump.shape[:2] == (lay.canvas[1], lay.canvas[0]) and dump.shape[1] > 640
+    # The image region is the frame's pixels except the ROI outline and the trigger line (x = 300).
+    img = dump[:480, :640]
+    inside = (slice(110, 290), slice(110, 290))  # within the ROI, left of the trigger line
+    assert np.array_equal(img[inside], frame[inside])
+    assert np.array_equal(img[:90], frame[:90]) and np.array_equal(img[310:], frame[310:])
+    assert count_color(img, ROI_COLOR, 10) > 1000
+    # The bar is outside the image; the banner has the last verdict's colour; the strip has the defect's crop.
+    assert count_color(dump[:, 640:], BAR_COLOR, 2) > 0.4 * (dump.shape[1] - 640) * dump.shape[0]
+    bx, by, bw, bh = lay.banner
+    assert count_color(dump[by : by + bh, bx : bx + bw], VERDICT_COLORS[Verdict[verdict]], 10) > 0.6 * bw * bh
+    tx, ty, side, _ = lay.thumbs[0]
+    assert dump[ty + 4 : ty + side - 4, tx + 4 : tx + side - 4].mean() > 200
+    assert "QFontDatabase" not in err  # defect 14: Qt pointed at a system font folder
+    assert "Traceback" not in err
+
+
+FONT_SCRIPT = r"""
+import os, sys
+import cv2
+import numpy as np
+from ground.qtfonts import quiet_qt_fonts
+if sys.argv[1] != "-":
+    os.environ["QT_QPA_FONTDIR"] = sys.argv[1]  # set on purpose (after import cv2, which sets its own)
+if sys.argv[2] == "quiet":
+    quiet_qt_fonts()
+cv2.namedWindow("fonts")  # Qt's full GUI (toolbar, status bar): it loads fonts
+cv2.imshow("fonts", np.zeros((60, 80, 3), np.uint8))
+cv2.waitKey(50)
+cv2.destroyAllWindows()
+print("ok", os.environ.get("QT_QPA_FONTDIR"))
+"""
+
+
+def _fonts(env: dict, fontdir: str, mode: str) -> subprocess.CompletedProcess:
+    out = subprocess.run(
+        [sys.executable, "-c", FONT_SCRIPT, fontdir, mode], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+    return out
+
+
+def test_qt_font_line_is_quiet_but_a_font_folder_set_on_purpose_is_still_checked(xvfb, tmp_path):
+    env = {**xvfb, "PYTHONPATH": str(ROOT)}
+    env.pop("QT_QPA_FONTDIR", None)
+    if not any(Path(d).is_dir() and any(Path(d).glob("*.ttf")) for d in FONT_DIRS):
+        pytest.skip("no system font folder here (apt-get install fonts-dejavu-core)")
+    assert "QFontDatabase: Cannot find font directory" in _fonts(env, "-", "as-is").stderr  # OpenCV's own folder
+    quiet = _fonts(env, "-", "quiet")
+    assert "QFontDatabase" not in quiet.stderr, quiet.stderr
+    assert quiet.stdout.split()[1] in FONT_DIRS
+    bogus = str(tmp_path / "no-such-fonts")
+    wrong = _fonts(env, bogus, "quiet")  # a folder someone chose is left alone, and Qt still says it is wrong
+    assert wrong.stdout.split()[1] == bogus
+    assert f"Cannot find font directory {bogus}" in wrong.stderr
+
+
+def _run_cmd(line_config: Path, line_video: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "inspector",
+        "run",
+        "--config",
+        str(line_config),
+        "--source",
+        str(line_video),
+        *extra,
+    ]
+
+
+def test_a_snapshot_folder_that_cannot_be_used_is_refused_at_start(xvfb, line_video, line_config, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = subprocess.run(
+        _run_cmd(line_config, line_video, "--snapshot-dir", str(blocker / "snaps")),
+        env=xvfb,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 1, out.stderr
+    errors = [x for x in out.stderr.splitlines() if x.startswith("error:")]
+    assert errors == [
+        f"error: --snapshot-dir {blocker / 'snaps'}: cannot create the folder (Not a directory); give a writable folder"
+    ], out.stderr
+    assert "Traceback" not in out.stderr
+    out = subprocess.run(
+        _run_cmd(line_config, line_video, "--snapshot-dir", str(blocker)),
+        env=xvfb,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert f"error: --snapshot-dir {blocker}: not a folder; give a writable folder" in out.stderr
+
+
+def test_s_with_a_snapshot_folder_gone_bad_warns_and_inspection_goes_on(
+    xvfb, xwd_tools, line_video, line_config, tmp_path
+):
+    """The folder was fine at start; then it is replaced by a file. Pressing s is one warning line; the run
+    goes on to the end of the video and prints its summary, every part logged."""
+    snaps = tmp_path / "snaps"
+    events = tmp_path / "ev.jsonl"
+    cmd = _run_cmd(line_config, line_video, "--snapshot-dir", str(snaps), "--events", str(events), "--realtime")
+    env = {**xvfb, "QT_QPA_PLATFORM": "xcb"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pressed = False
+
+    def probe() -> bool:
+        nonlocal pressed
+        found = subprocess.run(
+            ["xdotool", "search", "--onlyvisible", "--name", "^inspector$"], env=env, capture_output=True, text=True
+        )
+        if not found.stdout.split():
+            return False
+        snaps.rmdir()
+        snaps.write_text("in the way")
+        subprocess.run(["xdotool", "key", "--window", found.stdout.split()[0], "s"], env=env, check=True, timeout=10)
+        pressed = True
+        return True
+
+    out, err = watch_child(proc, probe, timeout_s=60, every_s=0.1, exit_timeout_s=60)
+    assert pressed, err
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    warnings = [x for x in err.splitlines() if "snapshot not saved" in x]
+    assert len(warnings) == 1 and str(snaps) in warnings[0] and "inspection continues" in warnings[0], err
+    assert "inspection summary" in out
+    assert len(events.read_text().splitlines()) == 5  # every part of the video got its verdict
