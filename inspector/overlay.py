@@ -174,9 +174,29 @@ def _draw_parts(image: np.ndarray, view: FrameView, health: Health, lay: Layout)
     cv2.rectangle(image, (r.x, r.y), (r.x + r.w - 1, r.y + r.h - 1), ROI_COLOR, t)
     a, b = r.trigger_segment()
     cv2.line(image, a, b, TRIGGER_COLOR, t)
+    items = label_items(view, health)
+    for (x, y, w, h), color, _ in items:
+        cv2.rectangle(image, (x, y), (x + w - 1, y + h - 1), color, t)
+    for rect, text, color in labels_for(items, image.shape[1], image.shape[0], lay):
+        draw_label(image, text, rect, color, lay.label_scale, lay.label_thick)
+
+
+Item = tuple[tuple[int, int, int, int], tuple[int, int, int], list[str]]  # box, colour, label (long to short)
+
+
+def labels_for(items: list[Item], width: int, height: int, lay: Layout) -> list[tuple[Rect, str, tuple[int, int, int]]]:
+    """The labels drawn for ``items`` in a ``width`` x ``height`` frame: (box, text, fill), none overlapping.
+    Decided parts claim their places first: their verdict matters more than a pending part's id."""
+    order = sorted(range(len(items)), key=lambda i: items[i][1] == PENDING_COLOR)
+    placed = place_labels([(items[i][0], items[i][2]) for i in order], width, height, lay.label_scale, lay.label_thick)
+    return [(got[0], got[1], items[i][1]) for i, got in zip(order, placed, strict=True) if got is not None]
+
+
+def label_items(view: FrameView, health: Health) -> list[Item]:
+    """Each part on this frame: (box, colour by verdict, its label from the longest form to the shortest)."""
     decided: dict[int, Part] = {p.part_id: p for p in view.parts}
     recent = health.recent.by_id
-    items: list[tuple[tuple[int, int, int, int], tuple[int, int, int], list[str]]] = []
+    items = []
     tracked = set()
     for tr in view.tracks:
         tracked.add(tr.track_id)
@@ -186,17 +206,7 @@ def _draw_parts(image: np.ndarray, view: FrameView, health: Health, lay: Layout)
     for p in view.parts:  # decided now, already gone from the tracks (no-verdicts at exit)
         if p.part_id not in tracked:
             items.append((p.bbox, VERDICT_COLORS[p.verdict], _label_texts(p.part_id, p)))
-    for (x, y, w, h), color, _ in items:
-        cv2.rectangle(image, (x, y), (x + w - 1, y + h - 1), color, t)
-    # decided parts claim their label places first: their verdict matters more than a pending part's id
-    order = sorted(range(len(items)), key=lambda i: items[i][1] == PENDING_COLOR)
-    placed = place_labels(
-        [(items[i][0], items[i][2]) for i in order], image.shape[1], image.shape[0], lay.label_scale, lay.label_thick
-    )
-    for i, got in zip(order, placed, strict=True):
-        if got is not None:
-            rect, text = got
-            draw_label(image, text, rect, items[i][1], lay.label_scale, lay.label_thick)
+    return items
 
 
 def _label_texts(part_id: int, part: Part | None) -> list[str]:
@@ -288,9 +298,9 @@ def _draw_bar(out: np.ndarray, h: Health, lay: Layout, paused: bool, complete: b
     p, ins = h.parts, h.inspection
     x, y, w, _ = lay.stats
     n = p.ok + p.defect + p.no_verdict
-    lat = "-" if ins.latency_ms is None else f"{ins.latency_ms:.1f} ms"
+    lat = "-" if ins.latency_ms is None else f"{_ms(ins.latency_ms)} ms"
     if ins.latency_p99_ms is not None:
-        lat += f" (p99 {ins.latency_p99_ms:.0f})"
+        lat += f" (p99 {_ms(ins.latency_p99_ms)})"
     _text_fit(out, f"parts {n}   yield {viewstate.yield_text(h)}", (x, y + lh - 6), w, TEXT_COLOR, s, t)
     _runs(
         out,
@@ -304,7 +314,7 @@ def _draw_bar(out: np.ndarray, h: Health, lay: Layout, paused: bool, complete: b
         s,
         t,
     )
-    _text_fit(out, f"{ins.fps:.1f} frames/s   latency {lat}", (x, y + 3 * lh - 6), w, TEXT_COLOR, s, t)
+    _text_fit(out, f"{ins.fps:.1f} fps   latency {lat}", (x, y + 3 * lh - 6), w, TEXT_COLOR, s, t)
 
     x, y, w, _ = lay.states
     name_w = cv2.getTextSize("camera  ", FONT, s, t)[0][0]
@@ -337,6 +347,10 @@ def _draw_bar(out: np.ndarray, h: Health, lay: Layout, paused: bool, complete: b
     x, y, w, _ = lay.keys
     _text_fit(out, KEYS.replace("p pause", "p resume") if paused else KEYS, (x, y + lh - 6), w, TEXT_COLOR, s, t)
     _text_fit(out, "scores: P(defect), 0 good .. 1 defect", (x, y + 2 * lh - 6), w, DIM_COLOR, s * 0.85, t)
+
+
+def _ms(v: float) -> str:
+    return f"{v:.1f}" if v < 100 else f"{v:.0f}"
 
 
 def thumbnail(part: Part, side: int) -> np.ndarray:

@@ -8,6 +8,7 @@ import shutil
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,7 +16,7 @@ import pytest
 from runtime_kit import FakeEngine, as_frames, moving, render, watch_child
 
 from inspector import viewstate
-from inspector.config import InspectorConfig
+from inspector.config import InspectorConfig, load_config
 from inspector.detect import Roi
 from inspector.events import Summary
 from inspector.health import GateHealth, HealthProbe, LogHealth, ModelHealth
@@ -31,14 +32,16 @@ from inspector.overlay import (
     _label_texts,
     _text,
     draw_label,
+    label_items,
     label_size,
+    labels_for,
     layout_for,
     opencv_has_gui,
     place_labels,
     render_overlay,
 )
 from inspector.pipeline import FrameView, LoopStats, Pipeline
-from inspector.records import Part, Verdict
+from inspector.records import Frame, Part, Verdict
 from inspector.viewstate import line_states
 
 
@@ -370,3 +373,39 @@ def test_window_keys_pause_snapshot_quit_under_xvfb(xvfb, tmp_path):
     assert snap is not None and snap.shape == (lay.canvas[1], lay.canvas[0], 3)  # what the window shows, bar too
     img = snap[:240, :320]
     assert count_color(img, ROI_COLOR, 30) > 500 and count_color(img, TRIGGER_COLOR, 30) > 200
+
+
+@pytest.mark.data
+def test_labels_on_the_real_bottling_clip_keep_apart_and_inside_the_frame(shared_data):
+    """The dense real clip (touching bottles, caps at the frame's top edge), frame by frame through the real
+    detector and tracker: every label drawn lies inside the frame, overlaps no other, and keeps its whole rim in
+    its own colour on the rendered image (nothing drawn over it)."""
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(root / "configs" / "clips" / "bottling_bottles.yaml")
+    summary = Summary()
+    pipe = Pipeline(cfg, FakeEngine(), [summary])
+    stats = LoopStats(summary=summary)
+    probe = HealthProbe(stats=stats)
+    cap = cv2.VideoCapture(str(shared_data / "videos" / "bottling_line_bottles.mp4"))
+    busiest = 0
+    for i in range(200):
+        ok, image = cap.read()
+        assert ok, f"bottling clip ended at frame {i}"
+        pipe.process(Frame(i, i * 40_000_000, image))
+        h = probe.snapshot()
+        img = render_overlay(pipe.last, stats, health=h)
+        H, W = image.shape[:2]
+        lay = layout_for(W, H)
+        labels = labels_for(label_items(pipe.last, h), W, H, lay)
+        busiest = max(busiest, len(labels))
+        for k, (a, _, fill) in enumerate(labels):
+            x, y, w, hh = a
+            assert x >= 0 and y >= 0 and x + w <= W and y + hh <= H, (i, a)
+            for b, _, _ in labels[k + 1 :]:
+                assert not (a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3])
+            rim = np.concatenate(
+                [img[y, x : x + w], img[y + hh - 1, x : x + w], img[y : y + hh, x], img[y : y + hh, x + w - 1]]
+            )
+            assert np.all(np.abs(rim.astype(int) - np.asarray(fill, int)) <= 1), (i, a)
+    cap.release()
+    assert busiest >= 3 and summary.parts >= 10, (busiest, summary.parts)

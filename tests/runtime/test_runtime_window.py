@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 import pytest
 from runtime_kit import watch_child
-from test_runtime_overlay import count_color, read_xwd
+from test_runtime_overlay import count_color
+from window_kit import busy, shoot, window_dump
 
 from ground.qtfonts import FONT_DIRS
 from inspector.overlay import BAR_COLOR, ROI_COLOR, VERDICT_COLORS, layout_for
@@ -30,18 +31,6 @@ def xwd_tools():
     for tool in ("xwd", "xdotool"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} not installed (apt-get install x11-apps xdotool); the window tests need it")
-
-
-def window_dump(env: dict, name: str = "inspector") -> np.ndarray | None:
-    """The window called ``name`` as X draws it (None while it is not mapped yet)."""
-    found = subprocess.run(
-        ["xdotool", "search", "--onlyvisible", "--name", f"^{name}$"], env=env, capture_output=True, text=True
-    )
-    ids = found.stdout.split()
-    if not ids:
-        return None
-    out = subprocess.run(["xwd", "-id", ids[0], "-silent"], env=env, capture_output=True, timeout=20)
-    return read_xwd(out.stdout) if out.returncode == 0 and out.stdout else None
 
 
 SHOW_SCRIPT = r"""
@@ -251,3 +240,24 @@ def test_s_with_a_snapshot_folder_gone_bad_warns_and_inspection_goes_on(
     assert len(warnings) == 1 and str(snaps) in warnings[0] and "inspection continues" in warnings[0], err
     assert "inspection summary" in out
     assert len(events.read_text().splitlines()) == 5  # every part of the video got its verdict
+
+
+@pytest.mark.data
+def test_the_real_window_on_a_1280x720_factory_clip(xvfb_hd, xwd_tools, shared_data, tmp_path):
+    """A real clip at 1280x720 in the real window: the canvas is the frame plus the bar, the frame's text scaled
+    up from the 640x480 layout, a verdict in the banner, no Qt font noise, the summary with its outcomes."""
+    clip = ROOT / "configs" / "clips" / "checkweigher_packages.yaml"
+    cmd = [sys.executable, "-m", "inspector", "run", "--config", str(clip), "--realtime"]
+    cmd += ["--source", str(shared_data / "videos" / "checkweigher_line_packages.mp4")]
+    shot, done = shoot(cmd, {**xvfb_hd, "PYTHONPATH": str(ROOT)}, lambda d: busy(d, 1280, 720, 1), timeout_s=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert shot is not None, "no screenshot with a verdict and a defect in the strip"
+    cv2.imwrite(str(tmp_path / "checkweigher.png"), shot)
+    lay = layout_for(1280, 720)
+    assert shot.shape[:2] == (lay.canvas[1], lay.canvas[0]) and lay.unit == 1.5
+    assert count_color(shot[:720, :1280], ROI_COLOR, 10) > 2000
+    bx, by, bw, bh = lay.banner
+    banner = shot[by : by + bh, bx : bx + bw]
+    assert max(count_color(banner, c, 10) for c in VERDICT_COLORS.values()) > 0.6 * bw * bh
+    assert "QFontDatabase" not in done.stderr and "Traceback" not in done.stderr
+    assert "inspection summary" in done.stdout
