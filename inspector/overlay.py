@@ -158,9 +158,8 @@ def render_overlay(
     frame = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR) if img.ndim == 2 else img
     H, W = frame.shape[:2]
     lay = layout_for(W, H)
-    out = np.empty((lay.canvas[1], lay.canvas[0], 3), np.uint8)
-    out[:] = BAR_COLOR
-    out[:H, :W] = frame
+    # one C call (a numpy fill of a 1920x1080 canvas with a colour tuple took ~60 ms)
+    out = cv2.copyMakeBorder(frame, 0, lay.canvas[1] - H, 0, lay.canvas[0] - W, cv2.BORDER_CONSTANT, value=BAR_COLOR)
     image = out[:H, :W]  # a view: the drawing below lands in the canvas
     _draw_parts(image, view, health, lay)
     _draw_bar(out, health, lay, paused, complete)
