@@ -115,6 +115,8 @@ class KeyReader:
             import tty
         except ImportError:  # not a POSIX terminal (Windows): Ctrl-C only
             return
+        if _in_background(fd):  # started with `cmd &`: changing the terminal's mode would stop the process
+            return
         try:
             self._saved = termios.tcgetattr(fd)
             tty.setcbreak(fd, termios.TCSANOW)
@@ -151,6 +153,14 @@ class KeyReader:
             except termios.error:
                 pass
         self.fd = None
+
+
+def _in_background(fd: int) -> bool:
+    """The terminal is our controlling one and another process group is in its foreground."""
+    try:
+        return os.tcgetpgrp(fd) != os.getpgrp()
+    except OSError:  # not our controlling terminal: no job control, nothing stops us
+        return False
 
 
 def wants_stop(typed: bytes) -> bool:

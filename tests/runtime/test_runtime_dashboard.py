@@ -112,7 +112,14 @@ def test_q_in_a_real_terminal_stops_the_run_with_the_summary(tmp_path):
     events = tmp_path / "ev.jsonl"
     cmd = [sys.executable, "-m", "inspector", "run", "--realtime", "--serial", "sim"]
     cmd += ["--log-db", str(tmp_path / "log.db"), "--events", str(events)]
-    proc = subprocess.Popen(cmd, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=tmp_path, start_new_session=True)
+
+    def controlling_terminal() -> None:  # as a shell starts it: the pty is its terminal, its group in front
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        cmd, stdin=slave, stdout=slave, stderr=slave, env=env, cwd=tmp_path, preexec_fn=controlling_terminal
+    )
     os.close(slave)
     out = bytearray()
     try:
@@ -147,3 +154,49 @@ def test_q_in_a_real_terminal_stops_the_run_with_the_summary(tmp_path):
     assert 0 < summary["frames"] < total, (summary["frames"], total)  # q stopped it before the end
     assert after[3] & termios.ICANON and after[3] & termios.ECHO  # cbreak undone
     assert after[3] == before[3]
+
+
+BACKGROUND_SCRIPT = r"""
+import os, sys
+from inspector.dashboard import KeyReader
+pid = os.fork()
+if pid == 0:
+    os.setpgid(0, 0)  # a group of its own: not the terminal's foreground group (as `inspector run ... &`)
+    keys = KeyReader(sys.stdin)
+    sys.stdout.write(f"active={keys.active}\n")
+    sys.stdout.flush()
+    keys.close()
+    os._exit(0)
+_, status = os.waitpid(pid, os.WUNTRACED)
+print("stopped" if os.WIFSTOPPED(status) else "exited", flush=True)
+if os.WIFSTOPPED(status):
+    os.kill(pid, 9)
+"""
+
+
+def test_a_run_in_the_background_leaves_the_terminal_alone(tmp_path):
+    """Started with `&`, the dashboard must not touch the terminal's mode: that would stop the process (SIGTTOU)."""
+    master, slave = pty.openpty()
+
+    def controlling_terminal() -> None:
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BACKGROUND_SCRIPT],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        preexec_fn=controlling_terminal,
+    )
+    os.close(slave)
+    out = bytearray()
+    try:
+        assert _read_until(master, out, b"exited", 30) or b"stopped" in out, bytes(out)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    assert b"active=False" in out and b"exited" in out, bytes(out)
