@@ -14,12 +14,16 @@ import cv2
 import numpy as np
 import pytest
 from runtime_kit import watch_child
-from test_runtime_overlay import count_color
+from test_runtime_overlay import _ink_rows, count_color
 from window_kit import busy, shoot, window_dump
 
 from ground.qtfonts import FONT_DIRS
-from inspector.overlay import BAR_COLOR, ROI_COLOR, VERDICT_COLORS, layout_for
-from inspector.records import Verdict
+from inspector.detect import Roi
+from inspector.events import Summary
+from inspector.health import CameraHealth, Health, InspectionHealth, PartCounts
+from inspector.overlay import BAR_COLOR, ROI_COLOR, VERDICT_COLORS, label_items, labels_for, layout_for, render_overlay
+from inspector.pipeline import FrameView, LoopStats
+from inspector.records import Part, Verdict
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,7 +38,7 @@ def xwd_tools():
 
 
 SHOW_SCRIPT = r"""
-import os, sys, time
+import os, select, sys, time
 import cv2
 import numpy as np
 from inspector.detect import Roi
@@ -55,14 +59,22 @@ summary.on_part(Part(10, 1, 0, (0, 0, 60, 60), getattr(Verdict, sys.argv[2]), sc
 stats = LoopStats(summary=summary, fps=30.0, last_latency_ms=5.0)
 health = HealthProbe(stats=stats, model=ModelHealth("m.onnx", "onnxruntime")).snapshot()
 w = Window(snapshot_dir=out, health=lambda: health)
-view = FrameView(frame, 0, Roi(100, 100, 400, 200), [], [], [])
+parts = []
+if len(sys.argv) > 3:  # dense: 2 rows of 12 touching parts, the first row at the frame's top edge
+    for r in range(2):
+        for c in range(12):
+            v = Verdict.DEFECT if c % 3 == 0 else Verdict.OK
+            parts.append(Part(100 + 12 * r + c, 0, 0, (4 + c * 52, r * 52, 50, 50), v, score=0.5))
+view = FrameView(frame, 0, Roi(100, 100, 400, 200), [], [], parts)
 assert w.update(view, stats)
 cv2.imwrite(out + "/shown.tmp.png", w.last_image)
 os.replace(out + "/shown.tmp.png", out + "/shown.png")  # whole, or not there yet
 print("shown", flush=True)
-deadline = time.monotonic() + 30
-while time.monotonic() < deadline and sys.stdin.readline().strip() != "done":
-    pass
+deadline = time.monotonic() + 90
+while time.monotonic() < deadline:  # Qt paints (and repaints) only while its events are pumped
+    cv2.waitKey(20)
+    if select.select([sys.stdin], [], [], 0)[0] and sys.stdin.readline().strip() == "done":
+        break
 w.close()
 """
 
@@ -258,6 +270,68 @@ def test_the_real_window_on_a_1280x720_factory_clip(xvfb_hd, xwd_tools, shared_d
     assert count_color(shot[:720, :1280], ROI_COLOR, 10) > 2000
     bx, by, bw, bh = lay.banner
     banner = shot[by : by + bh, bx : bx + bw]
-    assert max(count_color(banner, c, 10) for c in VERDICT_COLORS.values()) > 0.6 * bw * bh
+    verdict = max(VERDICT_COLORS, key=lambda v: count_color(banner, VERDICT_COLORS[v], 10))
+    assert count_color(banner, VERDICT_COLORS[verdict], 10) > 0.6 * bw * bh
+    # the title's text is 1.5 times as tall as on a 640x480 frame (the same words: measured on the '#' and digits)
+    ink = (255, 255, 255) if verdict is Verdict.DEFECT else (0, 0, 0)
+    big = _ink_rows(shot[by : by + bh // 2 + 2, bx : bx + bw], ink)
+    small_lay = layout_for(640, 480)
+    sx, sy, sw, sh = small_lay.banner
+    summary = Summary()
+    summary.on_part(Part(7, 0, 0, (0, 0, 10, 10), verdict, score=0.5, reason="x"))
+    small_img = render_overlay(
+        FrameView(np.zeros((480, 640, 3), np.uint8), 0, Roi(0, 0, 640, 480), [], [], []), LoopStats(summary=summary)
+    )
+    small = _ink_rows(small_img[sy : sy + sh // 2 + 2, sx : sx + sw], ink)
+    assert 1.3 <= big / small <= 1.7, (big, small)
     assert "QFontDatabase" not in done.stderr and "Traceback" not in done.stderr
     assert "inspection summary" in done.stdout
+
+
+def test_the_real_window_keeps_labels_apart_on_a_dense_scene(xvfb, xwd_tools, tmp_path):
+    """24 touching parts, a row of them at the frame's top edge: in the window's own pixels every label drawn
+    lies inside the frame and keeps its whole rim in its colour (no label drawn over another)."""
+    env = {**xvfb, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SHOW_SCRIPT, str(tmp_path), "OK", "dense"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    dump = shown = None
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if shown is None and (tmp_path / "shown.png").is_file():
+                shown = cv2.imread(str(tmp_path / "shown.png"))
+            if shown is not None:
+                dump = window_dump(env)
+                if dump is not None and dump.shape == shown.shape and np.array_equal(dump, shown):
+                    break
+            time.sleep(0.2)
+        proc.stdin.write("done\n")
+        proc.stdin.flush()
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert dump is not None and shown is not None and np.array_equal(dump, shown), "the window never showed it"
+    parts = []
+    for r in range(2):
+        for c in range(12):
+            v = Verdict.DEFECT if c % 3 == 0 else Verdict.OK
+            parts.append(Part(100 + 12 * r + c, 0, 0, (4 + c * 52, r * 52, 50, 50), v, score=0.5))
+    view = FrameView(np.zeros((480, 640, 3), np.uint8), 0, Roi(100, 100, 400, 200), [], [], parts)
+    health = Health(0.0, CameraHealth(), InspectionHealth(), PartCounts())
+    labels = labels_for(label_items(view, health), 640, 480, layout_for(640, 480))
+    assert len(labels) >= 12
+    for k, ((x, y, w, h), _, fill) in enumerate(labels):
+        assert x >= 0 and y >= 0 and x + w <= 640 and y + h <= 480
+        rim = np.concatenate(
+            [dump[y, x : x + w], dump[y + h - 1, x : x + w], dump[y : y + h, x], dump[y : y + h, x + w - 1]]
+        )
+        assert np.all(np.abs(rim.astype(int) - np.asarray(fill, int)) <= 1), (k, (x, y, w, h))
