@@ -14,6 +14,7 @@ import numpy as np
 
 from calibration.roi import EditorState, RoiCalibration, trigger_line
 from ground.errors import UserError
+from ground.qtfonts import quiet_qt_fonts
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ def edit_roi(
             "no display for the ROI window (DISPLAY unset); give the numbers instead: "
             "--roi x,y,w,h --trigger F --direction D --ref-px N --ref-mm M"
         )
+    quiet_qt_fonts()
     try:
         cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE | cv2.WINDOW_GUI_NORMAL)
     except cv2.error as exc:

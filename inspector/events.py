@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_LATENCIES = 100_000  # latency percentiles over the last this many parts
+LAST_DEFECTS = 6  # defects (with their crops) kept for the views' strip of thumbnails
 
 
 def part_event(part: Part) -> dict[str, Any]:
@@ -76,7 +77,8 @@ class Summary:
         self.counts = {v: 0 for v in Verdict}
         self.latencies: deque[float] = deque(maxlen=MAX_LATENCIES)  # the most recent parts
         self.sharpness: deque[float] = deque(maxlen=MAX_LATENCIES)  # the judged crops' sharpness, same window
-        self.last_defect: Part | None = None
+        self.defects: deque[Part] = deque(maxlen=LAST_DEFECTS)  # the last few defects, oldest first
+        self.last: Part | None = None  # the last part decided, any verdict (the views' banner)
         self.recent: dict[int, Part] = {}  # part_id -> part, the last few (overlay colours)
 
     def on_part(self, part: Part) -> None:
@@ -86,13 +88,22 @@ class Summary:
         if part.sharpness is not None:
             self.sharpness.append(part.sharpness)
         if part.verdict is Verdict.DEFECT:
-            self.last_defect = part
+            self.defects.append(part)
+        self.last = part
         self.recent[part.part_id] = part
         if len(self.recent) > 64:
             del self.recent[next(iter(self.recent))]
 
     def close(self) -> None:
         pass
+
+    @property
+    def last_defect(self) -> Part | None:
+        return self.defects[-1] if self.defects else None
+
+    @last_defect.setter
+    def last_defect(self, part: Part) -> None:
+        self.defects.append(part)
 
     @property
     def parts(self) -> int:

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
-from inspector.records import Verdict
+import numpy as np
+
+from inspector.records import Part, Verdict
 from inspector.stages import Capture, GateMonitor
 
 if TYPE_CHECKING:
     from inspector.defectlog.writer import DefectLog
+    from inspector.events import Summary
     from inspector.pipeline import LoopStats
 
 
@@ -39,6 +43,9 @@ class InspectionHealth:
     t_start: float | None = None  # monotonic s the loop started
     dropped: int = 0  # the capture's dropped frames as of the last frame inspected
     stalls: int = 0  # source stalls the loop has seen (parts in flight rejected)
+    latency_ms: float | None = None  # capture to verdict of the last part judged
+    latency_p50_ms: float | None = None  # over the last RECENT_LATENCIES parts judged
+    latency_p99_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +85,15 @@ class ModelHealth:
 
 
 @dataclass(frozen=True, slots=True)
+class RecentParts:
+    """What the operator's views show beside the counts: the last verdict and the last defects (with crops)."""
+
+    last: Part | None = None  # the last part decided (any verdict)
+    defects: tuple[Part, ...] = ()  # the last few defects, newest first
+    by_id: dict[int, Part] = field(default_factory=dict)  # the last few parts of any verdict (box colours)
+
+
+@dataclass(frozen=True, slots=True)
 class Health:
     time: float  # wall clock (s) the snapshot was taken
     camera: CameraHealth
@@ -86,6 +102,7 @@ class Health:
     gate: GateHealth | None = None
     log: LogHealth | None = None
     model: ModelHealth | None = None
+    recent: RecentParts = field(default_factory=RecentParts)
 
 
 @dataclass
@@ -117,15 +134,23 @@ class HealthProbe:
             reopens=int(cs.reopens) if cs is not None else 0,
             stalled=bool(s.stalled) if s is not None else False,
         )
+        summary = s.summary if s is not None else None
+        p50, p99 = _recent_latency(summary)
         inspection = (
-            InspectionHealth(s.frames, float(s.fps), s.errors, s.t_start, s.dropped, s.stalls)
+            InspectionHealth(
+                s.frames, float(s.fps), s.errors, s.t_start, s.dropped, s.stalls, s.last_latency_ms, p50, p99
+            )
             if s is not None
             else InspectionHealth()
         )
-        summary = s.summary if s is not None else None
         counts = summary.counts if summary is not None else {}
         parts = PartCounts(counts.get(Verdict.OK, 0), counts.get(Verdict.DEFECT, 0), counts.get(Verdict.NO_VERDICT, 0))
-        return Health(time.time(), camera, inspection, parts, self._gate(), self._log(), self.model)
+        recent = (
+            RecentParts(summary.last, tuple(reversed(summary.defects)), dict(summary.recent))
+            if summary is not None
+            else RecentParts()
+        )
+        return Health(time.time(), camera, inspection, parts, self._gate(), self._log(), self.model, recent)
 
     def _gate(self) -> GateHealth | None:
         if self.gate is None:
@@ -148,3 +173,14 @@ class HealthProbe:
         if d is None:
             return None
         return LogHealth(int(d.queue_depth), int(d.images_waiting), dict(d.stats))
+
+
+RECENT_LATENCIES = 1000  # the views' p50/p99: recent parts, cheap enough for every snapshot
+
+
+def _recent_latency(summary: Summary | None) -> tuple[float | None, float | None]:
+    if summary is None or not summary.latencies:
+        return None, None
+    recent = np.fromiter(islice(reversed(summary.latencies), RECENT_LATENCIES), dtype=np.float64)
+    p50, p99 = np.percentile(recent, (50, 99))
+    return float(p50), float(p99)

@@ -193,7 +193,8 @@ class Line:
         if outputs and self.capture.live and (problem := stall_gate_problem(cfg)):
             log.warning(problem)
             self.warnings.append(problem)
-        self.view = self._add("view", make_view(cfg, window, req.snapshot_dir) if req.view else NullView())
+        view = make_view(cfg, window, req.snapshot_dir, health=self.health) if req.view else NullView()
+        self.view = self._add("view", view)
         self.stats.summary = self.summary
         self.probe.attach(stats=self.stats, capture=self.capture, gate=self.gate, dlog=self.dlog)
         if self.metrics is not None:
@@ -230,6 +231,10 @@ class Line:
             self.interrupted = True
             self.stats.t_end = time.monotonic()
             self.pipeline.flush("run interrupted before the part was classified")
+        except Exception:  # the parts in flight are still rejected and logged, whatever stopped the loop
+            self.stats.t_end = time.monotonic()
+            self.pipeline.flush("run stopped by an error before the part was classified")
+            raise
         return self.stats
 
     def request_stop(self) -> None:
@@ -439,18 +444,21 @@ def want_window(cfg: InspectorConfig) -> bool:
     return False
 
 
-def make_view(cfg: InspectorConfig, window: bool, snapshot_dir: str = ".") -> View:
-    """A window when there is a display, a terminal dashboard on a terminal, else log lines."""
+def make_view(
+    cfg: InspectorConfig, window: bool, snapshot_dir: str = ".", health: Callable[[], Health] | None = None
+) -> View:
+    """A window when there is a display, a terminal dashboard on a terminal, else log lines; each reads the
+    line's state through ``health`` (:meth:`Line.health`)."""
     from rich.console import Console
 
     from inspector.dashboard import Dashboard, LogView
     from inspector.overlay import Window
 
     if window:
-        return Window(scale=cfg.display.scale, snapshot_dir=snapshot_dir)
+        return Window(scale=cfg.display.scale, snapshot_dir=snapshot_dir, health=health)
     if Console(stderr=True).is_terminal:
-        return Dashboard(source=redact(cfg.source.uri))
-    return LogView()
+        return Dashboard(source=redact(cfg.source.uri), health=health)
+    return LogView(health=health)
 
 
 def _on_sigterm(stop: threading.Event) -> Any:

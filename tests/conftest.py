@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import subprocess
 import time
@@ -74,31 +75,47 @@ def tiny_dataset(tmp_path: Path):
     return make
 
 
-def _free_display() -> int:
-    for n in range(91, 160):
-        if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
-            return n
-    pytest.skip("no free X display number")
-
-
 @pytest.fixture
 def xvfb():
     """A private Xvfb display; yields the environment for a process that should use it."""
+    yield from _xvfb("1024x768x24")
+
+
+@pytest.fixture
+def xvfb_hd():
+    """A private Xvfb display large enough for the overlay of a 1280x720 frame (its status bar beside it)."""
+    yield from _xvfb("1920x1200x24")
+
+
+def _xvfb(screen: str):
+    """Xvfb picks a free display number itself and writes it to a pipe once it listens (-displayfd): no race with
+    another test run choosing the same number at the same moment."""
     if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb not installed (apt-get install xvfb); the real-window test needs it")
-    n = _free_display()
+    r, w = os.pipe()
     proc = subprocess.Popen(
-        ["Xvfb", f":{n}", "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+        ["Xvfb", "-displayfd", str(w), "-screen", "0", screen, "-nolisten", "tcp"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        pass_fds=(w,),
     )
-    sock = Path(f"/tmp/.X11-unix/X{n}")
+    os.close(w)
     deadline = time.monotonic() + 10
-    while not sock.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.skip(f"Xvfb :{n} did not start")
-        time.sleep(0.05)
+    got = b""
+    try:
+        while not got.endswith(b"\n"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.skip("Xvfb did not start")
+            if select.select([r], [], [], 0.1)[0]:
+                chunk = os.read(r, 16)
+                if not chunk:
+                    proc.kill()
+                    pytest.skip("Xvfb did not start")
+                got += chunk
+    finally:
+        os.close(r)
+    n = int(got)
     env = {**os.environ, "DISPLAY": f":{n}"}
     env.pop("WAYLAND_DISPLAY", None)
     probe = ["xwininfo", "-root"] if shutil.which("xwininfo") else ["xwd", "-root", "-silent"]

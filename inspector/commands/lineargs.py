@@ -127,6 +127,10 @@ def inspect(
     from inspector.events import read_events, summary_table
 
     console.print(summary_table(result))
+    from inspector.viewstate import outcome_lines
+
+    for outcome in outcome_lines(line.health()):  # the gate's and the log's outcomes, without -v
+        console.print(outcome, highlight=False)
     if line.mqtt is not None:
         console.print(line.mqtt.report())
     events_path = args.events

@@ -156,7 +156,7 @@ def test_the_runtime_rejects_a_planted_defect_through_the_engine_loader(anomaly_
     from inspector.config import InspectorConfig, LogConfig
     from inspector.defectlog.writer import DefectLog, map_path
     from inspector.events import Summary
-    from inspector.overlay import THUMB, render_overlay
+    from inspector.overlay import layout_for, render_overlay
     from inspector.pipeline import LoopStats, Pipeline
     from inspector.records import Frame, Verdict
 
@@ -193,16 +193,16 @@ def test_the_runtime_rejects_a_planted_defect_through_the_engine_loader(anomaly_
     assert len(crops) == 1 and map_path(crops[0]).is_file()
     heat = cv2.imread(str(map_path(crops[0])))
     assert heat.shape[:2] == cv2.imread(str(crops[0])).shape[:2]
-    # The overlay shows the last defect's map beside its thumbnail: coloured (not gray) pixels there.
+    # The overlay's strip of last defects shows the defect's map over its thumbnail: coloured (not gray) pixels.
     summary = Summary()
     summary.last_defect = defect
     out = render_overlay(view, LoopStats(summary=summary))
-    size = min(THUMB, 240 // 3, 640 // 4)  # as overlay._thumbnail sizes it
-    xm = 640 - size - 6 - size - 8
-    region = out[6 : 6 + size, xm : xm + size].astype(int)
+    tx, ty, size, _ = layout_for(view.image.shape[1], view.image.shape[0]).thumbs[0]  # the newest defect
+    region = out[ty + 2 : ty + size - 2, tx + 2 : tx + size - 2].astype(int)
     assert np.abs(region[:, :, 0] - region[:, :, 2]).mean() > 20  # a heat map, not the gray belt or part
     summary.last_defect = dataclasses.replace(defect, anomaly_map=None)  # a classifier's defect: no map there
-    plain = render_overlay(view, LoopStats(summary=summary))[6 : 6 + size, xm : xm + size].astype(int)
+    plain = render_overlay(view, LoopStats(summary=summary))[ty + 2 : ty + size - 2, tx + 2 : tx + size - 2]
+    plain = plain.astype(int)
     assert np.abs(plain[:, :, 0] - plain[:, :, 2]).mean() < 10  # belt noise only
 
 
