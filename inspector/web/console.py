@@ -5,20 +5,22 @@ Three hooks into the line, none of which waits on a client:
 - :class:`ConsoleSink` (a PartSink): each part goes into bounded rings (recent defects with their crops, recent
   scores) under a lock held for a few appends;
 - :class:`StreamView` (wraps the line's view): only while a stream client watches and a stream frame is due
-  (``web.stream_fps``), the overlay is rendered on the inspection thread (it reads the line's live state, which
-  only that thread may touch) and dropped into a latest-frame slot; the JPEG encoding runs on the console's own
-  encoder thread, so a slow or absent client never slows inspection;
+  (``web.stream_fps``), a snapshot of what the overlay reads (:func:`snapshot`: a few list and dict copies, the
+  frame itself shared) is dropped into a latest-frame slot; the console's encoder thread renders the overlay from
+  it and encodes the JPEG, so neither drawing nor encoding nor a slow or absent client slows inspection;
 - :meth:`WebConsole.apply_pending`: a supervisor's threshold change, queued by a request, is applied between
   two frames on the inspection thread (the same :meth:`Pipeline.set_live` a configuration reload uses).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import cv2
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HIST_BINS = 20  # score histogram: bins of 0.05 over [0, 1]
+SNAP_LATENCIES = 500  # latencies and sharpness values a stream frame's snapshot carries
 THUMB_PX = 160  # thumbnails are at most this many px on a side (the full crop is served too)
 
 
@@ -73,6 +76,30 @@ class ThresholdChange:
     old: float | None = None
     applied_at: float | None = None  # wall clock
     done: threading.Event = field(default_factory=threading.Event)
+
+
+def snapshot(view: FrameView, stats: LoopStats) -> tuple[FrameView, LoopStats]:
+    """What the overlay reads, copied on the inspection thread so the encoder thread can draw it while the line
+    moves on: the frame (never written again after inspection, so shared), the lists of the frame's detections,
+    tracks (each copied) and parts, the loop's counters and the summary's counts, recent parts and last latencies."""
+    from inspector.pipeline import FrameView
+
+    v = FrameView(
+        view.image, view.seq, view.roi, list(view.detections), [copy.copy(t) for t in view.tracks], list(view.parts)
+    )
+    st = copy.copy(stats)
+    st._win = []  # noqa: SLF001 - the fps window; the snapshot keeps the fps already computed
+    src = stats.summary
+    if src is not None:
+        sm = copy.copy(src)
+        sm.counts = dict(src.counts)
+        sm.recent = dict(src.recent)
+        for name in ("latencies", "sharpness"):  # the last few hundred are plenty for a drawn figure
+            d = getattr(src, name, None)
+            if isinstance(d, deque):
+                setattr(sm, name, deque(reversed(list(islice(reversed(d), SNAP_LATENCIES))), maxlen=d.maxlen))
+        st.summary = sm
+    return v, st
 
 
 class ConsoleSink:
@@ -121,12 +148,14 @@ class WebConsole:
         self.parts_seen = 0
         # the stream: a latest-frame slot filled by the inspection thread, emptied by the encoder thread
         self.clients = 0  # stream clients connected now (the HTTP side counts them)
-        self._slot: np.ndarray | None = None
+        self._slot: tuple[FrameView, LoopStats] | None = None
         self._slot_ready = threading.Event()
         self._next_frame_t = 0.0
-        self.frames_rendered = 0
-        self.frames_replaced = 0  # rendered frames the encoder had not taken yet when a newer one came
-        self.render_s = 0.0  # inspection-thread time spent rendering the stream's overlay (s, summed)
+        self.frames_offered = 0  # snapshots the inspection thread handed over
+        self.frames_replaced = 0  # ... that the encoder had not taken yet when a newer one came
+        self.handoff_s = 0.0  # inspection-thread time spent taking those snapshots (s, summed)
+        self.render_s = 0.0  # encoder-thread time rendering + encoding (s, summed)
+        self._render_errors = 0
         self._jpeg: bytes | None = None
         self.jpeg_seq = 0
         self._jpeg_cond = threading.Condition()
@@ -153,22 +182,21 @@ class WebConsole:
                 self._latency.append(part.latency_ms)
 
     def offer_frame(self, view: FrameView, stats: LoopStats) -> None:
-        """Called every frame: renders the overlay only when a client watches and a stream frame is due."""
+        """Called every frame: only when a client watches and a stream frame is due, a snapshot of what the
+        overlay draws goes into the slot (the encoder thread renders and encodes it)."""
         if self.clients <= 0:
             return
         now = time.monotonic()
         if now < self._next_frame_t:
             return
         self._next_frame_t = max(self._next_frame_t + 1.0 / self.cfg.stream_fps, now)
-        from inspector.overlay import render_overlay
-
         t0 = time.perf_counter()
-        img = render_overlay(view, stats)
-        self.render_s += time.perf_counter() - t0
-        self.frames_rendered += 1
+        snap = snapshot(view, stats)
+        self.handoff_s += time.perf_counter() - t0
+        self.frames_offered += 1
         if self._slot is not None:
             self.frames_replaced += 1
-        self._slot = img  # one reference: the encoder takes the latest, an older one is simply replaced
+        self._slot = snap  # one reference: the encoder takes the latest, an older one is simply replaced
         self._slot_ready.set()
 
     @property
@@ -187,6 +215,8 @@ class WebConsole:
         change.old = float(line.pipeline.threshold)
         line.pipeline.set_live(cfg, change.new, None)  # no ROI change: no part in flight is lost
         line.cfg = cfg
+        if line.reloader is not None:  # a later SIGHUP compares the file with what is in force now
+            line.reloader.running = cfg
         change.applied_at = time.time()
         change.done.set()
         log.warning(
@@ -293,6 +323,7 @@ class WebConsole:
                 "clients": self.clients,
                 "max_fps": self.cfg.stream_fps,
                 "frames": self.jpeg_seq,
+                "render_errors": self._render_errors,
             },
         }
 
@@ -304,22 +335,29 @@ class WebConsole:
 
     # --- the encoder thread ------------------------------------------------------------------------------
     def _encode_loop(self) -> None:
+        from inspector.overlay import render_overlay
+
         params = [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality]
         while not self.closing.is_set():
             if not self._slot_ready.wait(0.2):
                 continue
             self._slot_ready.clear()
-            img, self._slot = self._slot, None
-            if img is None:
+            snap, self._slot = self._slot, None
+            if snap is None:
                 continue
+            t0 = time.perf_counter()
             try:
+                img = render_overlay(*snap)
                 if img.shape[1] > self.cfg.stream_width:
                     s = self.cfg.stream_width / img.shape[1]
                     img = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
                 ok, buf = cv2.imencode(".jpg", img, params)
-            except cv2.error as exc:  # a frame the encoder cannot take must not end the stream
-                log.error("stream frame not encoded: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - a frame that cannot be drawn must not end the stream
+                self._render_errors += 1
+                if self._render_errors in (1, 10, 100) or self._render_errors % 1000 == 0:
+                    log.error("stream frame not rendered (%d so far): %s", self._render_errors, exc)
                 continue
+            self.render_s += time.perf_counter() - t0
             if ok:
                 with self._jpeg_cond:
                     self._jpeg = buf.tobytes()
