@@ -212,17 +212,23 @@ def test_cli_errors_are_one_line(demo_cfg, tmp_path):
     r = inspector_cli("run", "--source", video, "--no-display", "--web", "nope")
     assert r.returncode == 2 and "expected PORT or HOST:PORT" in r.stderr
     r = inspector_cli("run", "--source", video, "--no-display", "--web", "0.0.0.0:0", "--max-frames", "5")
-    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "error: web.host 0.0.0.0 serves the network: set web.token_env" in r.stderr
+    config = tmp_path / "web.yaml"
+    config.write_text("web:\n  token_env: INSPECTOR_TEST_UNSET_TOKEN\n")
+    env = {"INSPECTOR_TEST_UNSET_TOKEN": ""}
+    r = inspector_cli("run", "--config", config, "--source", video, "--no-display", "--web", "0", env=env)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "error: web.token_env names INSPECTOR_TEST_UNSET_TOKEN, which is unset or empty" in r.stderr
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
         r = inspector_cli("run", "--source", video, "--no-display", "--web", str(port), "--max-frames", "5")
-    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert r.returncode == 1 and "Traceback" not in r.stderr
     assert f"error: web console: cannot listen on 127.0.0.1:{port}" in r.stderr
     # without the web extra: one line saying what to install (fastapi hidden from this one process)
     hide = "import sys; sys.modules['fastapi'] = None; from inspector.cli import main; sys.exit(main(sys.argv[1:]))"
     r = inspector_cli("run", "--source", video, "--no-display", "--web", str(free_port()), code=hide)
-    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "needs the web extra: pip install 'inspector[web]'" in r.stderr
