@@ -82,11 +82,12 @@ def client(port: int) -> int:
     return 0
 
 
-def one_run(cfg, frames: int, web: bool, stream_fps: float) -> dict:
+def one_run(cfg, frames: int, web: bool, stream_fps: float, realtime: bool = False) -> dict:
     from inspector.line import Line, LineRequest
 
     c = cfg.model_copy(deep=True)
     c.web.enabled, c.web.port, c.web.stream_fps = web, 0, stream_fps
+    c.source.realtime = realtime
     line = Line(c, LineRequest(view=False)).start()
     proc = None
     try:
@@ -104,8 +105,11 @@ def one_run(cfg, frames: int, web: bool, stream_fps: float) -> dict:
         w0, c0 = time.perf_counter(), time.process_time()
         line.run(max_frames=frames)
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-        out = {"web": web, "frames": line.stats.frames, "wall_s": wall, "cpu_s": cpu}
+        out = {"web": web, "realtime": realtime, "frames": line.stats.frames, "wall_s": wall, "cpu_s": cpu}
         out["fps"] = line.stats.frames / wall
+        out["parts"] = line.summary.parts
+        out["latency_p50_ms"] = line.summary.latency_pct(50)
+        out["latency_p99_ms"] = line.summary.latency_pct(99)
         if web:
             st = line.console.state
             out["offered"] = st.frames_offered
@@ -126,6 +130,12 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=1500, help="frames per run (the demo line, looped)")
     ap.add_argument("--rounds", type=int, default=3, help="runs of each kind, alternating")
     ap.add_argument("--stream-fps", type=float, default=10.0, help="web.stream_fps")
+    ap.add_argument(
+        "--realtime-frames",
+        type=int,
+        default=600,
+        help="then one run of each at the recorded 30 frames/s: capture-to-verdict latency (0: skip)",
+    )
     ap.add_argument("--json", help="write the figures here too")
     ap.add_argument("--client", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -155,6 +165,17 @@ def main() -> int:
                     f" ms, render+encode {res['render_encode_ms_per_frame']:.2f} ms per stream frame"
                 )
             print(f"round {r + 1} {'web   ' if web else 'no web'}: {res['fps']:7.1f} frames/s{extra}", flush=True)
+    paced = []
+    if args.realtime_frames:
+        for web in (False, True):
+            res = one_run(cfg, args.realtime_frames, web, args.stream_fps, realtime=True)
+            paced.append(res)
+            print(
+                f"realtime {'web   ' if web else 'no web'}: latency p50 {res['latency_p50_ms']:.1f} ms, "
+                f"p99 {res['latency_p99_ms']:.1f} ms over {res['parts']} parts, CPU {res['cpu_s']:.2f} s"
+                + (f", stream {res['client']['fps']:.1f} fps" if web else ""),
+                flush=True,
+            )
     base = statistics.median(x["fps"] for x in runs if not x["web"])
     webbed = statistics.median(x["fps"] for x in runs if x["web"])
     slower = 100.0 * (1.0 - webbed / base)
@@ -174,6 +195,7 @@ def main() -> int:
         "cpu_ms_per_frame_with": round(1e3 * cpu_web, 3),
         "stream_fps_delivered_median": round(stream, 2),
         "runs": runs,
+        "realtime_runs": paced,
     }
     print(
         f"without --web {base:.1f} frames/s, with --web + 1 client {webbed:.1f} frames/s: {slower:+.1f}% slower "

@@ -32,10 +32,9 @@ class AuditLog:
     """Appends and reads the audit rows; each call opens its own connection (called from server threads)."""
 
     def __init__(self, db: str | Path, timeout_s: float = 5.0) -> None:
+        # no connection here: the defect log creates (and checks) the file when the line starts, after this
         self.db = Path(db)
         self.timeout_s = timeout_s
-        con = _connect(self.db, timeout_s)  # fail at start, not at the first change
-        con.close()
 
     def append(self, **row: Any) -> int:
         """One change -> its row id."""
@@ -52,7 +51,9 @@ class AuditLog:
             con.close()
 
     def history(self, limit: int = 50) -> list[dict[str, Any]]:
-        """The latest changes, newest first."""
+        """The latest changes, newest first (none before the log file exists)."""
+        if not self.db.is_file():
+            return []
         con = _connect(self.db, self.timeout_s)
         try:
             rows = con.execute(

@@ -20,7 +20,9 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import socket
+import sqlite3
 import threading
 from importlib import resources
 from typing import Any
@@ -136,8 +138,12 @@ def build_app(console: WebConsole, audit: AuditLog | None, token: str | None) ->
         return console.histogram()
 
     @app.get("/api/threshold/history")
-    def history() -> dict[str, Any]:
-        return {"changes": audit.history() if audit is not None else [], "audited": audit is not None}
+    def history() -> Any:
+        try:
+            changes = audit.history() if audit is not None else []
+        except sqlite3.Error as exc:
+            return _error(503, f"threshold history unreadable in {audit.db.name}: {exc}; retry")
+        return {"changes": changes, "audited": audit is not None}
 
     @app.post("/api/threshold")
     async def set_threshold(request: Request) -> JSONResponse:
@@ -223,24 +229,23 @@ def add_stream(app: FastAPI, console: WebConsole) -> None:
 
 
 class HttpServer:
-    """uvicorn on its own thread, on a socket bound at construction (a port in use fails the start at once)."""
+    """uvicorn on its own thread, on a socket uvicorn binds here, at construction (a port in use fails the start
+    at once, as one line, instead of in the server's thread)."""
 
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
         import uvicorn
 
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.sock = socket.socket(family, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self.sock.bind((host, port))
-        except OSError as exc:
-            self.sock.close()
-            raise UserError(
-                f"web console: cannot listen on {host}:{port} ({exc.strerror}); choose another --web port"
-            ) from None
-        self.sock.listen(64)
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+            access_log=False,
+        )
+        self.sock = _bind(config)
         self.host, self.port = host, self.sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=1, access_log=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._serve, name="web-console", daemon=True)
         self.thread.start()
@@ -264,3 +269,30 @@ class HttpServer:
             if self.thread.is_alive():
                 log.warning("web console: server thread still alive after %.1f s", timeout_s + 1.0)
         self.sock.close()
+
+
+class _Last(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.message = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.message = record.getMessage()
+
+
+def _bind(config: Any) -> socket.socket:
+    """uvicorn's own bind (it logs the reason and exits on failure): its reason becomes one UserError line."""
+    uv_log = logging.getLogger("uvicorn.error")
+    last, propagate = _Last(), uv_log.propagate
+    uv_log.addHandler(last)
+    uv_log.propagate = False
+    try:
+        return config.bind_socket()
+    except SystemExit:
+        reason = re.sub(r"^\[Errno -?\d+\] ", "", last.message) or "bind failed"
+        raise UserError(
+            f"web console: cannot listen on {config.host}:{config.port} ({reason}); choose another --web port"
+        ) from None
+    finally:
+        uv_log.removeHandler(last)
+        uv_log.propagate = propagate

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import free_port, get_json, post_json, request, wait_for
+from web_kit import RunningLine, free_port, get_json, post_json, request, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -173,7 +173,6 @@ def test_token_refused_or_accepted(running_line, monkeypatch):
 
 
 def test_threshold_change_without_a_defect_log_is_refused(demo_cfg):
-    from conftest import RunningLine
 
     cfg = demo_cfg.model_copy(deep=True)
     cfg.source.loop, cfg.source.realtime = True, True

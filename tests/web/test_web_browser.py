@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from conftest import free_port, get_json, wait_for
+from web_kit import free_port, get_json, wait_for
 
 from inspector.resources import resolve_model
 
