@@ -102,10 +102,11 @@ def one_run(cfg, frames: int, web: bool, stream_fps: float, realtime: bool = Fal
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError("the stream client did not connect")
                 time.sleep(0.02)
-        w0, c0 = time.perf_counter(), time.process_time()
-        line.run(max_frames=frames)
-        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        w0, c0, t0 = time.perf_counter(), time.process_time(), time.thread_time()
+        line.run(max_frames=frames)  # on this thread: the inspection thread
+        wall, cpu, own = time.perf_counter() - w0, time.process_time() - c0, time.thread_time() - t0
         out = {"web": web, "realtime": realtime, "frames": line.stats.frames, "wall_s": wall, "cpu_s": cpu}
+        out["inspection_thread_cpu_s"] = own
         out["fps"] = line.stats.frames / wall
         out["parts"] = line.summary.parts
         out["latency_p50_ms"] = line.summary.latency_pct(50)
@@ -176,6 +177,12 @@ def main() -> int:
                 + (f", stream {res['client']['fps']:.1f} fps" if web else ""),
                 flush=True,
             )
+    pairs = [runs[i : i + 2] for i in range(0, len(runs), 2)]  # the two runs of one round, back to back
+    pair_ratio = statistics.median(
+        next(x["fps"] for x in p if x["web"]) / next(x["fps"] for x in p if not x["web"]) for p in pairs
+    )
+    own_base = statistics.median(x["inspection_thread_cpu_s"] / x["frames"] for x in runs if not x["web"])
+    own_web = statistics.median(x["inspection_thread_cpu_s"] / x["frames"] for x in runs if x["web"])
     base = statistics.median(x["fps"] for x in runs if not x["web"])
     webbed = statistics.median(x["fps"] for x in runs if x["web"])
     slower = 100.0 * (1.0 - webbed / base)
@@ -193,13 +200,18 @@ def main() -> int:
         "slower_pct": round(slower, 1),
         "cpu_ms_per_frame_without": round(1e3 * cpu_base, 3),
         "cpu_ms_per_frame_with": round(1e3 * cpu_web, 3),
+        "inspection_thread_cpu_ms_per_frame_without": round(1e3 * own_base, 3),
+        "inspection_thread_cpu_ms_per_frame_with": round(1e3 * own_web, 3),
+        "median_round_ratio_web_to_without": round(pair_ratio, 3),
         "stream_fps_delivered_median": round(stream, 2),
         "runs": runs,
         "realtime_runs": paced,
     }
     print(
         f"without --web {base:.1f} frames/s, with --web + 1 client {webbed:.1f} frames/s: {slower:+.1f}% slower "
-        f"(goal <= 5%); process CPU per frame {1e3 * cpu_base:.2f} -> {1e3 * cpu_web:.2f} ms; "
+        f"(goal <= 5%); median of the rounds' ratios {pair_ratio:.3f}; inspection thread CPU per frame "
+        f"{1e3 * own_base:.3f} -> {1e3 * own_web:.3f} ms; process CPU per frame {1e3 * cpu_base:.2f} -> "
+        f"{1e3 * cpu_web:.2f} ms; "
         f"stream delivered {stream:.1f} frames/s (max {args.stream_fps:g})"
     )
     if args.json:

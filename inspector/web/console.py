@@ -189,7 +189,9 @@ class WebConsole:
         now = time.monotonic()
         if now < self._next_frame_t:
             return
-        self._next_frame_t = max(self._next_frame_t + 1.0 / self.cfg.stream_fps, now)
+        period = 1.0 / self.cfg.stream_fps
+        # on schedule (a late frame does not shift the next one), but never a burst after a pause or at the start
+        self._next_frame_t = max(self._next_frame_t + period, now + period / 2)
         t0 = time.perf_counter()
         snap = snapshot(view, stats)
         self.handoff_s += time.perf_counter() - t0
