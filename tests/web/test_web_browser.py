@@ -104,10 +104,15 @@ def test_console_in_chromium_during_a_replayed_line(demo_cfg, tmp_path):
                 page.wait_for_function(
                     "document.getElementById('running').textContent === 'line stopped'", timeout=120_000
                 )
-                page.wait_for_timeout(1200)  # two more polls of /api/state after the line stopped
-                final = {k: int(text(page, f"#n-{k}")) for k in ("parts", "ok", "defect", "no_verdict")}
-                state = get_json(port, "/api/state")
+                state = get_json(port, "/api/state")  # the line has stopped: these counts no longer move
                 assert state["running"] is False
+                want = {"parts": state["parts"], **state["counts"]}
+
+                def shown() -> dict[str, int]:
+                    return {k: int(text(page, f"#n-{k}")) for k in ("parts", "ok", "defect", "no_verdict")}
+
+                assert wait_for(lambda: shown() == want, 10), (shown(), want)  # the page's next poll shows them
+                final = shown()
             finally:
                 browser.close()
         proc.send_signal(signal.SIGTERM)  # ends the linger
