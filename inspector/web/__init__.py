@@ -62,10 +62,10 @@ class Console:
         self.state.apply_pending(line)
 
     def close(self) -> None:
-        """The line has stopped: the page says so; after ``web.linger_s`` (SIGTERM or Ctrl-C end it sooner) the
-        server stops."""
+        """The line has stopped: the page says so; after ``web.linger_s`` (SIGTERM or Ctrl-C end it sooner; no
+        linger when no frame was inspected, e.g. a start that failed) the server stops."""
         self.state.ended.set()
-        if self.cfg.linger_s > 0 and not self.line.stop_event.is_set():
+        if self.cfg.linger_s > 0 and self.line.stats.frames > 0 and not self.line.stop_event.is_set():
             log.info("web console stays up %.0f s with the final counts (%s)", self.cfg.linger_s, self.url)
             try:
                 self.line.stop_event.wait(self.cfg.linger_s)

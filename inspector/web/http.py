@@ -73,8 +73,8 @@ def read_token(host: str, token_env: str | None) -> str | None:
 class ThresholdBody(BaseModel):
     """What a threshold change carries; who and why go into the audit row."""
 
-    model_config = ConfigDict(extra="forbid")
-    threshold: float = Field(ge=0.0, le=1.0)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    threshold: float = Field(ge=0.0, le=1.0, allow_inf_nan=False, strict=True)  # no "0.5", no true
     who: str = Field(min_length=1, max_length=80)
     reason: str = Field(min_length=1, max_length=500)
 
