@@ -234,3 +234,32 @@ def test_cli_errors_are_one_line(demo_cfg, tmp_path):
     r = inspector_cli("run", "--source", video, "--no-display", "--web", str(free_port()), code=hide)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "needs the web extra: pip install 'inspector[web]'" in r.stderr
+
+
+def test_an_anomaly_models_map_is_served_over_its_crop():
+    """The page's heat map for an anomaly model's reject: the map laid over the crop, by id (pure logic: no line)."""
+    from inspector.config import WebConfig
+    from inspector.records import Part, Verdict
+    from inspector.web.console import WebConsole
+
+    rng = np.random.default_rng(0)
+    crop = rng.integers(60, 200, (90, 120, 3), dtype=np.uint8)
+    amap = np.zeros((28, 28), np.float32)
+    amap[5:12, 5:12] = 1.0  # one hot spot, top left
+    console = WebConsole(WebConfig(), line=None)
+    try:
+        part = Part(7, 3, 0, (0, 0, 120, 90), verdict=Verdict.DEFECT, score=0.93, crop=crop, anomaly_map=amap)
+        console.record(part)
+        console.record(Part(8, 4, 0, (0, 0, 120, 90), verdict=Verdict.DEFECT, score=0.9, crop=crop))
+        info = {d["id"]: d for d in console.defects()}
+        assert info[7]["has_map"] is True and info[8]["has_map"] is False
+        assert console.defect_image(8, "map") is None
+        heat = cv2.imdecode(np.frombuffer(console.defect_image(7, "map"), np.uint8), cv2.IMREAD_COLOR)
+        assert heat.shape == crop.shape
+        hot, cold = heat[20:35, 25:48].astype(int), heat[60:85, 80:115].astype(int)  # map cells 5-11 -> px
+        assert hot[..., 2].mean() - hot[..., 0].mean() > 40  # red where the map is high (JET)
+        assert cold[..., 0].mean() - cold[..., 2].mean() > 20  # blue where it is low
+        thumb = cv2.imdecode(np.frombuffer(console.defect_image(7, "thumb"), np.uint8), cv2.IMREAD_COLOR)
+        assert max(thumb.shape[:2]) == 120  # no larger than the crop: thumbnails never upscale
+    finally:
+        console.close()
