@@ -296,6 +296,30 @@ class MqttConfig(Section):
         return value
 
 
+class WebConfig(Section):
+    enabled: bool = Field(False, description="serve the live console (stream, counts, threshold) while the line runs")
+    host: str = Field(
+        "127.0.0.1",
+        description="address to listen on: this machine only by default; any other address needs token_env",
+    )
+    port: int = Field(8088, ge=0, le=65535, description="TCP port of the console (0: any free port)")
+    token_env: str | None = Field(
+        None,
+        description="name of the environment variable holding the token that threshold changes must carry "
+        "(required when host is not a loopback address; never the token itself)",
+    )
+    stream_fps: float = Field(
+        10.0, gt=0, le=60, description="most overlay frames per second the stream sends (rendered only while watched)"
+    )
+    stream_width: int = Field(960, ge=64, description="the stream's frames are scaled down to this width at most")
+    jpeg_quality: int = Field(75, ge=10, le=100, description="JPEG quality of the stream and the thumbnails")
+    recent_defects: int = Field(24, ge=1, le=500, description="how many recent defects the page shows")
+    score_window: int = Field(1000, ge=10, le=100000, description="recent OK and defect scores in the histogram")
+    linger_s: float = Field(
+        0.0, ge=0, description="keep the console up this long after the line ends (the final counts); SIGTERM ends it"
+    )
+
+
 class CalibrationConfig(Section):
     camera: str | None = Field(None, description="camera calibration YAML from `inspector calibrate camera`")
 
@@ -314,6 +338,7 @@ class InspectorConfig(Section):
     display: DisplayConfig = Field(default_factory=DisplayConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
 
 
 def stall_gate_problem(cfg: InspectorConfig) -> str | None:

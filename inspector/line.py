@@ -102,6 +102,7 @@ class Line:
         self._ready_sent = False
         self.notifier: ServiceNotifier | None = None  # systemd's READY/WATCHDOG/STATUS/STOPPING (no-op without it)
         self.reloader: Any = None  # inspector.service.reload.Reloader, when request.reload is given
+        self.console: Any = None  # inspector.web.Console: the live console (web.enabled / --web)
 
     # --- lifecycle ----------------------------------------------------------------------------------------
     def __enter__(self) -> Line:
@@ -155,6 +156,11 @@ class Line:
                 ) from None
             # closed after every sink: the last stats and 'offline' go out last
             self.mqtt = self._add("mqtt", MqttPublisher(cfg.mqtt, model=self.model_path.name))
+        if outputs and cfg.web.enabled:
+            from inspector.web import open_console
+
+            # binds its port now; closed after the sinks, so it can linger showing the final counts
+            self.console = self._add("web console", open_console(cfg.web, self))
         if req.events:
             self.events = EventsFile(req.events)
         elif req.keep_events:
@@ -175,6 +181,8 @@ class Line:
         sinks = [
             s for s in (self.gate, self.events, self.dlog, self.summary, self.metrics, self.mqtt) if s is not None
         ] + self.extra_sinks
+        if self.console is not None:
+            sinks.append(self.console.sink)
         if self.notifier.enabled:  # under systemd: a camera stall shows in `systemctl status` at once
             from inspector.service.status import StatusOnLineState
 
@@ -195,6 +203,8 @@ class Line:
             self.warnings.append(problem)
         view = make_view(cfg, window, req.snapshot_dir, health=self.health) if req.view else NullView()
         self.view = self._add("view", view)
+        if self.console is not None:
+            self.view = self.console.tee(self.view)  # the stream taps the view; the view stage closes as before
         self.stats.summary = self.summary
         self.probe.attach(stats=self.stats, capture=self.capture, gate=self.gate, dlog=self.dlog)
         if self.metrics is not None:
@@ -314,6 +324,8 @@ class Line:
         self.notifier.inspection_progressed()
         if self.reloader is not None and self.reloader.pending is not None:
             self._apply_reload()
+        if self.console is not None and self.console.pending is not None:
+            self.console.apply_pending(self)  # a supervisor's threshold change from the web console
 
     def _apply_reload(self) -> None:
         s = self.reloader.take()

@@ -45,6 +45,12 @@ def add_arguments(p: argparse.ArgumentParser, *, sources: bool = True) -> None:
         type=broker,
         help="publish verdicts and line state to this MQTT broker (port 1883 unless given; see mqtt: in the config)",
     )
+    p.add_argument(
+        "--web",
+        metavar="[HOST:]PORT",
+        type=listen,
+        help="serve the live console on this port (on 127.0.0.1 unless HOST is given; see web: in the config)",
+    )
 
 
 def build_config(args: argparse.Namespace) -> InspectorConfig:
@@ -71,7 +77,21 @@ def build_config(args: argparse.Namespace) -> InspectorConfig:
         cfg.mqtt.host, mqtt_port = args.mqtt
         if mqtt_port is not None:
             cfg.mqtt.port = mqtt_port
+    if getattr(args, "web", None) is not None:
+        cfg.web.enabled = True
+        web_host, cfg.web.port = args.web
+        if web_host is not None:
+            cfg.web.host = web_host
     return cfg
+
+
+def listen(text: str) -> tuple[str | None, int]:
+    """--web [HOST:]PORT (an IPv6 host in brackets: [::1]:8088)."""
+    host, sep, num = text.rpartition(":")
+    host = host.strip("[]") if sep else None
+    if (sep and not host) or not num.isdigit() or not 0 <= int(num) <= 65535:
+        raise argparse.ArgumentTypeError(f"expected PORT or HOST:PORT (port 0-65535), got '{text}'")
+    return host, int(num)
 
 
 def broker(text: str) -> tuple[str, int | None]:
@@ -121,6 +141,8 @@ def inspect(
     with line:
         for warning in line.warnings:
             console.print(f"[bold red]warning:[/] {warning}")
+        if line.console is not None:
+            console.print(f"web console: {line.console.url}", highlight=False)
         line.run(max_frames=args.max_frames)
     line.check_frames_read()
     result = line.result()
