@@ -9,7 +9,7 @@ reads counters and the gate's own thread-safe :meth:`state`).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +103,16 @@ class Health:
     log: LogHealth | None = None
     model: ModelHealth | None = None
     recent: RecentParts = field(default_factory=RecentParts)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: every field as plain values, the recent parts (with their crops) as part ids only."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name] = asdict(v) if is_dataclass(v) and f.name != "recent" else v
+        r = self.recent
+        out["recent"] = {"last": r.last.part_id if r.last else None, "defects": [p.part_id for p in r.defects]}
+        return out
 
 
 @dataclass

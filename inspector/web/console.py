@@ -19,7 +19,7 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
@@ -309,7 +309,7 @@ class WebConsole:
         stats = self.line.stats
         return {
             "running": not self.ended.is_set(),
-            "health": asdict(h),
+            "health": h.as_dict(),
             "parts": parts,
             "counts": counts,
             "yield_pct": round(100.0 * counts["ok"] / parts, 2) if parts else None,

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from web_kit import RunningLine, free_port, get_json, post_json, request, wait_for
 
+from inspector.overlay import layout_for
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -62,7 +64,9 @@ def test_stream_sends_jpeg_frames_of_the_overlay_only_while_watched(running_line
                 buf = buf[end + 2 :]
         assert b"multipart/x-mixed-replace" in buf or frames  # headers came first
         img = cv2.imdecode(np.frombuffer(frames[-1], np.uint8), cv2.IMREAD_COLOR)
-        assert img is not None and img.shape[1] == 640  # the demo's 640x480 frame, under stream_width
+        canvas_w, canvas_h = layout_for(640, 480).canvas  # the operator's overlay of the demo's 640x480 frame
+        scale = min(1.0, console.cfg.stream_width / canvas_w)  # scaled down to stream_width at most
+        assert img is not None and img.shape[:2] == (round(canvas_h * scale), round(canvas_w * scale))
         assert img.std() > 10  # a real picture, not a blank frame
         assert console.clients == 1
     finally:
