@@ -27,6 +27,7 @@ COMMANDS = (
     "check_config",
     "service",
     "doctor",
+    "serve",
 )
 
 
