@@ -28,12 +28,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-pixels", type=int, default=40_000_000, help="largest image, width x height (default 40,000,000)"
     )
-    p.add_argument("--threads", type=int, default=None, help="engine CPU threads (ONNX Runtime; default: its own)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="engine CPU threads (ONNX Runtime; default 1, as model.threads)"
+    )
     p.add_argument(
         "--token-env",
         default=None,
         metavar="VAR",
         help="ask clients for 'Authorization: Bearer <token>', the token read from environment variable VAR",
+    )
+    p.add_argument(
+        "--http",
+        default="auto",
+        choices=("auto", "httptools", "h11"),
+        help="HTTP parser (auto: httptools when installed, else h11)",
+    )
+    p.add_argument(
+        "--loop", default="auto", choices=("auto", "uvloop", "asyncio"), help="event loop (auto: uvloop when installed)"
     )
     p.set_defaults(func=run)
 
@@ -56,6 +67,11 @@ def _check(args: argparse.Namespace) -> None:
         raise UserError(f"--threshold {args.threshold:g}: must be in [0, 1]")
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads {args.threads}: must be at least 1")
+    import importlib.util
+
+    for flag, name in (("--http", args.http), ("--loop", args.loop)):
+        if name in ("httptools", "uvloop") and importlib.util.find_spec(name) is None:
+            raise UserError(f"{flag} {name}: {name} is not installed; pip install {name}, or leave {flag} at auto")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -90,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
         warning = engine.meta.weak_warning()
         if warning:
             log.warning("%s", warning)
-        server = Server(create_app(classifier, settings), sock)
+        server = Server(create_app(classifier, settings), sock, http=args.http, loop=args.loop)
         if not is_local(args.host) and token is None:
             log.warning(
                 "classify API on %s:%d without a token: anyone who reaches it can classify and read metrics "

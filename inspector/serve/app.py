@@ -167,9 +167,14 @@ def create_app(classifier: Classifier, settings: ServeSettings | None = None) ->
         t0 = time.monotonic()
         authorise(request)
         uploads = await _uploads(request, crop, settings)
-        views = await run_in_threadpool(service.prepare, uploads)
+        service.batcher.expect()  # a batch forming now may wait for this request's images
         try:
-            futures = service.batcher.submit(views)
+            views = await run_in_threadpool(service.prepare, uploads)
+        except BaseException:
+            service.batcher.withdraw()
+            raise
+        try:
+            futures = service.batcher.submit(views, expected=True)
         except QueueFull as exc:
             raise ApiError(
                 503, f"busy: {exc}; retry after {RETRY_AFTER_S} s", "queue_full", {"Retry-After": str(RETRY_AFTER_S)}

@@ -2,9 +2,11 @@
 
 Like Triton's dynamic batcher and Ray Serve's ``@serve.batch``: one worker thread takes the oldest waiting
 image, then keeps taking until it holds ``max_batch`` images or ``max_wait_ms`` have passed since that oldest
-image arrived, and runs them through the engine as one batch. The queue holds at most ``max_queue`` images; a
-request that does not fit is refused whole (:class:`QueueFull`, the API's 503) instead of the queue growing
-without bound. Each image carries its own future, so a batch never mixes up whose answer is whose.
+image arrived, and runs them through the engine as one batch. It waits only while more images are on their
+way (requests being decoded that called :meth:`Batcher.expect`), so a lone client pays no batching delay.
+The queue holds at most ``max_queue`` images; a request that does not fit is refused whole (:class:`QueueFull`,
+the API's 503) instead of the queue growing without bound. Each image carries its own future, so a batch
+never mixes up whose answer is whose.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class Batcher:
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._stop = False
+        self._coming = 0  # requests announced by expect() and not yet submitted or withdrawn
         self.rejected = 0  # requests refused because the queue was full
         self._thread = threading.Thread(target=self._work, name="serve-batcher", daemon=True)
         self._thread.start()
@@ -80,14 +83,31 @@ class Batcher:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
-    def submit(self, payloads: Sequence[Any]) -> list[Future]:
-        """Queue all of ``payloads`` or none: :class:`QueueFull` when they do not all fit."""
+    def expect(self) -> None:
+        """A request is being prepared and will submit (or :meth:`withdraw`) soon: a batch may wait for it."""
+        with self._cond:
+            self._coming += 1
+
+    def withdraw(self) -> None:
+        """An expected request will not submit after all (its upload was bad)."""
+        with self._cond:
+            self._coming = max(0, self._coming - 1)
+            self._cond.notify()
+
+    def submit(self, payloads: Sequence[Any], expected: bool = False) -> list[Future]:
+        """Queue all of ``payloads`` or none: :class:`QueueFull` when they do not all fit.
+
+        ``expected``: this request announced itself with :meth:`expect` (it is no longer on its way).
+        """
         futures = [Future() for _ in payloads]
         with self._cond:
+            if expected:
+                self._coming = max(0, self._coming - 1)
             if self._stop:
                 raise Stopped("the classifier is shutting down")
             if len(self._queue) + len(payloads) > self.max_queue:
                 self.rejected += 1
+                self._cond.notify()
                 raise QueueFull(f"{len(self._queue)} image(s) already waiting (max_queue {self.max_queue})")
             now = time.monotonic()
             self._queue.extend(_Item(p, f, now) for p, f in zip(payloads, futures, strict=True))
@@ -95,14 +115,15 @@ class Batcher:
         return futures
 
     def _take(self) -> list[_Item] | None:
-        """The next batch: wait for a first image, then for more until max_batch or its max_wait is up."""
+        """The next batch: wait for a first image, then, while more are on their way, for them until max_batch
+        or the first one's max_wait is up."""
         with self._cond:
             while not self._queue and not self._stop:
                 self._cond.wait(timeout=0.5)
             if self._stop:
                 return None
             deadline = self._queue[0].t_queued + self.max_wait_s
-            while len(self._queue) < self.max_batch and not self._stop:
+            while len(self._queue) < self.max_batch and self._coming > 0 and not self._stop:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break

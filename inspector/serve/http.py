@@ -47,8 +47,10 @@ def bind(host: str, port: int) -> socket.socket:
             f"--host {host!r}: not an address of this machine; use 127.0.0.1 (the default) or the address "
             "clients reach it on (0.0.0.0 for all)"
         ) from None
-    family, _, _, _, addr = infos[0]
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    family, kind, proto, _, addr = infos[0]
+    # proto IPPROTO_TCP (not 0): asyncio sets TCP_NODELAY only on sockets that say they are TCP; without it
+    # Nagle holds a response's body behind its head until the client's delayed ACK, 40 ms per request
+    sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(addr)
@@ -91,14 +93,22 @@ def token_ok(expected: str | None, authorization: str | None) -> bool:
 class Server:
     """uvicorn serving ``app`` on an already bound socket: :meth:`run` blocks; :meth:`start` runs it in a thread."""
 
-    def __init__(self, app: Any, sock: socket.socket) -> None:
+    def __init__(self, app: Any, sock: socket.socket, **uvicorn_options: Any) -> None:
+        """``uvicorn_options``: more ``uvicorn.Config`` settings (``http="h11"``, ``loop="asyncio"``: the
+        pure-Python parser and loop; by default uvicorn takes httptools and uvloop when installed)."""
         import uvicorn
 
         self.sock = sock
         host, port = sock.getsockname()[:2]
         self.host, self.port = host, port
         config = uvicorn.Config(
-            app, log_level="warning", access_log=False, lifespan="on", timeout_keep_alive=30, server_header=False
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            timeout_keep_alive=30,
+            server_header=False,
+            **uvicorn_options,
         )
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None

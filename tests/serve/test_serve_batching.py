@@ -210,14 +210,28 @@ def test_batcher_skips_cancelled_and_fails_on_close() -> None:
     assert not closing.is_alive() and not b.alive
 
 
-def test_batcher_waits_for_more_until_max_wait() -> None:
-    """With max_wait, images arriving shortly after the first join its batch."""
+def test_batcher_waits_only_for_requests_on_their_way() -> None:
+    """Announced requests (expect) are waited for, up to max_wait, and join the first one's batch; a lone
+    request with none announced is run at once, not after max_wait."""
     batches: list[list[int]] = []
-    b = Batcher(lambda xs: (batches.append(list(xs)), xs)[1], max_batch=8, max_wait_ms=300, max_queue=8)
+    b = Batcher(lambda xs: (batches.append(list(xs)), xs)[1], max_batch=8, max_wait_ms=20_000, max_queue=8)
     try:
-        fs = b.submit([1]) + b.submit([2]) + b.submit([3])
-        assert [f.result(5) for f in fs] == [1, 2, 3]
+        for _ in range(3):
+            b.expect()
+        fs = b.submit([1], expected=True)
+        fs += b.submit([2], expected=True)
+        fs += b.submit([3], expected=True)
+        assert [f.result(10) for f in fs] == [1, 2, 3]
         assert batches == [[1, 2, 3]]
+        lone = b.submit([4])
+        assert lone[0].result(10) == 4  # far sooner than the 20 s max_wait: nothing else was on its way
+        b.expect()
+        b.submit([5], expected=True)[0].result(10)
+        b.expect()
+        waiting = b.submit([6])  # one more announced request is still on its way: the batch waits for it
+        b.withdraw()  # ... until it gives up (a bad upload)
+        assert waiting[0].result(10) == 6
+        assert batches[1:] == [[4], [5], [6]]
     finally:
         b.close()
 
