@@ -41,6 +41,9 @@ from inspector.serve.uploads import (
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 1
+# One small image is decoded on the event loop (a 300x300 JPEG: ~0.7 ms with the views; measured 0.25 ms less
+# CPU per request than the thread-pool hop); larger or several images go to the thread pool so the loop stays free.
+INLINE_DECODE_BYTES = 256 * 1024
 
 
 @dataclass
@@ -169,7 +172,10 @@ def create_app(classifier: Classifier, settings: ServeSettings | None = None) ->
         uploads = await _uploads(request, crop, settings)
         service.batcher.expect()  # a batch forming now may wait for this request's images
         try:
-            views = await run_in_threadpool(service.prepare, uploads)
+            if len(uploads) == 1 and len(uploads[0].data) <= INLINE_DECODE_BYTES:
+                views = service.prepare(uploads)  # about 0.7 ms: cheaper here than a hop to the thread pool
+            else:
+                views = await run_in_threadpool(service.prepare, uploads)
         except BaseException:
             service.batcher.withdraw()
             raise

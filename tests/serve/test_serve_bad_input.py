@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.serve.conftest import Client, Reply, demo_images, is_documented, read_reply
+from tests.serve.conftest import Client, Reply, demo_images, is_documented, multipart, read_reply
 
 LIMIT = 2 * 1024 * 1024  # the module server's max_upload_bytes
 JPEG = demo_images()[0].read_bytes()
@@ -122,6 +122,19 @@ def test_too_large_while_reading(client: Client, expected) -> None:
     assert len(big) > LIMIT
     chunks = (big[i : i + 65536] for i in range(0, len(big), 65536))
     client.conn.request("POST", "/v1/classify", body=chunks, headers={"Content-Type": "image/png"}, encode_chunked=True)
+    r = client.conn.getresponse()
+    reply = Reply(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
+    client.conn.close()
+    assert "bytes sent, the limit is 2 MB" in check_one_line(reply, 413)
+    assert_unharmed(client, expected)
+
+
+def test_too_large_multipart_while_reading(client: Client, expected) -> None:
+    """The same for a multipart body: the limit holds while the form parser reads it."""
+    body, ctype = multipart([("a.png", _noise_png(LIMIT // 2 + 100_000), "image/png")] * 2)
+    assert len(body) > LIMIT
+    chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
+    client.conn.request("POST", "/v1/classify", body=chunks, headers={"Content-Type": ctype}, encode_chunked=True)
     r = client.conn.getresponse()
     reply = Reply(r.status, {k.lower(): v for k, v in r.getheaders()}, r.read())
     client.conn.close()
