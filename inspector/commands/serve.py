@@ -84,10 +84,10 @@ def run(args: argparse.Namespace) -> int:
     from inspector.resources import resolve_model
     from inspector.serve.app import ServeSettings, create_app
     from inspector.serve.classifier import Classifier
-    from inspector.serve.http import Server, bind, is_local, read_token
+    from inspector.serve.http import Server, check_address, is_local, read_token
 
     token = read_token(args.token_env)
-    sock = bind(args.host, args.port)  # before the model loads: a busy port is reported at once
+    check_address(args.host, args.port)  # before the model loads: a busy port is reported at once
     opts = {"threads": args.threads} if args.threads else {}
     engine = load_engine(resolve_model(args.model), **opts)
     try:
@@ -106,19 +106,23 @@ def run(args: argparse.Namespace) -> int:
         warning = engine.meta.weak_warning()
         if warning:
             log.warning("%s", warning)
-        server = Server(create_app(classifier, settings), sock, http=args.http, loop=args.loop)
         if not is_local(args.host) and token is None:
             log.warning(
-                "classify API on %s:%d without a token: anyone who reaches it can classify and read metrics "
+                "classify API on %s without a token: anyone who reaches it can classify and read metrics "
                 "(nothing can be changed through it); --token-env VAR asks for a token",
                 args.host,
-                server.port,
             )
-        print(
-            f"serving {classifier.model_id} ({engine.backend}) on {server.url} "
-            f"(POST /v1/classify; docs at {server.url}/docs); Ctrl-C stops",
-            file=sys.stderr,
-            flush=True,
+
+        def started(server: Server) -> None:  # once listening: the real port when --port 0
+            print(
+                f"serving {classifier.model_id} ({engine.backend}) on {server.url} "
+                f"(POST /v1/classify; docs at {server.url}/docs); Ctrl-C stops",
+                file=sys.stderr,
+                flush=True,
+            )
+
+        server = Server(
+            create_app(classifier, settings), args.host, args.port, on_started=started, http=args.http, loop=args.loop
         )
         try:
             server.run()

@@ -1,13 +1,13 @@
-"""The small HTTP plumbing of `inspector serve`: a uvicorn server on a socket we bind ourselves, and the token check.
+"""The small HTTP plumbing of `inspector serve`: the uvicorn runner, the address check, the token check.
 
-Binding first turns "port in use" and "no such address" into one clear :class:`UserError` (uvicorn would log and
-exit), and lets tests ask for port 0 and learn the real port. uvicorn and FastAPI are imported only here and in
-:mod:`inspector.serve.app`, never by the runtime, so the line runs without the ``web`` extra.
+"Port in use", "no such address" and a bind uvicorn refuses each become one clear :class:`UserError` (uvicorn
+would log and exit); port 0 picks a free port and :class:`Server` reports the real one. uvicorn and FastAPI
+are imported only here and in :mod:`inspector.serve.app`, never by the runtime, so the line runs without the
+``web`` extra.
 """
 
 from __future__ import annotations
 
-import errno
 import hmac
 import logging
 import os
@@ -38,36 +38,29 @@ def is_local(host: str) -> bool:
     return host in LOCAL_HOSTS
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on host:port (port 0: any free one); every failure is one UserError."""
+def check_address(host: str, port: int) -> None:
+    """Refuse, in one line, a host that is not an address and a port another server already holds.
+
+    uvicorn binds the socket itself (on ``host`` as configured: 127.0.0.1 unless told); this check runs first so
+    the usual mistakes get a clear line instead of uvicorn's log and exit. A port that cannot be bound for
+    another reason still fails in uvicorn, and :meth:`Server.run` turns that into one line too.
+    """
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror:
         raise UserError(
             f"--host {host!r}: not an address of this machine; use 127.0.0.1 (the default) or the address "
             "clients reach it on (0.0.0.0 for all)"
         ) from None
-    family, kind, proto, _, addr = infos[0]
-    # proto IPPROTO_TCP (not 0): asyncio sets TCP_NODELAY only on sockets that say they are TCP; without it
-    # Nagle holds a response's body behind its head until the client's delayed ACK, 40 ms per request
-    sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if port == 0:
+        return
+    probe = "127.0.0.1" if host in ("0.0.0.0", "") else "::1" if host == "::" else host
     try:
-        sock.bind(addr)
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise UserError(
-                f"port {host}:{port} is already in use (another server?); pick another with --port"
-            ) from None
-        if exc.errno == errno.EACCES:
-            raise UserError(
-                f"port {host}:{port}: permission denied (ports below 1024 need root); use one above 1024"
-            ) from None
-        raise UserError(f"{host}:{port}: cannot listen there ({exc.strerror}); check --host and --port") from None
-    sock.set_inheritable(True)
-    return sock
+        with socket.create_connection((probe, port), timeout=0.5):
+            pass
+    except OSError:
+        return  # nobody answers there: free (or not ours to reach; uvicorn will say)
+    raise UserError(f"port {host}:{port} is already in use (another server?); pick another with --port")
 
 
 def read_token(env_name: str | None) -> str | None:
@@ -91,26 +84,40 @@ def token_ok(expected: str | None, authorization: str | None) -> bool:
 
 
 class Server:
-    """uvicorn serving ``app`` on an already bound socket: :meth:`run` blocks; :meth:`start` runs it in a thread."""
+    """uvicorn serving ``app`` on host:port: :meth:`run` blocks (the CLI); :meth:`start` runs it in a thread (tests).
 
-    def __init__(self, app: Any, sock: socket.socket, **uvicorn_options: Any) -> None:
-        """``uvicorn_options``: more ``uvicorn.Config`` settings (``http="h11"``, ``loop="asyncio"``: the
-        pure-Python parser and loop; by default uvicorn takes httptools and uvloop when installed)."""
+    ``on_started(server)`` is called once uvicorn listens (``port`` 0: :attr:`port` is then the real one).
+    ``uvicorn_options``: more ``uvicorn.Config`` settings (``http="h11"``, ``loop="asyncio"``: the pure-Python
+    parser and loop; by default uvicorn takes httptools and uvloop when installed).
+    """
+
+    def __init__(self, app: Any, host: str, port: int, on_started: Any = None, **uvicorn_options: Any) -> None:
         import uvicorn
 
-        self.sock = sock
-        host, port = sock.getsockname()[:2]
         self.host, self.port = host, port
+        outer = self
+
+        class _Uvicorn(uvicorn.Server):
+            async def startup(self, sockets: Any = None) -> None:
+                await super().startup(sockets)
+                if self.started and self.servers and self.servers[0].sockets:
+                    outer.port = self.servers[0].sockets[0].getsockname()[1]
+                    if on_started is not None:
+                        on_started(outer)
+
         config = uvicorn.Config(
             app,
+            host=host,
+            port=port,
             log_level="warning",
+            log_config=None,  # our logging (the CLI's format), not uvicorn's own
             access_log=False,
             lifespan="on",
             timeout_keep_alive=30,
             server_header=False,
             **uvicorn_options,
         )
-        self._server = uvicorn.Server(config)
+        self._server = _Uvicorn(config)
         self._thread: threading.Thread | None = None
 
     @property
@@ -120,7 +127,12 @@ class Server:
 
     def run(self) -> None:
         """Serve until Ctrl-C / SIGTERM (uvicorn installs those handlers on the main thread)."""
-        self._server.run(sockets=[self.sock])
+        try:
+            self._server.run()
+        except SystemExit:  # uvicorn exits when it cannot bind (its log line above says why)
+            raise UserError(
+                f"{self.host}:{self.port}: cannot listen there (see the log line above); check --host and --port"
+            ) from None
 
     def start(self, timeout: float = 20.0) -> Server:
         """Serve in a daemon thread; returns once uvicorn is accepting, else raises RuntimeError."""
@@ -140,4 +152,3 @@ class Server:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.error("serve-http thread still alive %.1f s after stop()", timeout)
-        self.sock.close()

@@ -157,10 +157,10 @@ def start_server(engine, **settings):
     """A real uvicorn server in this process on a free 127.0.0.1 port; returns the started Server."""
     from inspector.serve.app import ServeSettings, create_app
     from inspector.serve.classifier import Classifier
-    from inspector.serve.http import Server, bind
+    from inspector.serve.http import Server
 
     app = create_app(Classifier(engine), ServeSettings(**settings))
-    return Server(app, bind("127.0.0.1", 0)).start()
+    return Server(app, "127.0.0.1", 0).start()
 
 
 @pytest.fixture(scope="module")
