@@ -249,9 +249,11 @@ def main() -> int:
             # with other jobs the ratio is only fair between figures taken close together
             engines.append(engine_throughput(args.model, jpegs, args.max_batch, args.engine_seconds, args.threads))
             before = scrape(port)
-            cpu0 = _cpu(server)
+            cpu0, mine0 = _cpu(server), time.process_time()
             r = load(port, reqs, c, args.requests, args.seconds)
             r["server_cpu_ms_per_image"] = (_cpu(server) - cpu0) / r["requests"] * 1e3
+            r["client_cpu_ms_per_request"] = (time.process_time() - mine0) / r["requests"] * 1e3
+            r["server_cores_used"] = r["server_cpu_ms_per_image"] * r["images_per_s"] / 1e3
             after = scrape(port)
             n = after["inspector_api_batch_size_count"] - before["inspector_api_batch_size_count"]
             r["mean_batch"] = (after["inspector_api_batch_size_sum"] - before["inspector_api_batch_size_sum"]) / max(
@@ -284,7 +286,7 @@ def main() -> int:
     print(f"engine images/s (batch {args.max_batch}): alone / with decode + preprocess, measured before each level")
     print(
         "clients  requests  images/s  p50 ms  p99 ms  max ms  mean batch  engine  +decode  vs engine"
-        "  server CPU ms/img  engine CPU ms/img  statuses"
+        "  server CPU ms/img  (cores)  engine CPU ms/img  client CPU ms/req  statuses"
     )
     for r, eng in zip(rows, engines, strict=True):
         ratio = r["images_per_s"] / eng["engine_images_per_s"]
@@ -295,8 +297,8 @@ def main() -> int:
             f"{r['clients']:>7}  {r['requests']:>8}  {r['images_per_s']:>8.0f}  {r['p50_ms']:>6.2f}"
             f"  {r['p99_ms']:>6.2f}  {r['max_ms']:>6.1f}  {r['mean_batch']:>10.2f}"
             f"  {eng['engine_images_per_s']:>6.0f}  {eng['decode_preprocess_engine_images_per_s']:>7.0f}"
-            f"  {ratio:>8.0%}  {r['server_cpu_ms_per_image']:>17.2f}  {eng['engine_cpu_ms_per_image']:>17.2f}"
-            f"  {r['statuses']}"
+            f"  {ratio:>8.0%}  {r['server_cpu_ms_per_image']:>17.2f}  {r['server_cores_used']:>7.2f}"
+            f"  {eng['engine_cpu_ms_per_image']:>17.2f}  {r['client_cpu_ms_per_request']:>17.2f}  {r['statuses']}"
         )
     print(
         "server CPU ms per request without image work (HTTP stack, one client): "

@@ -181,3 +181,10 @@ def test_accepted_connections_have_tcp_nodelay(onnx_engine) -> None:
     finally:
         c.close()
         srv.stop()
+
+
+def test_address_of_another_machine_is_one_line() -> None:
+    """A host that resolves but is not this machine's (TEST-NET-1): uvicorn cannot bind; one error line."""
+    msg = _one_error(["--model", str(MODEL), "--host", "192.0.2.1", "--port", "8123"])
+    assert msg == "192.0.2.1:8123: cannot listen there (see the log line above); check --host and --port"
+    assert is_documented("exit 1", msg)
