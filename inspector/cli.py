@@ -28,6 +28,7 @@ COMMANDS = (
     "check_config",
     "service",
     "doctor",
+    "serve",
 )
 
 

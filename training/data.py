@@ -25,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engines.decode import BadImage, decode_image
 from engines.errors import UserError
 from engines.meta import ModelMeta, default_ok_class
 from engines.preprocess import model_views
@@ -193,28 +194,16 @@ def _read_manifest(csv_path: Path) -> list[Item]:
 # --- decoding -------------------------------------------------------------------------------------------
 
 
-class BadImage(Exception):
-    """A file that cannot be used as an image; the message is the reason."""
-
-
 def read_image(path: Path) -> np.ndarray:
-    """Decode an image file (BGR or gray uint8); :class:`BadImage` for non-images and truncated files."""
+    """Decode an image file (BGR or gray uint8); :class:`BadImage` for non-images and truncated files.
+
+    The bytes go through :func:`engines.decode.decode_image`, the decoder the classify API uses too.
+    """
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise BadImage(f"unreadable ({exc.strerror})") from None
-    if not data:
-        raise BadImage("empty file")
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise BadImage("not a decodable image")
-    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-4096:]:
-        raise BadImage("truncated JPEG (no end-of-image marker)")
-    if img.dtype != np.uint8:
-        img = cv2.convertScaleAbs(img, alpha=255.0 / max(1.0, float(img.max())))
-    if img.ndim == 3 and img.shape[2] == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
-    return img
+    return decode_image(data)
 
 
 def is_gray_content(img: np.ndarray, tol: float = 10.0) -> bool:
