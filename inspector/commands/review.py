@@ -113,8 +113,9 @@ def _print_summary(s: dict) -> None:
 def run_web(args: argparse.Namespace) -> int:
     import sys
 
-    from inspector.review.http import Guard, is_loopback, parse_listen, require_web, serve
+    from inspector.review.http import Guard, parse_listen, require_web, serve
     from inspector.review.store import ReviewStore
+    from inspector.webaccess import is_loopback
 
     require_web()
     host, port = parse_listen(args.web)

@@ -7,8 +7,6 @@ unless told a host; beyond localhost the mutating routes need the token from the
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import logging
 import os
 import socket
@@ -16,21 +14,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ground.errors import UserError
+from inspector.webaccess import is_loopback, require_web_extra, token_matches
 
 log = logging.getLogger(__name__)
 
-WEB_EXTRA = "needs the web extra: pip install 'inspector[web]'"
 DEFAULT_PORT = 8765
 DEFAULT_TOKEN_ENV = "INSPECTOR_REVIEW_TOKEN"
 
 
 def require_web(what: str = "inspector review --web") -> None:
     """One line, not a traceback, when FastAPI or uvicorn is missing."""
-    try:
-        import fastapi  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError:
-        raise UserError(f"{what} {WEB_EXTRA}") from None
+    require_web_extra(what)
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -49,15 +43,6 @@ def parse_listen(text: str) -> tuple[str, int]:
     except ValueError:
         raise UserError(f"--web {text!r}: expected PORT or HOST:PORT, e.g. 8765 or 0.0.0.0:8765") from None
     return host or "127.0.0.1", n
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass
@@ -81,7 +66,7 @@ class Guard:
     def allows(self, given: str | None) -> bool:
         if self.token is None:
             return True
-        return given is not None and hmac.compare_digest(given.encode(), self.token.encode())
+        return token_matches(self.token, given)
 
 
 def free_port() -> int:

@@ -8,7 +8,6 @@ are imported only here and in :mod:`inspector.serve.app`, never by the runtime, 
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import socket
@@ -17,25 +16,18 @@ import time
 from typing import Any
 
 from ground.errors import UserError
+from inspector import webaccess
 
 log = logging.getLogger(__name__)
-
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-WEB_EXTRA = "inspector serve needs the web extra: pip install 'inspector[web]'"
 
 
 def require_web_extra() -> None:
     """One line instead of an ImportError when FastAPI, uvicorn or python-multipart are missing."""
-    try:
-        import fastapi  # noqa: F401
-        import multipart  # noqa: F401 - python-multipart, for multipart/form-data uploads
-        import uvicorn  # noqa: F401
-    except ImportError:
-        raise UserError(WEB_EXTRA) from None
+    webaccess.require_web_extra("inspector serve", ("multipart",))  # python-multipart, for multipart uploads
 
 
 def is_local(host: str) -> bool:
-    return host in LOCAL_HOSTS
+    return webaccess.is_loopback(host)
 
 
 def check_address(host: str, port: int) -> None:
@@ -77,10 +69,7 @@ def token_ok(expected: str | None, authorization: str | None) -> bool:
     """``Authorization: Bearer <token>`` compared in constant time; True when no token is configured."""
     if expected is None:
         return True
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(given.strip().encode(), expected.encode())
+    return webaccess.token_matches(expected, webaccess.bearer(authorization))
 
 
 class Server:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from ground.errors import UserError
+from inspector.webaccess import require_web_extra
 
 if TYPE_CHECKING:
     from inspector.config import WebConfig
@@ -19,8 +19,6 @@ if TYPE_CHECKING:
     from inspector.web.console import ConsoleSink, ThresholdChange
 
 log = logging.getLogger(__name__)
-
-NEEDS_EXTRA = "the web console (--web / web.enabled) needs the web extra: pip install 'inspector[web]'"
 
 
 class Console:
@@ -77,11 +75,5 @@ class Console:
 
 def open_console(cfg: WebConfig, line: Line) -> Console:
     """Start the console for ``line`` (its port bound now: a port in use stops the line before it starts)."""
-    try:
-        import fastapi  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] in ("fastapi", "uvicorn", "starlette"):
-            raise UserError(NEEDS_EXTRA) from None
-        raise
+    require_web_extra("the web console (--web / web.enabled)")
     return Console(cfg, line)

@@ -15,8 +15,6 @@ Routes (all JSON errors are one line, ``{"error": "..."}``, with a 4xx status):
 from __future__ import annotations
 
 import asyncio
-import hmac
-import ipaddress
 import json
 import logging
 import os
@@ -36,22 +34,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ground.errors import UserError
 from inspector.web.audit import AuditLog
 from inspector.web.console import ThresholdChange, WebConsole
+from inspector.webaccess import bearer, is_loopback, token_matches
 
 log = logging.getLogger(__name__)
 
 STATIC = {"index.html": "text/html; charset=utf-8", "console.js": "text/javascript", "console.css": "text/css"}
 BOUNDARY = "frame"
 MAX_BODY = 4096  # the one POST body is a few fields
-
-
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 and 'localhost': the console then needs no token (only this machine reaches it)."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def read_token(host: str, token_env: str | None) -> str | None:
@@ -196,9 +185,8 @@ def _change(console: WebConsole, audit: AuditLog, body: ThresholdBody, address: 
 
 
 def _token_ok(request: Request, token: str) -> bool:
-    auth = request.headers.get("authorization", "")
-    given = auth[7:].strip() if auth.lower().startswith("bearer ") else request.headers.get("x-inspector-token", "")
-    return hmac.compare_digest(given.encode(), token.encode())
+    given = bearer(request.headers.get("authorization")) or request.headers.get("x-inspector-token")
+    return token_matches(token, given)
 
 
 async def mjpeg(console: WebConsole, request: Request) -> Any:

@@ -194,7 +194,8 @@ def test_threshold_change_without_a_defect_log_is_refused(demo_cfg):
 
 def test_beyond_localhost_needs_a_token():
     from ground.errors import UserError
-    from inspector.web.http import is_loopback, read_token
+    from inspector.web.http import read_token
+    from inspector.webaccess import is_loopback
 
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5")
