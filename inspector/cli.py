@@ -62,17 +62,27 @@ def _verbose_everywhere(sub: argparse._SubParsersAction) -> None:
 QUIET_NATIVE_LOGS = {"OPENCV_LOG_LEVEL": "ERROR", "OPENCV_FFMPEG_LOGLEVEL": "8"}  # 8: AV_LOG_FATAL
 
 
-def quiet_native_logs(argv: list[str]) -> None:
-    """Set before any command imports cv2 (OpenCV reads them once)."""
+def quiet_native_logs(argv: list[str]) -> list[str]:
+    """Set before any command imports cv2 (OpenCV reads them once) -> the variables set here."""
     if any(a == "--verbose" or (a.startswith("-v") and set(a[1:]) == {"v"}) for a in argv):
-        return
-    for key, value in QUIET_NATIVE_LOGS.items():
-        os.environ.setdefault(key, value)
+        return []
+    added = [key for key in QUIET_NATIVE_LOGS if key not in os.environ]
+    for key in added:
+        os.environ[key] = QUIET_NATIVE_LOGS[key]
+    return added
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    quiet_native_logs(argv)
+    added = quiet_native_logs(argv)
+    try:
+        return _main(argv)
+    finally:  # a caller in the same process (a test, a tool) keeps its own environment for what it starts next
+        for key in added:
+            os.environ.pop(key, None)
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(_default_to_run(argv, _registered(parser)))
     level = logging.WARNING - 10 * min(args.verbose, 2)

@@ -99,7 +99,7 @@ class StreamSource(CvSource):
                     del os.environ[FFMPEG_ENV]
         if not cap.isOpened():
             raise UserError(
-                f"stream {redact(uri)}: {stream_failure(uri, time.monotonic() - t0)}; "
+                f"stream {redact(uri)}: cannot open it: {stream_failure(uri, time.monotonic() - t0)}; "
                 "check the address, port, path and credentials (try it with `ffplay` or VLC)"
             )
         super().__init__(cap, redact(uri))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ground.errors import UserError
-from inspector.commands.argtypes import count, fraction, inside, positive
+from inspector.commands.argtypes import count, positive
 
 if TYPE_CHECKING:
     from inspector.config import InspectorConfig
@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--frame-size", help="WxH when there is no --source (headless flags only)")
     r.add_argument("--config", help="runtime configuration: source settings and the starting ROI")
     r.add_argument("--roi", help="x,y,w,h in px: headless, no window")
-    r.add_argument("--trigger", type=inside, help="trigger line as a fraction of the ROI along the belt (0-1)")
+    r.add_argument("--trigger", type=float, help="trigger line as a fraction of the ROI along the belt (0-1)")
     r.add_argument("--direction", choices=("right", "left", "down", "up"), help="belt travel in the image")
     r.add_argument("--ref-px", type=positive, help="a length measured on the image, px (headless)")
     r.add_argument("--ref-mm", type=positive, help="the real length of the reference, mm")
@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = cal.add_parser("threshold", help="decision threshold for a target defect recall, into the model")
     t.add_argument("--model", required=True, help="model file (.pt, .onnx, .engine) whose metadata to update")
     t.add_argument("--data", required=True, help="labelled validation images: one sub-folder per model class")
-    t.add_argument("--target-recall", type=fraction, required=True, help="share of defects to catch, e.g. 0.99")
+    t.add_argument("--target-recall", type=float, required=True, help="share of defects to catch, e.g. 0.99")
     t.add_argument("--dry-run", action="store_true", help="report the threshold, write nothing")
     t.set_defaults(func=run_threshold)
 
