@@ -82,6 +82,8 @@ def check_not_foreign(name: str, path: str | Path | None, ours: Callable[[Path],
         return
     if p.is_dir():
         raise UserError(f"{name} {p}: is a folder; give a file path")
+    if not p.is_file():  # a device or a pipe (/dev/stdout, a FIFO): writing to it is the point, and reading would block
+        return
     try:
         if ours(p):
             return
@@ -155,6 +157,12 @@ def prepare_folder(name: str, path: str | Path, *, is_dir: bool = False) -> str 
     """Make sure an output can be written: the folder that holds it (``is_dir``: the folder itself) exists and
     is writable. A missing folder is created -> the warning to show; one that cannot be written is refused."""
     p = Path(path).expanduser()
+    if (
+        not is_dir and p.exists() and not p.is_file() and not p.is_dir()
+    ):  # /dev/stdout, a FIFO: only it must be writable
+        if not os.access(p, os.W_OK):
+            raise UserError(f"{name} {p}: not writable by this user; give another path")
+        return None
     folder = p if is_dir else p.parent
     folder = folder if str(folder) else Path(".")
     if folder.is_dir():

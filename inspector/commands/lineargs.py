@@ -146,12 +146,22 @@ def inspect(
 def check_run_outputs(cfg: InspectorConfig, args: argparse.Namespace, truth: str | None) -> tuple[Path | None, Path]:
     """Every file the run writes, checked before it starts (:mod:`inspector.outputs`) -> (the summary's path or
     None, the scorecard's path). Results go beside the events file, else beside the truth file they were scored
-    against (never the cwd)."""
+    against (never the cwd); events to a device or a pipe (``--events /dev/stdout``) have nothing beside them."""
     from inspector.outputs import check_distinct, check_not_foreign, images_dir, is_scorecard_file, is_summary_file
 
     events = args.events
-    out_dir = Path(events).parent if events else Path(truth).parent if truth else Path.cwd()
-    summary = out_dir / (Path(events).stem + ".summary.json") if events else None
+    stream = events is not None and (
+        str(Path(events).absolute()).startswith(("/dev/", "/proc/"))
+        or (Path(events).exists() and not Path(events).is_file())
+    )
+    beside = events if events and not stream else None
+    if stream and truth:
+        raise UserError(
+            f"--events {events} with --truth: the scorecard reads the events back, which a device or pipe cannot "
+            "give; write --events to a file, or drop --events"
+        )
+    out_dir = Path(beside).parent if beside else Path(truth).parent if truth else Path.cwd()
+    summary = out_dir / (Path(beside).stem + ".summary.json") if beside else None
     scorecard = out_dir / "scorecard.json"
     outputs = {"--events": events, "log.db": cfg.log.db, "the run summary": summary}
     if cfg.log.db:

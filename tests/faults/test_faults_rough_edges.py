@@ -294,3 +294,17 @@ def test_display_on_unquoted_reaches_the_display_check(kit: Kit, tmp_path: Path)
 
 def test_default_config_is_unchanged_by_the_on_off_rule() -> None:
     assert InspectorConfig().display.enabled == "auto" and InspectorConfig().gate.port is None
+
+
+def test_events_to_stdout_leave_nothing_beside_them(kit: Kit, tmp_path: Path) -> None:
+    """`--events /dev/stdout` streams the events; the run summary is not written into /dev beside it."""
+    beside = Path("/dev/stdout.summary.json")
+    assert not beside.exists(), "left over from an earlier run: remove it"
+    argv = ["run", "--no-display", "--model", str(kit.onnx), "--source", str(kit.video), "--events", "/dev/stdout"]
+    proc = run_cli(*argv, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "inspection summary" in proc.stdout and not beside.exists()
+    truth = tmp_path / "truth.csv"
+    truth.write_text("part_id,label,trigger_frame\n0,ok,5\n")
+    proc = run_cli(*argv, "--truth", str(truth), cwd=tmp_path)  # the scorecard could not read them back
+    assert proc.returncode == 1 and "write --events to a file" in proc.stderr, proc.stderr
