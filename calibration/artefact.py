@@ -84,6 +84,7 @@ def load_artefact(model: type[M], path: str | Path) -> M:
 def save_artefact(artefact: Artefact, path: str | Path, comment: str = "") -> Path:
     """Write as YAML (plain lists, no Python tags) via a temporary file, so a crash never leaves half a file."""
     p = Path(path)
+    _check_not_foreign(p, artefact.kind)
     p.parent.mkdir(parents=True, exist_ok=True)
     data = artefact.model_dump(mode="json")
     head = "".join(f"# {line}\n" for line in comment.splitlines())
@@ -92,6 +93,24 @@ def save_artefact(artefact: Artefact, path: str | Path, comment: str = "") -> Pa
     tmp.write_text(text)
     tmp.replace(p)
     return p
+
+
+def _check_not_foreign(p: Path, kind: str) -> None:
+    """Recalibrating overwrites the artefact of the same kind; any other existing file (the line's configuration,
+    another artefact) is never overwritten."""
+    if not p.exists():
+        return
+    try:
+        data = yaml.safe_load(p.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        data = None
+    if isinstance(data, dict) and data.get("kind") == kind:
+        return
+    what = f"a {data['kind']} artefact" if isinstance(data, dict) and "kind" in data else "not a calibration file"
+    raise UserError(
+        f"--out {p}: already exists and is {what}; it is not overwritten (only an earlier {kind} file is) - "
+        "give --out another path"
+    )
 
 
 def check_frame_size(artefact: Artefact, frame_size: tuple[int, int] | None, path: str | Path, what: str) -> None:

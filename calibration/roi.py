@@ -49,9 +49,8 @@ class RoiCalibration(Artefact):
 
     @model_validator(mode="after")
     def _inside(self) -> RoiCalibration:
-        fw, fh = self.frame_size
-        if self.x + self.width > fw or self.y + self.height > fh:
-            raise ValueError(f"ROI {self.x},{self.y},{self.width}x{self.height} reaches outside the {fw}x{fh} frame")
+        if (problem := outside_frame(self.x, self.y, self.width, self.height, self.frame_size)) is not None:
+            raise ValueError(problem)
         if self.reference is not None and self.reference.px <= 0:
             raise ValueError("reference points coincide; mark two distinct points")
         return self
@@ -59,6 +58,26 @@ class RoiCalibration(Artefact):
     def trigger_line(self) -> tuple[tuple[int, int], tuple[int, int]]:
         """The trigger line's two end points in frame px (for drawing)."""
         return trigger_line(self.x, self.y, self.width, self.height, self.direction, self.trigger)
+
+
+def outside_frame(x: int, y: int, w: int | None, h: int | None, frame_size: tuple[int, int]) -> str | None:
+    """The one rule for an ROI (`inspector calibrate roi` and `inspector run` alike): it lies inside the frame.
+
+    ``w``/``h`` None means "to the frame's edge" (a start past the edge leaves no area: the caller says so).
+    Clipping it silently instead would move the trigger line, which is a fraction of the ROI: parts would be
+    judged at another place than the one calibrated."""
+    fw, fh = frame_size
+    over = []
+    if w is not None and x + w > fw:
+        over.append(f"its right edge is at x={x + w}")
+    if h is not None and y + h > fh:
+        over.append(f"its bottom edge is at y={y + h}")
+    if not over:
+        return None
+    return (
+        f"ROI x={x} y={y} width={w} height={h} reaches outside the {fw}x{fh} frame ({' and '.join(over)}); "
+        "make it fit the frame (`inspector calibrate roi` draws one on a live frame)"
+    )
 
 
 def trigger_line(
@@ -137,8 +156,10 @@ def make_roi(
         )
     except ValueError as exc:  # pydantic's ValidationError is a ValueError
         first = exc.errors()[0] if hasattr(exc, "errors") else {"loc": (), "msg": str(exc)}
-        field = ".".join(str(v) for v in first["loc"]) or "roi"
-        raise UserError(f"ROI: {field}: {first['msg']}") from None
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        if not first["loc"]:  # the whole ROI (outside the frame): the message names it
+            raise UserError(msg) from None
+        raise UserError(f"ROI: {'.'.join(str(v) for v in first['loc'])}: {msg}") from None
 
 
 def save_roi(roi: RoiCalibration, path: str | Path) -> Path:

@@ -82,6 +82,66 @@ def build_network(meta: ModelMeta, weights_path: Path | None = None) -> nn.Modul
     raise UserError(f"unknown architecture {meta.arch!r}; supported: {', '.join(ARCHS)}")
 
 
+def load_weights(net: nn.Module, state: dict, meta: ModelMeta, where: str | Path) -> nn.Module:
+    """``net.load_state_dict(state)``, or one :class:`UserError` that names the tensor or metadata field that
+    differs (architecture, input channels, input size, classes) and what to do; torch's own message is a page
+    long and is cut off before it says which."""
+    try:
+        net.load_state_dict(state)
+    except RuntimeError:
+        raise UserError(f"{where}: {weights_mismatch(net, state, meta)}") from None
+    return net
+
+
+def weights_mismatch(net: nn.Module, state: dict, meta: ModelMeta) -> str:
+    """Why ``state`` does not fit ``net`` (built from ``meta``), in one sentence with the fix."""
+    fix = (
+        "the weights and the metadata stored with them disagree (a checkpoint from another run, or edited "
+        "metadata); use the model.pt `inspector train` wrote with them, or retrain"
+    )
+    own = net.state_dict()
+    if not isinstance(state, dict) or not all(hasattr(v, "shape") for v in state.values()):
+        return f"the checkpoint's state_dict is not a dict of tensors; {fix}"
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} of its tensors are missing (e.g. {missing[0]})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} are not its own (e.g. {unexpected[0]})")
+        return f"the weights are not a {meta.arch} network (field 'arch'): {' and '.join(detail)}; {fix}"
+    diffs = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
+    if not diffs:
+        return f"the weights do not load into {meta.arch}; {fix}"
+    k = diffs[0]
+    got, want = tuple(state[k].shape), tuple(own[k].shape)
+    convs = [n for n, v in own.items() if v.dim() == 4]
+    linears = [n for n, v in own.items() if v.dim() == 2]
+    if convs and k == convs[0] and got[1] != want[1]:
+        return (
+            f"tensor {k} takes {got[1]} input channel(s) but the metadata says channels={meta.channels} "
+            f"(field 'channels': 1 grey, 3 colour); {fix}"
+        )
+    if meta.arch == "seedcnn" and linears and k == linears[0] and got[0] == want[0] and got[1] != want[1]:
+        c = own[convs[-1]].shape[0] if convs else 1
+        side = int(round((got[1] / c) ** 0.5))
+        trained = f"input size {side * 16}" if side * side * c == got[1] else f"{got[1]} features"
+        return (
+            f"tensor {k} has {got[1]} inputs, as trained for {trained}, but the metadata says "
+            f"input_size={meta.input_size} (field 'input_size', {want[1]} inputs); {fix}"
+        )
+    if linears and k == linears[-1] and got[0] != want[0]:
+        return (
+            f"tensor {k} has {got[0]} output(s) but the metadata's {len(meta.classes)} classes need "
+            f"{meta.num_outputs} (field 'classes'); {fix}"
+        )
+    return (
+        f"tensor {k} is {list(got)} in the checkpoint but {list(want)} in a {meta.arch} built from its metadata "
+        f"(channels={meta.channels}, input_size={meta.input_size}, {len(meta.classes)} classes); {fix}"
+    )
+
+
 def inference_network(net: nn.Module, meta: ModelMeta) -> nn.Module:
     """Logits network + activation: what is exported and what every backend runs."""
     act: nn.Module = nn.Sigmoid() if meta.binary else nn.Softmax(dim=1)

@@ -90,7 +90,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = OPSET) -> 
     import onnx
     import torch
 
-    from engines.archs import build_network, inference_network
+    from engines.archs import build_network, inference_network, load_weights
     from engines.checkpoint import load_checkpoint
 
     out = Path(out)
@@ -102,10 +102,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = OPSET) -> 
 
         return export_anomaly_onnx(checkpoint, out, opset=opset)
     net = build_network(meta)
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"{checkpoint}: weights do not fit architecture {meta.arch!r} ({str(exc)[:120]})") from None
+    load_weights(net, state, meta, checkpoint)
     net = inference_network(net, meta)
     out.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, meta.channels, meta.input_size, meta.input_size)  # 2: keeps the batch axis free

@@ -21,7 +21,7 @@ class TorchEngine(Engine):
                 f"{path}: a .pt checkpoint needs PyTorch (pip install 'inspector[train]'); "
                 "or export it with `inspector build-engine` and run the .onnx"
             ) from None
-        from engines.archs import build_network, inference_network
+        from engines.archs import build_network, inference_network, load_weights
         from engines.checkpoint import load_checkpoint
 
         self.path = Path(path)
@@ -43,12 +43,7 @@ class TorchEngine(Engine):
                 net = build_network(self.meta)
             except UserError as exc:  # say which file, and what to do with it
                 raise UserError(f"{path}: {exc}; this checkpoint needs a newer inspector, or retrain it") from None
-            try:
-                net.load_state_dict(state)
-            except RuntimeError as exc:
-                raise UserError(
-                    f"{path}: weights do not fit architecture {self.meta.arch!r} ({str(exc).splitlines()[0][:120]})"
-                ) from None
+            load_weights(net, state, self.meta, path)
             self.net = inference_network(net, self.meta).to(self.device)
         if self.fp16:
             self.net = self.net.half()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -58,19 +59,69 @@ def line_of(loc: tuple, lines: dict[tuple, int]) -> int | None:
     return None
 
 
+_SCALAR_TAGS = frozenset({"int", "float", "str", "bool", "none", "bytes"})
+
+
+def _is_union_tag(part: object) -> bool:
+    """pydantic names the member of a union that failed (``int``, ``literal['otsu']``, ``function-after[...]``)
+    as a last element of the error's location: not a key of the file, an internal."""
+    return isinstance(part, str) and (part in _SCALAR_TAGS or "[" in part)
+
+
+def _merge_unions(errors: list[dict]) -> list[dict]:
+    """One error per field: the failures of each member of a union (``int | 'otsu'``) become one error whose
+    message lists what the field accepts ("should be a valid integer or 'otsu'")."""
+    out: list[dict] = []
+    merged: dict[tuple, dict] = {}
+    for err in errors:
+        loc = tuple(err["loc"])
+        if not loc or not _is_union_tag(loc[-1]) or err["type"] in ("missing", "extra_forbidden"):
+            out.append(err)
+            continue
+        base = loc[:-1]
+        want = str(err["msg"]).removeprefix("Value error, ").removeprefix("Input should be ").split(", ")[0]
+        if base in merged:
+            if want not in merged[base]["_wants"]:
+                merged[base]["_wants"].append(want)
+            continue
+        merged[base] = entry = {**err, "loc": base, "type": "union", "_wants": [want]}
+        out.append(entry)
+    for entry in merged.values():
+        entry["msg"] = "should be " + " or ".join(entry.pop("_wants"))
+    return out
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "nothing (an empty section)"
+    return {list: "a list", str: "text", int: "a number", float: "a number", bool: "true/false"}.get(
+        type(value), type(value).__name__
+    )
+
+
 def _describe(err: dict, lines: dict[tuple, int], path: Path) -> str:
     loc = tuple(err["loc"])
+    kind = err["type"]
+    got = err.get("input")
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if isinstance(got, dict) and kind not in ("extra_forbidden", "missing"):
+        # a whole section failed a cross-field check: point at the first of its keys the message names
+        named = [(m.start(), k) for k in got if isinstance(k, str) and (m := re.search(rf"\b{re.escape(k)}\b", msg))]
+        if named:
+            loc = (*loc, min(named)[1])
     line = line_of(loc, lines)
     field = ".".join(str(x) for x in loc) or "(top level)"
     where = f"{path}:{line}" if line else str(path)
-    kind = err["type"]
     if kind == "extra_forbidden":
         return f"{where}: unknown key '{field}'; remove it or check its spelling"
     if kind == "missing":
         return f"{where}: missing required field '{field}'"
-    got = err.get("input")
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    if isinstance(got, dict):  # a whole section failed a cross-field check: the message says why
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return (
+            f"{where}: field '{field}': expected a section of keys (one 'key: value' per line, indented under "
+            f"'{loc[-1] if loc else field}:'), got {_kind(got)}; see configs/default.yaml"
+        )
+    if isinstance(got, dict):
         return f"{where}: field '{field}': {msg}"
     return f"{where}: field '{field}': {msg} (got {repr(got)[:80]})"
 
@@ -86,7 +137,7 @@ def _validate(model: type[M], path: str | Path) -> tuple[M | None, list[str]]:
     try:
         return model.model_validate(data, context={"base_dir": p.parent}), []
     except ValidationError as exc:
-        return None, [_describe(e, lines, p) for e in exc.errors()]
+        return None, [_describe(e, lines, p) for e in _merge_unions(exc.errors())]
 
 
 def load_model(model: type[M], path: str | Path) -> M:

@@ -29,6 +29,18 @@ def _resolve(value: str | None, info: ValidationInfo) -> str | None:
     return str(p)
 
 
+def _on_off(value: object) -> object:
+    """YAML 1.1 reads an unquoted on/off (yes/no, true/false) as a boolean: for an on/off field that is the word."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return value
+
+
+def _off_is_none(value: object) -> object:
+    """A field whose None means 'off' (no gate, no log, no limit) also takes an unquoted off/no/false."""
+    return None if value is False else value
+
+
 class SourceConfig(Section):
     uri: str = Field(
         "demo",
@@ -47,7 +59,7 @@ class SourceConfig(Section):
     @classmethod
     def _file_uri(cls, value: str, info: ValidationInfo) -> str:
         """A video file or image folder is relative to the configuration file, like every other path."""
-        if value == "demo" or value.strip().isdigit():
+        if value == "demo" or value.strip().lstrip("-").isdigit():  # a camera index (a negative one is refused)
             return value
         return _resolve(value, info)
 
@@ -167,6 +179,7 @@ class ModelConfig(Section):
     input_size: int | None = Field(None, gt=0, description="expected model input size; refused if it differs")
 
     _r = field_validator("path")(_resolve)
+    _off = field_validator("min_sharpness", mode="before")(_off_is_none)
 
 
 class GateConfig(Section):
@@ -198,6 +211,8 @@ class GateConfig(Section):
         "reject", description="a late verdict: fire the gate at once (reject) even for an OK part, or let it pass"
     )
     queue_size: int = Field(256, ge=1, description="parts waiting for the serial thread before new ones overflow")
+
+    _off = field_validator("port", mode="before")(_off_is_none)
 
     @property
     def travel_ms(self) -> float:
@@ -242,11 +257,14 @@ class LogConfig(Section):
     retention_check_s: float = Field(300.0, gt=0, description="how often retention runs while logging")
 
     _r = field_validator("db", "images_dir")(_resolve)
+    _off = field_validator("db", "retention_days", "max_size_mb", mode="before")(_off_is_none)
 
 
 class DisplayConfig(Section):
     enabled: Literal["auto", "on", "off"] = Field("auto", description="overlay window: auto = when a display exists")
     scale: float = Field(1.0, gt=0, description="window scale")
+
+    _b = field_validator("enabled", mode="before")(_on_off)
 
 
 class MetricsConfig(Section):

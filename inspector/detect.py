@@ -40,15 +40,19 @@ class Roi:
 
     @classmethod
     def from_config(cls, cfg: RoiConfig, frame_size: tuple[int, int]) -> Roi:
-        """Clip the configured ROI to the frame; an ROI outside the frame is a configuration error."""
+        """The configured ROI in this frame; one reaching outside the frame is refused (never clipped: that would
+        move the trigger line), by the same rule as `inspector calibrate roi`."""
+        from calibration.roi import outside_frame
+
         fw, fh = frame_size
         values = cfg
         if cfg.file:
             values = _load_roi_file(cfg.file, frame_size)
         x, y = int(values.x), int(values.y)
+        if (problem := outside_frame(x, y, values.width, values.height, frame_size)) is not None:
+            raise UserError(f"roi: {problem}")
         w = int(values.width) if values.width else fw - x
         h = int(values.height) if values.height else fh - y
-        w, h = min(w, fw - x), min(h, fh - y)
         if w < 8 or h < 8:
             raise UserError(
                 f"roi: x={x} y={y} width={values.width} height={values.height} leaves no usable area in a "

@@ -33,6 +33,14 @@ from inspector.capture.base import redact
 from inspector.config import InspectorConfig, stall_gate_problem
 from inspector.events import EventsFile, MemoryEvents, Summary
 from inspector.health import Health, HealthProbe, ModelHealth
+from inspector.outputs import (
+    check_defect_log,
+    check_folder,
+    check_not_foreign,
+    images_dir,
+    is_events_file,
+    prepare_folder,
+)
 from inspector.pipeline import LoopStats, NullView, Pipeline, View, run_loop
 from inspector.records import PartSink
 from inspector.resources import resolve_model
@@ -162,6 +170,7 @@ class Line:
             # binds its port now; closed after the sinks, so it can linger showing the final counts
             self.console = self._add("web console", open_console(cfg.web, self))
         if req.events:
+            self._check_output("--events", req.events, is_events_file, "an events file (JSON lines)")
             self.events = EventsFile(req.events)
         elif req.keep_events:
             self.events = MemoryEvents()  # without a truth file nothing is kept in memory: a line runs for weeks
@@ -172,6 +181,8 @@ class Line:
             # time) and is written once with it
             g = cfg.gate
             wait = (g.travel_ms + g.pulse_ms + g.link_timeout_ms) / 1e3 + 1.0 if outputs and g.port else None
+            self._check_output("log.db", cfg.log.db)
+            check_folder("log.images_dir", images_dir(cfg.log), is_dir=True)
             self.dlog = open_log(cfg.log, file_hash(self.model_path), config_hash(cfg), gate_wait_s=wait)
         if outputs and cfg.gate.port:
             from inspector.gate import open_actuator
@@ -212,6 +223,17 @@ class Line:
         if self.mqtt is not None:
             self.mqtt.attach(stats=self.stats, gate=self.gate)
         log.info("inspecting %s with %s (%s)", redact(cfg.source.uri), self.model_path, self.engine.backend)
+
+    def _check_output(self, name: str, path: str, ours: Callable[[Path], bool] | None = None, what: str = "") -> None:
+        """Before an output is opened: its folder (created, and said, when missing; refused when not writable) and
+        an existing file that is not ours (never overwritten)."""
+        if note := prepare_folder(name, path):
+            log.info(note)
+            self.warnings.append(note)  # the command prints it
+        if ours is None:
+            check_defect_log(name, path)
+        else:
+            check_not_foreign(name, path, ours, what)
 
     @property
     def stages(self) -> list[tuple[str, Any]]:

@@ -51,8 +51,13 @@ class MqttPublisher:
             f"{p}/stats",
         )
         self.counts = {v.value: 0 for v in Verdict}
-        # parts: part messages handed to paho (sent, or held by it until the broker is back); dropped: not
-        self.stats = {"parts": 0, "messages": 0, "dropped": 0, "connects": 0, "disconnects": 0}
+        # parts: part messages handed to paho (sent, or held by it until the broker is back); dropped: not;
+        # acked: part messages the broker acknowledged (QoS 1/2; QoS 0: written to the socket), what "published" means
+        self.stats = {"parts": 0, "acked": 0, "messages": 0, "dropped": 0, "connects": 0, "disconnects": 0}
+        # paho's message ids (16 bit, reused) of part messages in flight, and acks that came before the id was noted
+        self._ack_lock = threading.Lock()
+        self._in_flight: dict[int, bool] = {}
+        self._early_acks: set[int] = set()
         self._closed = False
         self._stop = threading.Event()
         self.dropped_queue = 0
@@ -86,6 +91,7 @@ class MqttPublisher:
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_connect_fail = self._on_connect_fail
+        c.on_publish = self._on_publish
         self.client = c
         try:
             c.connect_async(cfg.host, cfg.port, keepalive=30)
@@ -107,9 +113,9 @@ class MqttPublisher:
             return
         self.stats["connects"] += 1
         self.connected.set()
-        client.publish(self.t_state, "online", qos=1, retain=True)
+        self._note(client.publish(self.t_state, "online", qos=1, retain=True), False)
         if self._camera is not None:
-            client.publish(self.t_camera, self._camera, qos=1, retain=True)
+            self._note(client.publish(self.t_camera, self._camera, qos=1, retain=True), False)
         log.info("mqtt connected to %s:%d, publishing under %s/", self.cfg.host, self.cfg.port, self.cfg.topic)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
@@ -122,6 +128,26 @@ class MqttPublisher:
                 reason_code,
             )
         self.connected.clear()
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        """The broker acknowledged message ``mid`` (QoS 0: it was written to the socket). Runs on paho's thread
+        inside its own lock: only our small bookkeeping lock is taken here, never a paho call."""
+        with self._ack_lock:
+            is_part = self._in_flight.pop(mid, None)
+            if is_part is None:
+                self._early_acks.add(mid)
+            elif is_part:
+                self.stats["acked"] += 1
+
+    def _note(self, info, is_part: bool) -> None:
+        """Remember a message paho took, to count its acknowledgement when it comes (or came already)."""
+        with self._ack_lock:
+            if info.mid in self._early_acks:
+                self._early_acks.discard(info.mid)
+                if is_part:
+                    self.stats["acked"] += 1
+            else:
+                self._in_flight[info.mid] = is_part
 
     def _on_connect_fail(self, client, userdata) -> None:
         self._warn(f"mqtt broker {self.cfg.host}:{self.cfg.port} unreachable; retrying (the line runs on)")
@@ -155,7 +181,7 @@ class MqttPublisher:
                 except queue.Empty:
                     break
                 payload = json.dumps({"time": round(t, 3), **part.to_row()}, separators=(",", ":"))
-                if self._publish(self.t_parts, payload, self.cfg.qos):
+                if self._publish(self.t_parts, payload, self.cfg.qos, part=True):
                     self.stats["parts"] += 1
             now = time.monotonic()
             self._camera_state()
@@ -163,11 +189,12 @@ class MqttPublisher:
                 next_stats = now + self.cfg.stats_interval_s
                 self._publish(self.t_stats, json.dumps(self.snapshot(), separators=(",", ":")), 1, retain=True)
 
-    def _publish(self, topic: str, payload: str, qos: int, retain: bool = False) -> bool:
+    def _publish(self, topic: str, payload: str, qos: int, retain: bool = False, part: bool = False) -> bool:
         """True: sent, or held by paho until the broker is back (QoS > 0); False: dropped (counted)."""
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         if info.rc == paho.MQTT_ERR_SUCCESS or (info.rc == paho.MQTT_ERR_NO_CONN and qos > 0):
             self.stats["messages"] += 1
+            self._note(info, part)
             return True
         self.stats["dropped"] += 1
         return False
@@ -216,6 +243,8 @@ class MqttPublisher:
             self.client.publish(self.t_stats, json.dumps(self.snapshot(), separators=(",", ":")), qos=1, retain=True),
             self.client.publish(self.t_state, "offline", qos=1, retain=True),
         ]
+        for info in last:
+            self._note(info, False)
         deadline = time.monotonic() + timeout_s
         if self.connected.is_set():
             for info in last:
@@ -230,12 +259,19 @@ class MqttPublisher:
                 "mqtt: never reached the broker at %s:%d; no message was delivered", self.cfg.host, self.cfg.port
             )
 
+    @property
+    def undelivered(self) -> int:
+        """Part messages paho took that the broker never acknowledged (held while it was away, then lost at exit)."""
+        return max(0, self.stats["parts"] - self.stats["acked"])
+
     def report(self) -> str:
-        """One line for the end of the run."""
+        """One line for the end of the run: "published" counts what the broker acknowledged (QoS 0: sent)."""
         s = self.stats
         reached = "connected" if s["connects"] else "never reached"
+        lost = self.undelivered
+        unacked = f", {lost} never acknowledged by the broker (lost when the run ended)" if lost else ""
         return (
             f"mqtt {self.cfg.host}:{self.cfg.port} ({reached}; {s['disconnects']} disconnect(s)): "
-            f"{s['parts']} part message(s) published under {self.cfg.topic}/parts, "
-            f"{s['dropped'] + self.dropped_queue} dropped"
+            f"{s['acked']} part message(s) published under {self.cfg.topic}/parts, "
+            f"{s['dropped'] + self.dropped_queue} dropped{unacked}"
         )

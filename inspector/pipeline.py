@@ -289,6 +289,7 @@ class LoopStats:
     errors: int = 0  # frames that could not be inspected (parts in flight rejected)
     stalled: bool = False  # the source is stalled now (set when it stalls, cleared when frames flow again)
     summary: Summary | None = None  # the run's counts, last defect and recent parts (the views read it)
+    last_seq: int | None = None  # the source's number of the last frame inspected (what a scorecard could see)
     _win: list[float] = field(default_factory=list)
 
     def tick(self) -> None:
@@ -386,6 +387,7 @@ def run_loop(
             if failures >= MAX_FAILURES_IN_A_ROW:
                 raise
         last_frame = frame
+        stats.last_seq = frame.seq
         if progress is not None:
             progress()
         stats.tick()

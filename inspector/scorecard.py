@@ -54,6 +54,7 @@ class Scorecard:
     tolerance_frames: int
     split: int = 0  # extra events near the trigger frame
     duplicated: int = 0  # extra events away from it
+    not_reached: int = 0  # truth parts due at the trigger after the run's last frame, with no event: not scored
 
     @property
     def found(self) -> int:
@@ -125,6 +126,7 @@ class Scorecard:
             "verdict_frame_error_max": max(errs) if errs else None,
             "verdicts_off_trigger": sum(e > self.tolerance_frames for e in errs),
             "tolerance_frames": self.tolerance_frames,
+            "not_reached": self.not_reached,
             "exactly_one_verdict": self.exactly_one_verdict,
             "missed_part_ids": [p.part_id for p in self.parts if not p.events],
             "wrong_part_ids": [p.part_id for p in self.parts if p.events and p.verdict != p.label],
@@ -155,6 +157,8 @@ class Scorecard:
             v = d[key]
             style = "red" if key in ("missed", "split", "duplicated", "spurious") and v else ""
             counts.add_row(key.replace("_", " "), f"[{style}]{v}[/]" if style else str(v))
+        if self.not_reached:
+            counts.add_row("not reached (run ended first)", f"[dim]{self.not_reached} not scored[/]")
         esc = d["escaped_defects"]
         counts.add_row("escaped defects", f"[bold red]{esc}[/]" if esc else "[green]0[/]")
         cm = Table(title="truth (rows) x verdict (columns)")
@@ -177,8 +181,17 @@ def _centre(b) -> tuple[float, float]:
     return x + w / 2, y + h / 2
 
 
-def score(events: list[dict], truth_csv: str | Path | list[dict], tolerance_frames: int = 2) -> Scorecard:
-    """Match events (dicts with frame_index, verdict, optional bbox) to the truth parts."""
+def score(
+    events: list[dict],
+    truth_csv: str | Path | list[dict],
+    tolerance_frames: int = 2,
+    seen_until: int | None = None,
+) -> Scorecard:
+    """Match events (dicts with frame_index, verdict, optional bbox) to the truth parts.
+
+    ``seen_until``: the last frame the run inspected (it stopped early: q, --max-frames). A truth part due at the
+    trigger after it, with no event, never reached the camera while the run looked: it is counted as not
+    reached, not as missed. A part still in view when the run stopped has its no-verdict event and is scored."""
     truth = read_truth(truth_csv) if isinstance(truth_csv, (str, Path)) else truth_csv
     results = [PartResult(int(t["part_id"]), str(t["label"]), int(t["trigger_frame"])) for t in truth]
     has_box = bool(truth) and all(t.get("w") not in (None, "") for t in truth)
@@ -213,7 +226,12 @@ def score(events: list[dict], truth_csv: str | Path | list[dict], tolerance_fram
             spurious.append(ev)
         else:
             results[best[2]].events.append(ev)
-    card = Scorecard(results, spurious, tolerance_frames)
+    if seen_until is not None:
+        kept = [p for p in results if p.trigger_frame <= seen_until or p.events]
+        not_reached, results = len(results) - len(kept), kept
+    else:
+        not_reached = 0
+    card = Scorecard(results, spurious, tolerance_frames, not_reached=not_reached)
     for p in results:
         p.events.sort(key=lambda e: (e["verdict"] == "no_verdict", abs(int(e["frame_index"]) - p.trigger_frame)))
         for extra in p.events[1:]:

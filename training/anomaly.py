@@ -450,7 +450,7 @@ def maps_png(model: Path, meta: ModelMeta, scored: Scored, path: Path, per_group
     right: list[int] = []
     for cls in meta.classes:
         right += [i for i in np.argsort(-scores) if pred[i] == scored.true[i] == cls][: max(1, per_group // 2)]
-    picks = [(i, "wrong") for i in wrong] + [(i, "right") for i in right[:per_group]]
+    picks = [(i, "wrong") for i in wrong] + [(i, "correct") for i in right[:per_group]]
     if not picks:
         return "skipped: nothing to show"
     engine = load_engine(model, warm_up=False)
@@ -467,9 +467,12 @@ def maps_png(model: Path, meta: ModelMeta, scored: Scored, path: Path, per_group
     for (i, kind), img, amap in zip(picks, images, maps, strict=True):
         view = cv2.resize(to_model_image(img, meta), (side, side))[:, :, ::-1]  # model view, back to BGR
         tile = np.hstack([view, overlay_heatmap(view, amap)])
-        label = f"{kind}: {scored.true[i]} {scores[i]:.2f}"
-        cv2.putText(tile, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
-        tiles.append(tile)
+        # "correct"/"wrong" (not "right"/"ok", which read like a class), on a dark band so it reads on any image
+        label = f"{kind}: is {scored.true[i]}, P(defect) {scores[i]:.2f}"
+        band = np.zeros((22, tile.shape[1], 3), np.uint8)
+        colour = (80, 80, 255) if kind == "wrong" else (255, 255, 255)
+        cv2.putText(band, label, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, colour, 1, cv2.LINE_AA)
+        tiles.append(np.vstack([band, tile]))
     cols = 2
     while len(tiles) % cols:
         tiles.append(np.zeros_like(tiles[0]))

@@ -84,6 +84,15 @@ def _checkpoint_for(model: Path) -> Path | None:
     return beside if beside.is_file() else None
 
 
+#: caption size in the Grad-CAM grid: legible when the PNG is shown at its saved size (80 dpi)
+CAPTION_PT = 9
+
+
+def gradcam_caption(kind: str, true: str, pred: str, p_defect: float) -> str:
+    """One tile's caption. "correct"/"wrong" say whether the model was right: "ok"/"true" read like class names."""
+    return f"{kind}: is {true}\nmodel said {pred}\nP(defect) {p_defect:.2f}"
+
+
 def gradcam_png(model: Path, meta: ModelMeta, scored, path: Path, per_group: int = 8) -> str:
     """Grid of Grad-CAM overlays: the most confident mistakes, then correct parts of each class."""
     ckpt = _checkpoint_for(model)
@@ -95,14 +104,13 @@ def gradcam_png(model: Path, meta: ModelMeta, scored, path: Path, per_group: int
     from pytorch_grad_cam.utils.image import show_cam_on_image
     from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget, ClassifierOutputTarget
 
-    from engines.archs import build_network
+    from engines.archs import build_network, load_weights
     from engines.checkpoint import load_checkpoint
     from engines.preprocess import normalize, to_model_image
     from training.data import read_image
 
     _, state, _ = load_checkpoint(ckpt)
-    net = build_network(meta)
-    net.load_state_dict(state)
+    net = load_weights(build_network(meta), state, meta, ckpt)
     net.eval()
     pred = meta.predicted_classes(scored.probs)
     conf = scored.probs.max(axis=1) if not meta.binary else np.abs(scored.probs[:, 0] - meta.threshold)
@@ -110,7 +118,7 @@ def gradcam_png(model: Path, meta: ModelMeta, scored, path: Path, per_group: int
     right: list[int] = []
     for cls in meta.classes:
         right += [i for i in range(len(pred)) if pred[i] == scored.true[i] == cls][: max(1, per_group // 2)]
-    picks = [(i, "wrong") for i in wrong] + [(i, "right") for i in right[:per_group]]
+    picks = [(i, "wrong") for i in wrong] + [(i, "correct") for i in right[:per_group]]
     if not picks:
         return "skipped: nothing to show"
     images = [to_model_image(read_image(scored.items[i].path), meta) for i, _ in picks]
@@ -124,7 +132,7 @@ def gradcam_png(model: Path, meta: ModelMeta, scored, path: Path, per_group: int
     plt = _plt()
     cols = min(8, len(picks))
     rows = (len(picks) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 3.1 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, (i, kind), img, mask in zip(axes.ravel(), picks, images, masks, strict=False):
@@ -132,8 +140,8 @@ def gradcam_png(model: Path, meta: ModelMeta, scored, path: Path, per_group: int
         ax.imshow(show_cam_on_image(rgb.astype(np.float32) / 255.0, mask, use_rgb=True))
         score = meta.defect_scores(scored.probs[i : i + 1])[0]
         ax.set_title(
-            f"{'WRONG' if kind == 'wrong' else 'ok'} true {scored.true[i]}\npred {pred[i]} p={score:.2f}",
-            fontsize=7,
+            gradcam_caption(kind, scored.true[i], pred[i], float(score)),
+            fontsize=CAPTION_PT,
             color="red" if kind == "wrong" else "black",
         )
     fig.suptitle(f"Grad-CAM: {len(wrong)} misclassified, {len(picks) - len(wrong)} correct")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from engines.archs import ARCHS, build_network
+from engines.archs import ARCHS, build_network, load_weights
 from engines.checkpoint import load_checkpoint, save_checkpoint
 from engines.errors import UserError
 from engines.meta import ModelMeta
@@ -636,7 +636,15 @@ class Trainer:
         meta, weights, payload = load_checkpoint(last)
         if payload.get("digest") != self.split_info["digest"]["train"] or meta.classes != self.meta.classes:
             raise UserError(f"--resume: {last} was trained on other data or another split; use a new --out")
-        net.load_state_dict(weights)
+        for field, flag in (("arch", "--arch"), ("input_size", "--img-size"), ("channels", None)):
+            was, now = getattr(meta, field), getattr(self.meta, field)
+            if was != now:
+                how = f"resume with {flag} {was}" if flag else "resume with the same data"
+                raise UserError(
+                    f"--resume: {last} was trained with {field} {was}, this run asks for {now}; {how}, or start a "
+                    "new run with a new --out"
+                )
+        load_weights(net, weights, meta, last)
         opt.load_state_dict(payload["optimizer"])
         sched.load_state_dict(payload["scheduler"])
         state = dict(payload["train_state"])

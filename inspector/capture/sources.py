@@ -7,11 +7,15 @@ not thread-safe; :class:`~inspector.capture.thread.CaptureThread` owns one at a 
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
+import socket
 import threading
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
@@ -28,6 +32,9 @@ STREAM_OPEN_TIMEOUT_MS = 5000
 # Low latency for network streams: TCP (no lost UDP packets smearing frames), no demuxer buffering.
 FFMPEG_STREAM_OPTIONS = "rtsp_transport;tcp|fflags;nobuffer|flags;low_delay"
 FFMPEG_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+#: the network schemes OpenCV's FFmpeg backend reads, and their usual TCP ports (for the failure probe)
+STREAM_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "rtp", "srt", "tcp")
+DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443, "http": 80, "https": 443}
 _ENV_LOCK = threading.Lock()
 
 
@@ -81,6 +88,7 @@ class StreamSource(CvSource):
         # OpenCV reads these options from the environment at open; set them for this open only (left set,
         # they would also change how recordings decode: low_delay loses a file's last frame). An operator's
         # own setting wins.
+        t0 = time.monotonic()
         with _ENV_LOCK:
             own = os.environ.get(FFMPEG_ENV)
             os.environ[FFMPEG_ENV] = own or FFMPEG_STREAM_OPTIONS
@@ -91,7 +99,7 @@ class StreamSource(CvSource):
                     del os.environ[FFMPEG_ENV]
         if not cap.isOpened():
             raise UserError(
-                f"stream {redact(uri)}: cannot open it within {STREAM_OPEN_TIMEOUT_MS / 1000:.0f} s; "
+                f"stream {redact(uri)}: cannot open it: {stream_failure(uri, time.monotonic() - t0)}; "
                 "check the address, port, path and credentials (try it with `ffplay` or VLC)"
             )
         super().__init__(cap, redact(uri))
@@ -199,6 +207,57 @@ def _open_path(uri: str, cfg: SourceConfig) -> FrameSource:
     return VideoFileSource(path)
 
 
+def stream_failure(uri: str, elapsed_s: float) -> str:
+    """Why a stream did not open, in words: OpenCV only says it did not. A TCP probe of the stream's host and
+    port tells a refused connection, an unknown host and a silent one apart (a few ms, at most the open timeout)."""
+    parts = urlsplit(uri)
+    host, scheme = parts.hostname, parts.scheme.lower()
+    try:
+        port = parts.port or DEFAULT_PORTS.get(scheme)
+    except ValueError:
+        return f"the port in the address is not a number (gave up after {elapsed_s:.1f} s)"
+    if not host or port is None or scheme in ("udp", "rtp", "srt"):  # no TCP handshake to probe
+        return f"cannot open it (gave up after {elapsed_s:.1f} s)"
+    where = f"{host}:{port}"
+    try:
+        with socket.create_connection((host, port), timeout=STREAM_OPEN_TIMEOUT_MS / 1000):
+            pass
+    except ConnectionRefusedError:
+        return f"connection refused by {where} after {elapsed_s:.1f} s (nothing listens on that port)"
+    except socket.gaierror:
+        return f"unknown host {host!r} (the name does not resolve)"
+    except TimeoutError:
+        return f"no answer from {where} within {STREAM_OPEN_TIMEOUT_MS / 1000:.0f} s (wrong address, or a firewall)"
+    except OSError as exc:
+        return f"cannot reach {where} ({exc.strerror or exc})"
+    return f"{where} answers, but the stream did not open after {elapsed_s:.1f} s (wrong path or credentials?)"
+
+
+def camera_index_problem(uri: str) -> str | None:
+    """A negative number is not a camera (indexes start at 0), and not a file either."""
+    u = uri.strip()
+    if u.startswith("-") and u[1:].isdigit():
+        return (
+            f"camera {u}: camera indexes start at 0; list the cameras with `ls /dev/video*` or "
+            "`v4l2-ctl --list-devices` and pass that index to --camera"
+        )
+    return None
+
+
+def scheme_problem(uri: str) -> str | None:
+    """A URL whose scheme no stream reader knows (``rtps://`` for ``rtsp://``) is named as that, with a guess."""
+    scheme = uri.split("://", 1)[0].strip().lower()
+    if scheme in STREAM_SCHEMES:
+        return None
+    swapped = [k for k in STREAM_SCHEMES if sorted(k) == sorted(scheme)]  # two letters transposed: rtps, rstp
+    near = swapped or difflib.get_close_matches(scheme, STREAM_SCHEMES, n=1, cutoff=0.5)
+    guess = f" (did you mean {near[0]}://?)" if near else ""
+    return (
+        f"source {redact(uri)}: unknown stream scheme '{scheme}'{guess}; use one of "
+        f"{', '.join(s + '://' for s in STREAM_SCHEMES)}, or gst:PIPELINE"
+    )
+
+
 def open_source(uri: str, cfg: SourceConfig) -> FrameSource:
     """Open what ``uri`` names: '0' or /dev/videoN, a video file, an image folder, a URL, 'gst:PIPELINE'."""
     uri = uri.strip()
@@ -206,8 +265,12 @@ def open_source(uri: str, cfg: SourceConfig) -> FrameSource:
         from inspector.capture.gst import open_gst
 
         return open_gst(uri[4:].strip(), cfg)
+    if (problem := camera_index_problem(uri)) is not None:
+        raise UserError(problem)
     if uri.isdigit() or uri.startswith("/dev/video"):
         return CameraSource(uri, cfg)
     if "://" in uri:
+        if (problem := scheme_problem(uri)) is not None:
+            raise UserError(problem)
         return StreamSource(uri, cfg)
     return _open_path(uri, cfg)

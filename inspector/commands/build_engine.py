@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from inspector.commands.argtypes import count
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -25,15 +27,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="TensorRT engine precision (the ONNX is always FP32); default fp16",
     )
     p.add_argument("--calib-data", help="INT8: folder of representative images (class folders or flat)")
-    p.add_argument("--calib-images", type=int, default=512, help="INT8: at most this many calibration images")
+    p.add_argument("--calib-images", type=count, default=512, help="INT8: at most this many calibration images")
     p.add_argument("--batch", type=int, default=8, help="largest batch the TensorRT engine accepts (default 8)")
     p.add_argument("--workspace", type=int, default=1024, help="TensorRT builder workspace in MB (default 1024)")
     p.add_argument("--images", help="check images (class folders); default: the checkpoint's validation split")
     p.add_argument("--data-root", help="the data set folder on this machine (default: recorded at training)")
-    p.add_argument("--check-images", type=int, default=256, help="compare on at most this many images")
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18; 17 for TensorRT 8.6 targets)")
+    p.add_argument("--check-images", type=count, default=256, help="compare on at most this many images")
+    p.add_argument("--opset", type=count, default=18, help="ONNX opset (default 18; 17 for TensorRT 8.6 targets)")
     p.add_argument("--onnx-only", action="store_true", help="stop after the ONNX even where TensorRT exists")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run_cleaning_up)
+
+
+def run_cleaning_up(args: argparse.Namespace) -> int:
+    """:func:`run`; a failed run removes the --out folder it created and left empty."""
+    from ground.files import output_folder
+
+    with output_folder(args.out):
+        return run(args)
 
 
 def run(args: argparse.Namespace) -> int:

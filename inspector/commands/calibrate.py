@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ground.errors import UserError
+from inspector.commands.argtypes import count, positive
 
 if TYPE_CHECKING:
     from inspector.config import InspectorConfig
@@ -31,10 +32,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = cal.add_parser("camera", help="intrinsics and lens distortion from chessboard photos")
     c.add_argument("--images", required=True, help="folder of chessboard photos taken with the line camera")
     c.add_argument("--board", required=True, help="inner corners COLSxROWS, e.g. 9x6 (squares minus one)")
-    c.add_argument("--square-mm", type=float, required=True, help="side of one square, mm")
+    c.add_argument("--square-mm", type=positive, required=True, help="side of one square, mm")
     c.add_argument("--out", default="calib.yaml", help="calibration file to write (default: calib.yaml)")
     c.add_argument("--fix-k3", action="store_true", help="keep k3 = 0 (ordinary lenses, few views)")
-    c.add_argument("--min-images", type=int, default=3, help="views with the board found that are required")
+    c.add_argument("--min-images", type=count, default=3, help="views with the board found that are required")
     c.set_defaults(func=run_camera)
 
     r = cal.add_parser("roi", help="ROI, trigger line, belt direction and px/mm (window, or flags headless)")
@@ -44,19 +45,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--roi", help="x,y,w,h in px: headless, no window")
     r.add_argument("--trigger", type=float, help="trigger line as a fraction of the ROI along the belt (0-1)")
     r.add_argument("--direction", choices=("right", "left", "down", "up"), help="belt travel in the image")
-    r.add_argument("--ref-px", type=float, help="a length measured on the image, px (headless)")
-    r.add_argument("--ref-mm", type=float, help="the real length of the reference, mm")
+    r.add_argument("--ref-px", type=positive, help="a length measured on the image, px (headless)")
+    r.add_argument("--ref-mm", type=positive, help="the real length of the reference, mm")
     r.add_argument("--out", default="roi.yaml", help="ROI file to write (default: roi.yaml)")
-    r.add_argument("--timeout", type=float, help="window: give up after this many seconds")
+    r.add_argument("--timeout", type=positive, help="window: give up after this many seconds")
     r.set_defaults(func=run_roi)
 
     b = cal.add_parser("belt", help="belt speed from tracked parts in a recording, and the gate delay")
     b.add_argument("--source", required=True, help="recording (or camera) of parts riding the belt")
     b.add_argument("--config", help="runtime configuration: ROI, detection, tracking, gate distance")
-    b.add_argument("--px-per-mm", type=float, help="image scale (default: from the config's roi.file)")
-    b.add_argument("--camera-to-gate-mm", type=float, help="trigger line to gate (default: from the config)")
-    b.add_argument("--max-frames", type=int, help="stop after this many frames (live cameras)")
-    b.add_argument("--min-points", type=int, default=5, help="frames a part must be tracked in to count")
+    b.add_argument("--px-per-mm", type=positive, help="image scale (default: from the config's roi.file)")
+    b.add_argument("--camera-to-gate-mm", type=positive, help="trigger line to gate (default: from the config)")
+    b.add_argument("--max-frames", type=count, help="stop after this many frames (live cameras)")
+    b.add_argument("--min-points", type=count, default=5, help="frames a part must be tracked in to count")
     b.add_argument("--json", help="also write the measurement to this JSON file")
     b.set_defaults(func=run_belt)
 
@@ -72,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--blurred", help="recording of parts as blurred as the line must not pass (optional)")
     h.add_argument("--config", help="runtime configuration: model, ROI, detection, tracking")
     h.add_argument("--model", help="model file (default: the config's model.path); only its input size matters")
-    h.add_argument("--max-frames", type=int, help="stop each recording after this many frames (live cameras)")
+    h.add_argument("--max-frames", type=count, help="stop each recording after this many frames (live cameras)")
     h.add_argument("--json", help="also write the figures to this JSON file")
     h.set_defaults(func=run_sharpness)
 

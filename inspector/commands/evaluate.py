@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from inspector.commands.argtypes import fraction
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="judge a model (.pt, .onnx, .engine) on labelled images")
@@ -15,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ok-class", default=None, help="class meaning a good part in DIR")
     p.add_argument(
         "--target-recall",
-        type=float,
+        type=fraction,
         default=None,
         help="choose the threshold on the validation split for this defect recall and store it",
     )
@@ -34,7 +36,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="leave out images with a near-identical twin of another class (label conflicts) from the "
         "judged split and the threshold choice; they are listed in metrics.json",
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run_cleaning_up)
+
+
+def run_cleaning_up(args: argparse.Namespace) -> int:
+    """:func:`run`; a failed run removes the --out folder it created and left empty."""
+    from ground.files import output_folder
+
+    with output_folder(args.out):
+        return run(args)
 
 
 def run(args: argparse.Namespace) -> int:

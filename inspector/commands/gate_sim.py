@@ -7,6 +7,8 @@ import signal
 import sys
 import threading
 
+from inspector.commands.argtypes import positive
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -26,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="divert",
         help="what to do when the host's heartbeats stop, until the host sends RUN (default divert)",
     )
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds (default: Ctrl-C)")
+    p.add_argument("--duration", type=positive, default=None, help="stop after this many seconds (default: Ctrl-C)")
     p.set_defaults(func=run)
 
 

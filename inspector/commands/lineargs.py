@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from ground.errors import UserError
+from inspector.commands.argtypes import count, index
 from inspector.config import InspectorConfig, load_config
 from inspector.line import Line, LineRequest
 
@@ -20,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser, *, sources: bool = True) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML configuration (default: built-in defaults)")
     if sources:
         src = p.add_mutually_exclusive_group()
-        src.add_argument("--camera", metavar="N", type=int, help="camera index (USB/V4L2)")
+        src.add_argument("--camera", metavar="N", type=index, help="camera index (USB/V4L2)")
         src.add_argument("--source", metavar="URI", help="video, image folder, rtsp://..., 'gst:PIPELINE' or 'demo'")
     else:
         p.set_defaults(camera=None, source=None)
@@ -31,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser, *, sources: bool = True) -> None:
     p.add_argument("--realtime", action="store_true", help="files: pace frames at the recorded rate")
     p.add_argument("--serial", metavar="PORT", help="reject gate serial port (or loop://, 'sim')")
     p.add_argument("--log-db", metavar="PATH", help="SQLite defect log")
-    p.add_argument("--max-frames", metavar="N", type=int, help="stop after N frames")
+    p.add_argument("--max-frames", metavar="N", type=count, help="stop after N frames")
     p.add_argument("--snapshot-dir", metavar="DIR", default=".", help="where the window's s key saves PNGs")
     p.add_argument(
         "--metrics-port",
@@ -128,6 +129,7 @@ def inspect(
     from rich.console import Console
 
     console = Console()
+    summary_path, scorecard_path = check_run_outputs(cfg, args, truth)
     reload = (lambda: build_config(args)) if reloadable and args.config else None
     request = LineRequest(
         events=args.events,
@@ -140,7 +142,7 @@ def inspect(
     line = Line(cfg, request)
     with line:
         for warning in line.warnings:
-            console.print(f"[bold red]warning:[/] {warning}")
+            console.print(f"[bold red]warning:[/] {warning}", soft_wrap=True)  # one line: paths never cut
         if line.console is not None:
             console.print(f"web console: {line.console.url}", highlight=False)
         line.run(max_frames=args.max_frames)
@@ -156,23 +158,58 @@ def inspect(
     if line.mqtt is not None:
         console.print(line.mqtt.report())
     events_path = args.events
-    # results go beside the events file, else beside the truth file they were scored against (never the cwd)
-    out_dir = Path(events_path).parent if events_path else Path(truth).parent if truth else Path.cwd()
-    if events_path:
-        (out_dir / (Path(events_path).stem + ".summary.json")).write_text(json.dumps(result, indent=2) + "\n")
+    if summary_path is not None:
+        summary_path.write_text(json.dumps(result, indent=2) + "\n")
     if truth:
-        _scorecard(console, read_events(events_path) if events_path else line.events.events, truth, out_dir)
+        events = read_events(events_path) if events_path else line.events.events
+        _scorecard(console, events, truth, scorecard_path, seen_until=line.stats.last_seq)
     if line.capture is not None and line.capture.error:
         print(f"error: {line.capture.error}", file=sys.stderr)
         return 1
     return 130 if line.interrupted else 0
 
 
-def _scorecard(console, events: list[dict], truth: str, out_dir: Path) -> None:
+def check_run_outputs(cfg: InspectorConfig, args: argparse.Namespace, truth: str | None) -> tuple[Path | None, Path]:
+    """Every file the run writes, checked before it starts (:mod:`inspector.outputs`) -> (the summary's path or
+    None, the scorecard's path). Results go beside the events file, else beside the truth file they were scored
+    against (never the cwd); events to a device or a pipe (``--events /dev/stdout``) have nothing beside them."""
+    from inspector.outputs import check_distinct, check_not_foreign, images_dir, is_scorecard_file, is_summary_file
+
+    events = args.events
+    stream = events is not None and (
+        str(Path(events).absolute()).startswith(("/dev/", "/proc/"))
+        or (Path(events).exists() and not Path(events).is_file())
+    )
+    beside = events if events and not stream else None
+    if stream and truth:
+        raise UserError(
+            f"--events {events} with --truth: the scorecard reads the events back, which a device or pipe cannot "
+            "give; write --events to a file, or drop --events"
+        )
+    out_dir = Path(beside).parent if beside else Path(truth).parent if truth else Path.cwd()
+    summary = out_dir / (Path(beside).stem + ".summary.json") if beside else None
+    scorecard = out_dir / "scorecard.json"
+    outputs = {"--events": events, "log.db": cfg.log.db, "the run summary": summary}
+    if cfg.log.db:
+        outputs["log.images_dir"] = images_dir(cfg.log)
+    if truth:
+        outputs["the scorecard"] = scorecard
+    uri = cfg.source.uri
+    source = uri if "://" not in uri and not uri.startswith("gst:") and Path(uri).is_file() else None
+    check_distinct(
+        outputs,
+        {"--config file": args.config, "--truth file": truth, "model": cfg.model.path, "source": source},
+    )
+    check_not_foreign("the run summary", summary, is_summary_file, "a run summary")
+    if truth:
+        check_not_foreign("the scorecard", scorecard, is_scorecard_file, "a scorecard")
+    return summary, scorecard
+
+
+def _scorecard(console, events: list[dict], truth: str, path: Path, seen_until: int | None = None) -> None:
     from inspector.scorecard import score
 
-    card = score(events, truth)
+    card = score(events, truth, seen_until=seen_until)
     console.print(card.table())
-    path = out_dir / "scorecard.json"
     path.write_text(json.dumps(card.to_dict(), indent=2) + "\n")
     console.print(f"scorecard saved to {path}")

@@ -28,9 +28,12 @@ def run_export(args: argparse.Namespace) -> int:
     import sys
 
     from ground.errors import UserError
-    from inspector.defectlog.query import export, parse_when
+    from inspector.defectlog.query import check_window, export, parse_when
+    from inspector.outputs import check_distinct
 
     since, until = parse_when(args.since), parse_when(args.until, "--until")
+    check_window(since, until, args.since, args.until)
+    check_distinct({"--out": args.out}, {"--db": args.db})
     if args.out:
         try:
             with open(args.out, "w", newline="", encoding="utf-8") as f:
@@ -52,9 +55,11 @@ def run_stats(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from inspector.defectlog.query import parse_when, stats
+    from inspector.defectlog.query import check_window, parse_when, stats
 
-    s = stats(args.db, since=parse_when(args.since), until=parse_when(args.until, "--until"))
+    since, until = parse_when(args.since), parse_when(args.until, "--until")
+    check_window(since, until, args.since, args.until)
+    s = stats(args.db, since=since, until=until)
     if args.json:
         print(json.dumps(s, indent=2))
         return 0

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from inspector.commands.argtypes import positive
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("service", help="install or remove the systemd service that runs a line at boot")
@@ -17,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument(
         "--watchdog-sec",
         metavar="S",
-        type=float,
+        type=positive,
         default=10.0,
         help="restart when frames or inspection stall this long (WatchdogSec=, default 10)",
     )

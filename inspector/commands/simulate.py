@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ground.errors import UserError
+from inspector.commands.argtypes import count, index, inside, positive, share
 from inspector.resources import demo_dir
 
 
@@ -29,16 +30,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--truth", default=None, help="truth CSV (default: the video path with .csv)")
     p.add_argument("--config-out", default=None, help="matching runtime config (default: the video path with .yaml)")
     p.add_argument("--model", default=None, help="model path to put in the written config")
-    p.add_argument("--fps", type=float, default=30.0, help="frame rate")
+    p.add_argument("--fps", type=positive, default=30.0, help="frame rate")
     p.add_argument("--size", type=_size, default=(640, 480), help="frame size WxH")
-    p.add_argument("--speed", type=float, default=320.0, help="belt speed in px/s")
-    p.add_argument("--parts", type=int, default=20, help="how many parts")
-    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed renders the same line")
+    p.add_argument("--speed", type=positive, default=320.0, help="belt speed in px/s")
+    p.add_argument("--parts", type=count, default=20, help="how many parts")
+    p.add_argument("--seed", type=index, default=0, help="random seed: the same seed renders the same line")
     p.add_argument("--direction", choices=("right", "left", "down", "up"), default="right", help="belt travel")
-    p.add_argument("--trigger", type=float, default=0.5, help="trigger line as a fraction of the ROI along travel")
-    p.add_argument("--min-gap", type=int, default=40, help="smallest gap between parts along the belt, px")
-    p.add_argument("--max-gap", type=int, default=None, help="largest gap, px (default: 2.5 part sizes)")
-    p.add_argument("--part-scale", type=float, default=0.3, help="part size as a fraction of the smaller frame side")
+    p.add_argument("--trigger", type=inside, default=0.5, help="trigger line as a fraction of the ROI along travel")
+    p.add_argument("--min-gap", type=index, default=40, help="smallest gap between parts along the belt, px")
+    p.add_argument("--max-gap", type=index, default=None, help="largest gap, px (default: 2.5 part sizes)")
+    p.add_argument("--part-scale", type=inside, default=0.3, help="part size as a fraction of the smaller frame side")
     p.add_argument(
         "--mask",
         choices=("square", "circle"),
@@ -51,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="green",
         help="green: colour segmentation; dark: brightness threshold",
     )
-    p.add_argument("--defect-fraction", type=float, default=None, help="fraction of defects (default: as in --images)")
+    p.add_argument("--defect-fraction", type=share, default=None, help="fraction of defects (default: as in --images)")
     p.add_argument("--blur", action="store_true", help="motion blur (half-frame exposure)")
     p.add_argument("--no-noise", action="store_true", help="no sensor noise")
     p.add_argument("--no-lighting", action="store_true", help="no lighting drift")
@@ -64,6 +65,16 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".mp4", ".avi"):
         raise UserError(f"--out {out}: expected a .mp4 or .avi file name")
+    from inspector.outputs import check_distinct
+
+    check_distinct(
+        {
+            "--out": out,
+            "--truth": args.truth or out.with_suffix(".csv"),
+            "--config-out": args.config_out or out.with_suffix(".yaml"),
+        },
+        {"--images": args.images, "--model": args.model},
+    )
     spec = render_line(
         args.images,
         out,

@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from inspector.commands.argtypes import below_one, count, fraction, index, inside, non_negative, positive, share
+
 ARCH_CHOICES = ("auto", "seedcnn", "efficientnet_lite0", "resnet18", "mobilenet_v3_small", "efficientnet_b0")
 
 
@@ -38,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--img-size",
-        type=int,
+        type=count,
         default=None,
         help="square model input side in pixels (default: chosen from the data; 128 seedcnn, 224 "
         "backbones with --arch; 224 with --anomaly)",
@@ -52,23 +54,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--tile-aspect",
-        type=float,
+        type=non_negative,
         default=None,
         help="cut photos whose long/short side is at least this into square tiles, score = worst "
         "tile (0: off; default from the data)",
     )
-    p.add_argument("--epochs", type=int, default=30, help="most epochs (early stopping or the budget may end sooner)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=count, default=30, help="most epochs (early stopping or the budget may end sooner)")
+    p.add_argument("--batch-size", type=count, default=32)
     p.add_argument(
         "--patience",
-        type=int,
+        type=count,
         default=None,
         help="epochs without validation-loss gain before stopping (default: 6 with --schedule plateau; "
         "none with onecycle, whose decaying rate ends the run)",
     )
     p.add_argument(
         "--lr",
-        type=float,
+        type=positive,
         default=None,
         help="AdamW learning rate: the peak of the onecycle schedule, the start of plateau "
         "(default 2e-3 seedcnn; 1e-3 for a backbone's head, which its body takes x0.3)",
@@ -79,15 +81,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("onecycle", "plateau"),
         help="onecycle: warm-up then cosine decay over --epochs; plateau: x0.3 when validation stalls",
     )
-    p.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay")
-    p.add_argument("--seed", type=int, default=0, help="seed for the split, shuffling and augmentation")
+    p.add_argument("--weight-decay", type=non_negative, default=1e-4, help="AdamW weight decay")
+    p.add_argument("--seed", type=index, default=0, help="seed for the split, shuffling and augmentation")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
     p.add_argument("--ok-class", default=None, help="class meaning a good part (default: ok/good/normal/...)")
     p.add_argument("--layout", default="auto", choices=("auto", "folders", "prefix", "manifest"))
     p.add_argument("--manifest", type=Path, default=None, help="CSV of path,label (paths relative to it)")
     p.add_argument(
         "--target-recall",
-        type=float,
+        type=fraction,
         default=None,
         help="choose the decision threshold on validation data for this defect recall",
     )
@@ -98,30 +100,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="ImageNet state dict for a backbone, or 'imagenet': efficientnet_lite0 from its installed "
         "package (offline), torchvision backbones downloaded into the torch cache (needs a network)",
     )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default 2)")
+    p.add_argument("--threads", type=count, default=None, help="torch CPU threads (default 2)")
     p.add_argument(
         "--dup-distance",
-        type=int,
+        type=index,
         default=20,
         help="pHash bits (of 256) within which two images count as near-duplicates",
     )
     p.add_argument(
         "--ema",
-        type=float,
+        type=below_one,
         default=None,
         help="decay of the moving average of the weights that is validated and shipped "
         "(default: a one-epoch horizon, 1 - 1/steps per epoch; 0: off)",
     )
-    p.add_argument("--rotate", type=float, default=180.0, help="augmentation rotation range in degrees (+-)")
+    p.add_argument("--rotate", type=non_negative, default=180.0, help="augmentation rotation range in degrees (+-)")
     p.add_argument(
         "--scale-jitter",
-        type=float,
+        type=below_one,
         default=0.1,
         help="augmentation: +- this fraction of random zoom (the line's crops vary in size)",
     )
     p.add_argument(
         "--shift-jitter",
-        type=float,
+        type=below_one,
         default=0.05,
         help="augmentation: +- this fraction of the side of random shift (off-centre crops)",
     )
@@ -131,17 +133,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="anomaly mode: learn from the OK class alone (PatchCore-style; other class folders only "
         "choose the threshold and judge it); see docs/anomaly.md",
     )
-    p.add_argument("--bank-size", type=int, default=2048, help="anomaly mode: memory-bank rows (coreset size)")
+    p.add_argument("--bank-size", type=count, default=2048, help="anomaly mode: memory-bank rows (coreset size)")
     p.add_argument(
         "--good-quantile",
-        type=float,
+        type=inside,
         default=0.99,
         help="anomaly mode: the held-out good score quantile that maps to 0.5 (the threshold when the "
         "folder has no defect images)",
     )
     p.add_argument(
         "--max-test-defects",
-        type=int,
+        type=count,
         default=None,
         help="anomaly mode: judge at most this many defect images (a fixed-seed sample; default all)",
     )
@@ -153,13 +155,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--min-auc",
-        type=float,
+        type=share,
         default=0.9,
         help="weak-model guard: validation ROC AUC below this is a model that did not learn",
     )
     p.add_argument(
         "--max-false-reject",
-        type=float,
+        type=share,
         default=0.2,
         help="weak-model guard: more than this share of good parts rejected at the target recall "
         "(--target-recall, else 0.95) is weak",
@@ -175,7 +177,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="exit 0 even when the weak-model guard trips (the model is written either way)",
     )
-    p.set_defaults(func=run)
+    p.set_defaults(func=run_cleaning_up)
+
+
+def run_cleaning_up(args: argparse.Namespace) -> int:
+    """:func:`run`; a failed run removes the --out folder it created and left empty."""
+    from ground.files import output_folder
+
+    with output_folder(args.out):
+        return run(args)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -58,6 +58,23 @@ def parse_when(text: str | None, what: str = "--since") -> float | None:
         ) from None
 
 
+def check_window(since: float | None, until: float | None, since_text: str | None, until_text: str | None) -> None:
+    """--since later than (or equal to) --until selects nothing: say so instead of an empty export."""
+    if since is not None and until is not None and since >= until:
+        ages = all(t is not None and _REL.match(t.strip()) for t in (since_text, until_text))
+        hint = " (an age counts back from now: 2h is earlier than 1h)" if ages else ""
+        raise UserError(
+            f"--since {since_text} is not before --until {until_text}{hint}, so no row can match; swap them"
+        )
+
+
+def significant(value: float | None, digits: int = 4) -> float | None:
+    """A score as people read it: ``digits`` significant digits (0.9731, 0.0001234), not 0.973081231."""
+    if value is None:
+        return None
+    return float(f"{value:.{digits}g}")
+
+
 def open_db(db: str | Path) -> sqlite3.Connection:
     """Open an existing log read-only; a missing or foreign file is a UserError."""
     p = Path(db)
@@ -116,9 +133,15 @@ def export(
         d = dict(row)
         if d["time"] is not None:
             d["time"] = datetime.fromtimestamp(d["time"]).isoformat(timespec="milliseconds")
+        d["score"] = significant(d["score"])
         if writer is not None:
             writer.writerow([_cell(d[c]) for c in EXPORT_COLS])
         else:
+            if d["timings"]:  # stored as JSON text; in a JSON line it is an object, not a string inside one
+                try:
+                    d["timings"] = json.loads(d["timings"])
+                except ValueError:
+                    pass
             out.write(json.dumps(d) + "\n")
         n += 1
     con.close()

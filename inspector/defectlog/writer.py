@@ -29,6 +29,7 @@ import numpy as np
 
 from engines.heatmap import heatmap
 from inspector.config import LogConfig
+from inspector.outputs import images_dir
 from inspector.records import GateResult, Part, Verdict
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ class DefectLog:
             raise ValueError("LogConfig.db is not set")
         self.cfg = cfg
         self.db = Path(cfg.db)
-        self.images_dir = Path(cfg.images_dir) if cfg.images_dir else self.db.parent / (self.db.stem + "_images")
+        self.images_dir = images_dir(cfg)
         self.model_hash, self.config_hash = model_hash, config_hash
         self.run = run or time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self.on_commit = on_commit

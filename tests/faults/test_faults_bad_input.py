@@ -196,6 +196,64 @@ def _busy_metrics_port(kit: Kit, tmp: Path) -> list[str]:
     return _run(kit, "--metrics-port", str(port))
 
 
+def _pt_with_meta(kit: Kit, tmp: Path, **changes) -> list[str]:
+    """The kit's checkpoint with its metadata edited: weights that no longer fit what the metadata says."""
+    import torch
+
+    payload = torch.load(kit.pt, weights_only=True)
+    meta = json.loads(payload["meta_json"])
+    meta.update(changes)
+    payload["meta_json"] = json.dumps(meta)
+    p = tmp / "edited.pt"
+    torch.save(payload, p)
+    return _run(kit, "--model", str(p))
+
+
+def _pt_other_arch_weights(kit: Kit, tmp: Path) -> list[str]:
+    """A checkpoint whose metadata says seedcnn but whose weights are another network's."""
+    import torch
+
+    payload = torch.load(kit.pt, weights_only=True)
+    payload["state_dict"] = {"fc.weight": torch.zeros(2, 8), "fc.bias": torch.zeros(2)}
+    p = tmp / "other.pt"
+    torch.save(payload, p)
+    return _run(kit, "--model", str(p))
+
+
+def _pt_tensor_shape(kit: Kit, tmp: Path) -> list[str]:
+    """One tensor of the checkpoint resized (a hand-edited or corrupted state dict)."""
+    import torch
+
+    payload = torch.load(kit.pt, weights_only=True)
+    payload["state_dict"]["features.4.weight"] = torch.zeros(32, 16, 5, 5)
+    p = tmp / "reshaped.pt"
+    torch.save(payload, p)
+    return _run(kit, "--model", str(p))
+
+
+def _foreign_sqlite(tmp: Path) -> Path:
+    import sqlite3
+
+    p = tmp / "crm.db"
+    con = sqlite3.connect(p)
+    con.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    con.commit()
+    con.close()
+    return p
+
+
+def _truth_csv(tmp: Path) -> Path:
+    p = tmp / "truth.csv"
+    p.write_text("part_id,label,trigger_frame\n0,ok,5\n")
+    return p
+
+
+def _read_only_folder(tmp: Path) -> Path:
+    """A folder the operator's account (`nobody`) may read but not write: root's, mode 0755."""
+    d = _mkdir(tmp / "logs")
+    return d
+
+
 _FDS: list[int] = []
 
 
@@ -243,6 +301,36 @@ CASES = [
         lambda k, t: ["check-config", _cfg(t, "gate:\n  port: sim\n  camera_to_gate_mm: 20\n")],
     ),
     Case(
+        "union-field",
+        "a word where a number or 'otsu' belongs (one line, no pydantic internals)",
+        lambda k, t: ["check-config", _cfg(t, "detection:\n  threshold: bright\n")],
+    ),
+    Case(
+        "section-is-list",
+        "a list given where a section of keys belongs",
+        lambda k, t: ["check-config", _cfg(t, "roi: [0, 0, 100, 100]\n")],
+    ),
+    Case(
+        "cross-field-line",
+        "max_area below min_area (the line of the field it names)",
+        lambda k, t: ["check-config", _cfg(t, "source:\n  uri: demo\ndetection:\n  min_area: 400\n  max_area: 10\n")],
+    ),
+    Case(
+        "check-model-missing",
+        "check-config of a file whose model.path does not exist",
+        lambda k, t: ["check-config", _cfg(t, "model:\n  path: models/nope.onnx\n")],
+    ),
+    Case(
+        "check-source-missing",
+        "check-config of a file whose source.uri names a missing recording",
+        lambda k, t: ["check-config", _cfg(t, "source:\n  uri: clips/nope.mp4\n")],
+    ),
+    Case(
+        "roi-outside-frame",
+        "an ROI reaching outside the frame (refused, never clipped)",
+        lambda k, t: _run(k, "--config", _cfg(t, "roi:\n  x: 100\n  width: 120\n")),
+    ),
+    Case(
         "calibration-missing",
         "camera calibration file not found",
         lambda k, t: _run(k, "--config", _cfg(t, "calibration:\n  camera: calib/nope.yaml\n")),
@@ -273,6 +361,18 @@ CASES = [
         "a .pt file that is not a torch.save archive",
         lambda k, t: _run(k, "--model", str(_touch(t / "model.pt", b"PK\x03\x04 not a zip"))),
     ),
+    Case(
+        "pt-channels",
+        "checkpoint whose weights take grey images but whose metadata says colour",
+        lambda k, t: _pt_with_meta(k, t, channels=3, mean=[0.5] * 3, std=[0.25] * 3),
+    ),
+    Case(
+        "pt-input-size",
+        "checkpoint whose metadata gives another input size than its weights were trained at",
+        lambda k, t: _pt_with_meta(k, t, input_size=64),
+    ),
+    Case("pt-arch-weights", "checkpoint holding another network's weights", _pt_other_arch_weights),
+    Case("pt-tensor-shape", "checkpoint with one tensor of the wrong shape", _pt_tensor_shape),
     Case("engine-other-trt", "TensorRT engine built by another TensorRT version", _other_trt, env={"fake_trt": True}),
     Case("engine-other-gpu", "TensorRT engine built on another GPU model", _other_gpu, env={"fake_trt": True}),
     Case("engine-no-tensorrt", "TensorRT engine on a machine without TensorRT", _engine_no_trt),
@@ -287,10 +387,21 @@ CASES = [
         lambda k, t: ["run", "--no-display", "--camera", "57", "--model", str(k.onnx)],
     ),
     Case(
+        "camera-negative",
+        "a negative camera index in the configuration",
+        lambda k, t: ["run", "--no-display", "--model", str(k.onnx), "--config", _cfg(t, "source:\n  uri: '-1'\n")],
+    ),
+    Case(
+        "stream-scheme",
+        "a misspelt stream scheme (rtps:// for rtsp://)",
+        lambda k, t: _run(k, "--source", "rtps://127.0.0.1:9/line"),
+    ),
+    Case(
         "stream-refused",
         "network stream that refuses (credentials in the URL stay hidden)",
         lambda k, t: _run(k, "--source", "rtsp://admin:s3cr3t@127.0.0.1:9/line"),
         forbid=("s3cr3t",),
+        volatile=(r"(?<=after )\d+\.\d(?= s)",),
     ),
     Case(
         "gst-bad-element",
@@ -330,6 +441,56 @@ CASES = [
         "log-unwritable",
         "defect log in a place that cannot be written",
         lambda k, t: _run(k, "--log-db", "/proc/inspector/defects.db"),
+    ),
+    Case(
+        "outputs-same-path",
+        "the events file and the defect log on one path",
+        lambda k, t: _run(k, "--events", str(t / "same.db"), "--log-db", str(t / "same.db")),
+    ),
+    Case(
+        "events-over-truth",
+        "the events file on the truth file it is scored against",
+        lambda k, t: _run(k, "--truth", str(_truth_csv(t)), "--events", str(t / "truth.csv")),
+    ),
+    Case(
+        "events-foreign-file",
+        "an existing file that is not an events file given as --events",
+        lambda k, t: _run(k, "--events", str(_touch(t / "notes.txt", b"shift notes: belt 2 squeaks\n"))),
+    ),
+    Case(
+        "log-foreign-db",
+        "another program's SQLite database given as the defect log",
+        lambda k, t: _run(k, "--log-db", str(_foreign_sqlite(t))),
+    ),
+    Case(
+        "log-folder-read-only",
+        "defect log in a folder the user may not write (run as `nobody`)",
+        lambda k, t: _run(k, "--log-db", str(_read_only_folder(t) / "defects.db")),
+        user="nobody",
+    ),
+    Case(
+        "log-export-window",
+        "log export with --since later than --until",
+        lambda k, t: ["log", "export", "--db", str(t / "defects.db"), "--since", "1h", "--until", "2h"],
+    ),
+    Case(
+        "log-export-over-db",
+        "log export whose --out is the database it reads",
+        lambda k, t: ["log", "export", "--db", str(t / "defects.db"), "--out", str(t / "defects.db")],
+    ),
+    Case(
+        "calibrate-out-over-config",
+        "calibrate roi --out naming the line's configuration file",
+        lambda k, t: [
+            "calibrate",
+            "roi",
+            "--frame-size",
+            "640x480",
+            "--roi",
+            "0,0,100,100",
+            "--out",
+            _cfg(t, "source:\n  uri: demo\n"),
+        ],
     ),
     Case("truth-missing", "--truth file not found", lambda k, t: _run(k, "--truth", str(t / "nope.csv"))),
     Case(

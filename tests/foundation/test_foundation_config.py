@@ -20,7 +20,11 @@ CASES = [
     ("sauce:\n  uri: demo\n", [":1:", "unknown key 'sauce'"]),
     ("source:\n  uri: [demo\n", [":3:", "malformed YAML"]),
     ("- just\n- a list\n", [":1:", "expected a mapping"]),
-    ("detection:\n  min_area: 500\n  max_area: 100\n", [":1:", "max_area (100) must be >= min_area (500)"]),
+    # a cross-field error at the line of the field it names first (issue 13: it pointed at line 1, the section)
+    (
+        "detection:\n  min_area: 500\n  max_area: 100\n",
+        [":3:", "detection.max_area", "max_area (100) must be >= min_area (500)"],
+    ),
     ("roi:\n  trigger: 1.5\n", [":2:", "roi.trigger", "less than 1"]),
 ]
 

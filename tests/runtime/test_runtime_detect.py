@@ -120,9 +120,12 @@ def test_roi_geometry_for_every_direction():
     assert Roi(100, 50, 400, 200, "up", 0.5).trigger_segment() == ((100, 150), (499, 150))
 
 
-def test_roi_from_config_is_clipped_and_refused_outside_the_frame():
-    r = Roi.from_config(RoiConfig(x=10, y=20, width=1000, height=None), (640, 480))
+def test_roi_from_config_fills_to_the_edge_and_is_refused_outside_the_frame():
+    r = Roi.from_config(RoiConfig(x=10, y=20, width=None, height=None), (640, 480))  # None: to the frame's edge
     assert (r.x, r.y, r.w, r.h) == (10, 20, 630, 460)
+    # issue 13: a width reaching outside the frame was clipped to 630, which moved the trigger line; refused now
+    with pytest.raises(UserError, match="reaches outside the 640x480 frame"):
+        Roi.from_config(RoiConfig(x=10, y=20, width=1000, height=None), (640, 480))
     with pytest.raises(UserError, match="roi"):
         Roi.from_config(RoiConfig(x=700, y=0), (640, 480))
 
