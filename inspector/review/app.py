@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -73,15 +73,16 @@ def create_app(store: ReviewStore, guard: Guard, *, local_hosts: set[str] | None
         return await call_next(request)
 
     def filters(
-        since: str | None,
-        until: str | None,
-        verdict: str | None,
-        score_min: float | None,
-        score_max: float | None,
-        reason: str | None,
-        reviewed: str | None,
-        mark: str | None,
+        since: str | None = Query(None, max_length=40),
+        until: str | None = Query(None, max_length=40),
+        verdict: str | None = Query(None, max_length=20),
+        score_min: float | None = Query(None),
+        score_max: float | None = Query(None),
+        reason: str | None = Query(None, max_length=200),
+        reviewed: str | None = Query(None, max_length=8),
+        mark: str | None = Query(None, max_length=20),
     ) -> Filters:
+        """The gallery's filters from the query string (a dependency of the routes that filter)."""
         try:
             rev = {"": None, None: None, "yes": True, "true": True, "no": False, "false": False}[reviewed]
         except KeyError:
@@ -102,17 +103,6 @@ def create_app(store: ReviewStore, guard: Guard, *, local_hosts: set[str] | None
             raise HTTPException(400, str(exc)) from None
         return f
 
-    common = {
-        "since": Query(None, max_length=40),
-        "until": Query(None, max_length=40),
-        "verdict": Query(None, max_length=20),
-        "score_min": Query(None),
-        "score_max": Query(None),
-        "reason": Query(None, max_length=200),
-        "reviewed": Query(None, max_length=8),
-        "mark": Query(None, max_length=20),
-    }
-
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
@@ -131,18 +121,10 @@ def create_app(store: ReviewStore, guard: Guard, *, local_hosts: set[str] | None
 
     @app.get("/api/parts")
     def parts(
-        since: str | None = common["since"],
-        until: str | None = common["until"],
-        verdict: str | None = common["verdict"],
-        score_min: float | None = common["score_min"],
-        score_max: float | None = common["score_max"],
-        reason: str | None = common["reason"],
-        reviewed: str | None = common["reviewed"],
-        mark: str | None = common["mark"],
+        f: Filters = Depends(filters),  # noqa: B008 - FastAPI's dependency idiom (the closure's filters)
         after: str | None = Query(None, max_length=60),
         limit: int = Query(60, ge=1, le=500),
     ) -> dict[str, Any]:
-        f = filters(since, until, verdict, score_min, score_max, reason, reviewed, mark)
         try:
             cursor = parse_cursor(after)
         except ValueError as exc:
@@ -150,17 +132,8 @@ def create_app(store: ReviewStore, guard: Guard, *, local_hosts: set[str] | None
         return store.page(f, limit=limit, after=cursor)
 
     @app.get("/api/count")
-    def count(
-        since: str | None = common["since"],
-        until: str | None = common["until"],
-        verdict: str | None = common["verdict"],
-        score_min: float | None = common["score_min"],
-        score_max: float | None = common["score_max"],
-        reason: str | None = common["reason"],
-        reviewed: str | None = common["reviewed"],
-        mark: str | None = common["mark"],
-    ) -> dict[str, Any]:
-        return {"count": store.count(filters(since, until, verdict, score_min, score_max, reason, reviewed, mark))}
+    def count(f: Filters = Depends(filters)) -> dict[str, Any]:  # noqa: B008 - as above
+        return {"count": store.count(f)}
 
     @app.get("/api/summary")
     def summary() -> dict[str, Any]:
