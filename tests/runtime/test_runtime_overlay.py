@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import cv2
 import numpy as np
 import pytest
 from runtime_kit import FakeEngine, as_frames, moving, render, watch_child
+from window_kit import read_xwd
 
 from inspector import viewstate
 from inspector.config import InspectorConfig, load_config
@@ -278,19 +278,6 @@ def test_a_headless_opencv_is_recognised(monkeypatch):
 
 
 # --- the real window ------------------------------------------------------------------------------------
-def read_xwd(data: bytes) -> np.ndarray:
-    """An X window dump (ZPixmap, 24/32 bit) -> BGR array."""
-    f = struct.unpack(">25I", data[:100])
-    header_size, width, height, byte_order, bpp, bpl, ncolors = f[0], f[4], f[5], f[7], f[11], f[12], f[19]
-    assert bpp in (24, 32), f"expected a 24/32-bit dump, got {bpp}"
-    off = header_size + 12 * ncolors
-    rows = np.frombuffer(data, np.uint8, count=bpl * height, offset=off).reshape(height, bpl)
-    n = bpp // 8
-    px = rows[:, : width * n].reshape(height, width, n)
-    bgr = px[:, :, :3] if byte_order == 0 else px[:, :, n - 1 : n - 4 : -1]
-    return np.ascontiguousarray(bgr)
-
-
 def screenshot(env) -> np.ndarray:
     out = subprocess.run(["xwd", "-root", "-silent"], env=env, capture_output=True, timeout=20, check=True)
     return read_xwd(out.stdout)
