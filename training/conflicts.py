@@ -31,13 +31,22 @@ log = logging.getLogger(__name__)
 MIN_CORR = 0.975
 SIZE = 64
 DUP_LEVEL = 16.0  # gray levels: the strongest smoothed, misalignment-tolerant difference of the same picture
+# ... and at most this multiple of the photo's own fine contrast (the median of its smoothed high-pass): on a
+# low-contrast photo (electroluminescence cells: median fine contrast about 2 gray levels) a thin crack
+# differs by less than 16 levels, and an absolute level alone would call it "the same picture". The same
+# picture twice differs by up to 2.5x its fine contrast (casting's 108 duplicate pairs: 0.4-2.5x, the
+# highest at the photo's border); ELPV's look-alike pairs, neighbouring cells of one module and not the same
+# picture, differ by a median 6x (10th percentile 3x).
+DUP_CONTRAST = 3.0
+DUP_FLOOR = 4.0  # gray levels a re-saved JPEG of a flat photo differs by anyway: the relative cut's floor
 MAX_CHECKED = 2000  # candidate pairs compared at full resolution
 SPOT_FRACTION = 0.05  # a difference above half its peak on at most this share of the image is one local spot
 METHOD = (
     f"candidates: Pearson correlation of gray {SIZE}x{SIZE} images (INTER_AREA), best of 8 rotations/flips, "
     f"between images of different classes, >= min_corr; conflict: the aligned full-resolution difference "
-    f"(brightness matched, phase-correlation shift, smoothed) peaks at <= {DUP_LEVEL:g} gray levels "
-    "(differs nowhere); a pair that differs in one spot is a small real defect, not a conflict"
+    f"(brightness matched, phase-correlation shift, smoothed) peaks at <= {DUP_CONTRAST:g}x the photo's own "
+    f"fine contrast, within {DUP_FLOOR:g}-{DUP_LEVEL:g} gray levels (differs nowhere); a pair that differs in "
+    "one spot is a small real defect, not a conflict"
 )
 
 
@@ -106,8 +115,10 @@ def difference(a: np.ndarray, b: np.ndarray) -> dict:
     b is turned by the best of the 8 rotations/flips, resized to a, matched in brightness/contrast and aligned
     (phase correlation, then ECC rotation + shift); the difference tolerates a misalignment of about 1% of the
     side (edges a pixel or two apart do not count) and is smoothed over a few pixels (JPEG noise). ``peak``:
-    the strongest difference in gray levels; ``spot_fraction``: share of the image above half the peak;
-    ``largest_share``: share of that area in the largest connected region (one spot: most of it).
+    the strongest difference in gray levels; ``contrast``: the photo's own fine contrast (median of its
+    smoothed high-pass, gray levels), which scales what "no difference" means; ``spot_fraction``: share of the
+    image above half the peak; ``largest_share``: share of that area in the largest connected region (one
+    spot: most of it).
     """
     ga, gb0 = _gray(a), _gray(b)
     small_a = cv2.resize(ga, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
@@ -126,15 +137,19 @@ def difference(a: np.ndarray, b: np.ndarray) -> dict:
     r = max(1, round(min(h, w) / 100))
     mx, my = int(0.03 * w) + r, int(0.03 * h) + r
     diff = _tolerant(ga, gb, r)[my : h - my, mx : w - mx]
-    smooth = cv2.GaussianBlur(diff, (0, 0), max(1.0, min(h, w) / 150.0))
+    sigma = max(1.0, min(h, w) / 150.0)
+    smooth = cv2.GaussianBlur(diff, (0, 0), sigma)
     peak = float(smooth.max()) if smooth.size else 0.0
-    mask = (smooth > max(DUP_LEVEL, peak / 2)).astype(np.uint8)
+    fine = np.abs(ga - cv2.GaussianBlur(ga, (0, 0), 3 * sigma))[my : h - my, mx : w - mx]
+    contrast = float(np.median(cv2.GaussianBlur(fine, (0, 0), sigma))) if fine.size else 0.0
+    level = max(DUP_FLOOR, min(DUP_LEVEL, DUP_CONTRAST * contrast))  # "differs nowhere" on this photo
+    mask = (smooth > max(level, peak / 2)).astype(np.uint8)
     spot = float(mask.mean())
     largest = 0.0
     if mask.any():
         n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
         largest = float(stats[1:, cv2.CC_STAT_AREA].max() / mask.sum())
-    if peak <= DUP_LEVEL:
+    if peak <= level:
         kind = "duplicate"
     elif spot <= SPOT_FRACTION and largest >= 0.5:
         kind = "small_difference"
@@ -143,6 +158,7 @@ def difference(a: np.ndarray, b: np.ndarray) -> dict:
     return {
         "kind": kind,
         "peak": round(peak, 1),
+        "contrast": round(contrast, 2),
         "spot_fraction": round(spot, 4),
         "largest_share": round(largest, 3),
         "corr_64": round(best, 4),

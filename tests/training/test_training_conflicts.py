@@ -173,3 +173,28 @@ def test_a_planted_duplicate_is_a_conflict_and_a_planted_small_defect_is_not(tmp
     r = conflict_report([p.name for p in paths], ["ok", "def"] * 3, pairs, details=details)
     assert r["n_pairs"] == 1 and r["n_candidates"] == 2
     assert r["not_conflicts"]["n_small_difference"] == 1 and r["not_conflicts"]["pairs"][0][0] == "2.png"
+
+
+def _cell(seed: int, h: int = 300, w: int = 300) -> np.ndarray:
+    """A low-contrast electroluminescence-like cell: a flat bright field, faint grain, dark busbars."""
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w), 170.0, np.float32)
+    img += cv2.GaussianBlur(rng.normal(0, 4, (h, w)).astype(np.float32), (0, 0), 1.5)
+    for y in (h // 4, h // 2, 3 * h // 4):
+        img[y - 3 : y + 3, 10 : w - 10] = 60.0
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_a_faint_crack_on_a_low_contrast_photo_is_a_difference_not_a_duplicate():
+    """An absolute 16-gray-level cut called a faint crack on a flat EL cell "the same picture": the cut now
+    follows the photo's own fine contrast, and the same cell re-saved is still a duplicate."""
+    from training.conflicts import DUP_LEVEL, difference
+
+    cell = _cell(3)
+    cracked = cell.copy()
+    cv2.line(cracked, (120, 20), (135, 140), 158, 2)  # a thin crack 12 gray levels darker than the field
+    d = difference(cell, cracked)
+    assert d["peak"] < DUP_LEVEL, d  # below the old absolute cut: the old check called this pair a duplicate
+    assert d["kind"] == "small_difference", d
+    assert d["contrast"] < 4.0, d  # the photo's own fine contrast is a few gray levels
+    assert difference(cell, _jpeg(cv2.flip(cell, 1), 85))["kind"] == "duplicate"
