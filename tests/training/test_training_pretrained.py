@@ -151,8 +151,12 @@ def test_a_learnable_set_passes_the_guard(tmp_path, capsys):
 
 
 @needs_weights
-def test_default_recipe_chooses_on_validation_within_a_tiny_budget(tmp_path, capsys):
-    data = surfaces(tmp_path / "d", 24, size=(40, 100))  # not square, 2.5:1: letterbox and tiles
+@pytest.mark.parametrize(("labels", "seed_tried"), [("true", False), ("random", True)])
+def test_default_recipe_chooses_on_validation_within_a_tiny_budget(tmp_path, capsys, labels, seed_tried):
+    """The seed CNN is tried only when the backbone's probe is below --min-auc (a learnable set: not tried;
+    random labels: tried), and the choice is made on validation among what was trained."""
+    data = surfaces(tmp_path / "d", 24, size=(40, 100), labels=labels, seed=3)  # 2.5:1: letterbox and tiles
+    min_auc = "0.8"
     run = tmp_path / "run"
     rc = main(
         [
@@ -170,10 +174,19 @@ def test_default_recipe_chooses_on_validation_within_a_tiny_budget(tmp_path, cap
             "--threads",
             "2",
             "--allow-weak",
+            "--min-auc",
+            min_auc,
         ]
     )
     assert rc == 0
     recipe = json.loads((run / "recipe.json").read_text())
+    probe = max(p["val_score"] for p in recipe["candidates"][0]["probes"])
+    tried = [c["arch"] for c in recipe["candidates"]]
+    if probe >= float(min_auc):
+        assert tried == ["efficientnet_lite0"] and f"{probe:.4f}" in recipe["seedcnn_skipped"], recipe
+    else:  # not skipped by the rule; within a 1-minute budget it trains only if 30 s are left
+        assert recipe["seedcnn_skipped"] is None and tried[0] == "efficientnet_lite0", recipe
+    assert (probe < float(min_auc)) == seed_tried, probe
     assert recipe["data_shape"]["fit"] == "letterbox" and recipe["data_shape"]["tile_aspect"] == 2.0
     scores = {c["arch"]: c["val_score"] for c in recipe["candidates"]}
     assert "efficientnet_lite0" in scores and recipe["chosen"] == max(scores, key=scores.get)
