@@ -80,6 +80,7 @@ def tail(args: argparse.Namespace) -> None:
     from sklearn.metrics import roc_auc_score
 
     from engines.lite0 import build_lite0, packaged_weights
+    from training.cached import _dihedral
 
     c = torch.load(args.cache, weights_only=True)
     y = {s: c[f"y_{s}"].numpy() for s in ("train", "val", "test")}
@@ -181,14 +182,7 @@ def tail(args: argparse.Namespace) -> None:
             else:
                 f = maps["train"][items].float()
             if args.aug in ("dihedral", "both"):
-                f = torch.stack(
-                    [
-                        torch.flip(torch.rot90(m, int(rng.integers(4)), dims=(1, 2)), dims=(2,))
-                        if rng.random() < 0.5
-                        else torch.rot90(m, int(rng.integers(4)), dims=(1, 2))
-                        for m in f
-                    ]
-                )
+                f = _dihedral(f, rng)  # the recipe's own turns of the cached maps
             logits = run_tail(f.contiguous(memory_format=torch.channels_last))[:, 0]
             loss = loss_fn(logits, torch.from_numpy(y["train"][items]))
             opt.zero_grad()

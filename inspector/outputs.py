@@ -139,13 +139,18 @@ def images_dir(cfg: LogConfig) -> Path:
     return Path(cfg.images_dir) if cfg.images_dir else db.parent / (db.stem + "_images")
 
 
-def check_folder(name: str, path: str | Path, *, is_dir: bool = False) -> None:
-    """Refuse an output whose folder could not be written (created later, when the first file goes there)."""
-    p = Path(path).expanduser()
-    folder = p if is_dir else p.parent
+def _folder_base(name: str, p: Path, folder: Path) -> Path:
+    """The nearest existing ancestor of ``folder`` (where it would be created); a file there is refused."""
     base = _existing_ancestor(folder)
     if base.exists() and not base.is_dir():
         raise UserError(f"{name} {p}: {base} is a file, not a folder; give a path inside a folder")
+    return base
+
+
+def check_folder(name: str, path: str | Path, *, is_dir: bool = False) -> None:
+    """Refuse an output whose folder could not be written (created later, when the first file goes there)."""
+    p = Path(path).expanduser()
+    base = _folder_base(name, p, p if is_dir else p.parent)
     if not os.access(base, os.W_OK | os.X_OK):
         raise UserError(
             f"{name} {p}: {base} is not writable by this user, so nothing can be saved there; choose a folder you "
@@ -174,9 +179,7 @@ def prepare_folder(name: str, path: str | Path, *, is_dir: bool = False) -> str 
         if not is_dir and p.exists() and not os.access(p, os.W_OK):
             raise UserError(f"{name} {p}: the file is read-only for this user; give a new file or change its mode")
         return None
-    base = _existing_ancestor(folder)
-    if base.exists() and not base.is_dir():
-        raise UserError(f"{name} {p}: {base} is a file, not a folder; give a path inside a folder")
+    base = _folder_base(name, p, folder)
     if not os.access(base, os.W_OK | os.X_OK):
         raise UserError(
             f"{name} {p}: the folder {folder} does not exist and cannot be created ({base} is not writable by this "

@@ -6,6 +6,7 @@ import os
 import select
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -43,6 +44,21 @@ def load_bench(name: str):
     module = importlib.util.module_from_spec(spec)
     loader.exec_module(module)
     return module
+
+
+def inspector(*args, env=None, timeout=120, cwd=None) -> subprocess.CompletedProcess:
+    """``python -m inspector ARGS`` as a user runs it, without a display; output captured as text."""
+    env = {**os.environ, **(env or {})}
+    env.pop("DISPLAY", None)
+    return subprocess.run(
+        [sys.executable, "-m", "inspector", *map(str, args)],
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout,
+        env=env,
+        cwd=cwd,
+    )
 
 
 def make_part_image(defect: bool, rng: np.random.Generator, size: int = 64) -> np.ndarray:

@@ -15,23 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import load_bench
+from tests.conftest import inspector, load_bench
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def inspector(*args, env=None, timeout=300, cwd=None) -> subprocess.CompletedProcess:
-    env = {**os.environ, **(env or {})}
-    env.pop("DISPLAY", None)
-    return subprocess.run(
-        [sys.executable, "-m", "inspector", *map(str, args)],
-        capture_output=True,
-        text=True,
-        errors="replace",
-        timeout=timeout,
-        env=env,
-        cwd=cwd,
-    )
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +29,7 @@ def demo_log_master(tmp_path_factory) -> Path:
     cfg = d / "line.yaml"
     cfg.write_text("log:\n  ok_sample_fraction: 1.0\n")
     env = {"XDG_CACHE_HOME": str(d / "cache")}  # the rendered demo line stays in the test's folder
-    r = inspector("demo", "--no-display", "--config", cfg, "--log-db", d / "log.db", cwd=d, env=env)
+    r = inspector("demo", "--no-display", "--config", cfg, "--log-db", d / "log.db", cwd=d, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     con = sqlite3.connect(d / "log.db")
     n, imgs = con.execute("SELECT COUNT(*), COUNT(image) FROM parts").fetchone()

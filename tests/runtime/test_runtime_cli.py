@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from runtime_kit import LINE_SPRITES
 
+from tests.conftest import inspector
+
 ROOT = Path(__file__).resolve().parents[2]
 FIELDS = {
     "part_id",
@@ -28,20 +30,6 @@ FIELDS = {
     "reason",
     "sharpness",
 }
-
-
-def inspector(*args, env=None, timeout=120, cwd=None) -> subprocess.CompletedProcess:
-    env = {**os.environ, **(env or {})}
-    env.pop("DISPLAY", None)
-    return subprocess.run(
-        [sys.executable, "-m", "inspector", *map(str, args)],
-        capture_output=True,
-        text=True,
-        errors="replace",
-        timeout=timeout,
-        env=env,
-        cwd=cwd,
-    )
 
 
 def crossing(sprite, trigger_x=320) -> int:

@@ -79,35 +79,27 @@ w.close()
 """
 
 
-@pytest.mark.parametrize("verdict", ["NO_VERDICT", "OK"])
-def test_the_real_window_shows_the_frame_untouched_and_the_bar_beside_it(xvfb, xwd_tools, tmp_path, verdict):
-    env = {**xvfb, "PYTHONPATH": str(ROOT)}
+def _show_in_window(env: dict, tmp_path: Path, *script_args: str) -> tuple:
+    """Run SHOW_SCRIPT with ``script_args`` and dump its window until it shows what the overlay rendered;
+    returns (window dump, rendered image, frame, stderr) once the script has ended cleanly."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", SHOW_SCRIPT, str(tmp_path), verdict],
+        [sys.executable, "-c", SHOW_SCRIPT, str(tmp_path), *script_args],
         env=env,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    shown = frame = dump = None
-
-    def probe() -> bool:  # window dumps until the window shows what the overlay rendered
-        nonlocal shown, frame, dump
-        if shown is None:
-            if not (tmp_path / "shown.png").is_file():
-                return False
-            shown, frame = cv2.imread(str(tmp_path / "shown.png")), cv2.imread(str(tmp_path / "frame.png"))
-        dump = window_dump(env)
-        return dump is not None and dump.shape[:2] == shown.shape[:2] and np.array_equal(dump, shown)
-
+    dump = shown = frame = None
     try:
-        deadline_ok = False
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
-            if probe():
-                deadline_ok = True
-                break
+            if shown is None and (tmp_path / "shown.png").is_file():
+                shown, frame = cv2.imread(str(tmp_path / "shown.png")), cv2.imread(str(tmp_path / "frame.png"))
+            if shown is not None:
+                dump = window_dump(env)
+                if dump is not None and dump.shape == shown.shape and np.array_equal(dump, shown):
+                    break
             time.sleep(0.2)
         proc.stdin.write("done\n")
         proc.stdin.flush()
@@ -119,7 +111,15 @@ def test_the_real_window_shows_the_frame_untouched_and_the_bar_beside_it(xvfb, x
     assert proc.returncode == 0, err
     if dump is not None:
         cv2.imwrite(str(tmp_path / "dump.png"), dump)
-    assert deadline_ok, f"the window never showed the rendered overlay; last dump in {tmp_path}"
+    return dump, shown, frame, err
+
+
+@pytest.mark.parametrize("verdict", ["NO_VERDICT", "OK"])
+def test_the_real_window_shows_the_frame_untouched_and_the_bar_beside_it(xvfb, xwd_tools, tmp_path, verdict):
+    env = {**xvfb, "PYTHONPATH": str(ROOT)}
+    dump, shown, frame, err = _show_in_window(env, tmp_path, verdict)
+    shown_ok = dump is not None and shown is not None and np.array_equal(dump, shown)
+    assert shown_ok, f"the window never showed the rendered overlay; last dump in {tmp_path}"
     lay = layout_for(640, 480)
     assert dump.shape[:2] == (lay.canvas[1], lay.canvas[0]) and dump.shape[1] > 640
     # The image region is the frame's pixels except the ROI outline and the trigger line (x = 300).
@@ -292,33 +292,7 @@ def test_the_real_window_keeps_labels_apart_on_a_dense_scene(xvfb, xwd_tools, tm
     """24 touching parts, a row of them at the frame's top edge: in the window's own pixels every label drawn
     lies inside the frame and keeps its whole rim in its colour (no label drawn over another)."""
     env = {**xvfb, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SHOW_SCRIPT, str(tmp_path), "OK", "dense"],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    dump = shown = None
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            if shown is None and (tmp_path / "shown.png").is_file():
-                shown = cv2.imread(str(tmp_path / "shown.png"))
-            if shown is not None:
-                dump = window_dump(env)
-                if dump is not None and dump.shape == shown.shape and np.array_equal(dump, shown):
-                    break
-            time.sleep(0.2)
-        proc.stdin.write("done\n")
-        proc.stdin.flush()
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, err
+    dump, shown, _, _ = _show_in_window(env, tmp_path, "OK", "dense")
     assert dump is not None and shown is not None and np.array_equal(dump, shown), "the window never showed it"
     parts = []
     for r in range(2):
