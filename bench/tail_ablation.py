@@ -9,7 +9,9 @@ the probe head (logistic regression) and tunes the stages from ``--from-stage`` 
 (AdamW, onecycle, backbone at 0.3x the head's rate, pos_weight balanced), and reports validation and test
 ROC AUC and false rejects at 95% defect recall for: the best validation epoch (the recipe's rule), the last
 epoch, the average of the last ``--swa`` epochs' weights, and each of those with 8-view dihedral averaging
-of the cached maps at test time (feature-space test-time augmentation).
+of the cached maps at test time (feature-space test-time augmentation). ``--pool`` swaps the head's global
+average pooling for max, their mean (avgmax) or both side by side (catavgmax): a small defect is one spot of
+the map, which an average dilutes.
 
     .venv/bin/python bench/tail_ablation.py cache /tmp/elpv_sel --size 288 --aug-views 3 --out /tmp/c288.pt
     .venv/bin/python bench/tail_ablation.py tail /tmp/c288.pt --from-stage 6 --aug dihedral --epochs 20
@@ -85,6 +87,8 @@ def tail(args: argparse.Namespace) -> None:
     c = torch.load(args.cache, weights_only=True)
     y = {s: c[f"y_{s}"].numpy() for s in ("train", "val", "test")}
     net = build_lite0(3, 1, packaged_weights()).eval()
+    if args.pool != "avg":  # the head's global pooling; a new (probe-initialised) classifier of the pooled width
+        net.reset_classifier(1, global_pool=args.pool)
     blocks = list(net.blocks)
     st = args.from_stage
     naug = sum(1 for k in c if k.startswith("aug"))
@@ -225,6 +229,9 @@ def main() -> int:
     b.add_argument("--lr", type=float, default=1e-3)
     b.add_argument("--swa", type=int, default=10)
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument(
+        "--pool", default="avg", choices=("avg", "max", "avgmax", "catavgmax"), help="the head's global pooling"
+    )
     args = ap.parse_args()
     torch.set_num_threads(2)
     (cache if args.cmd == "cache" else tail)(args)
