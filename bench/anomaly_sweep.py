@@ -3,10 +3,16 @@
 
 Patch features (training.anomaly's, at --img-size) of N good training images, of held-out good images and of
 defect images; one greedy coreset of the largest size (a greedy k-centre sequence's first k rows are its
-k-row coreset, so every smaller bank is a prefix); nearest-neighbour image scores for each bank size; ROC AUC.
-It says which bank a line can afford: the per-crop cost grows with the bank (see bench/anomaly.py).
+k-row coreset, so every smaller bank is a prefix); nearest-neighbour image scores for each bank size and each
+image-score rule (``--score-fractions``: the mean of that top share of patch scores; 0 is the largest patch
+alone); ROC AUC. It says which bank a line can afford: the per-crop cost grows with the bank (bench/anomaly.py).
 
     .venv/bin/python bench/anomaly_sweep.py --data ../shared/data/casting/train --train 300 --val 150
+
+``--split-from RUN/model.onnx.json`` uses a trained anomaly model's own split instead of the random sample: its
+good training images (the OK images in neither validation nor test) and its test images, with
+``--max-patches`` sampled evenly over the training images as `inspector train --anomaly` does; so the figures
+are the held-out test ROC AUC that training would report for each bank and score rule.
 """
 
 from __future__ import annotations
@@ -25,7 +31,15 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from engines.anomaly import ARCH, IMAGENET_MEAN, IMAGENET_STD, Lite0Features, patch_features, pretrained_lite0  # noqa: E402
+from engines.anomaly import (  # noqa: E402
+    ARCH,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Lite0Features,
+    patch_features,
+    pretrained_lite0,
+    score_top_k,
+)
 from engines.meta import ModelMeta  # noqa: E402
 from engines.preprocess import preprocess  # noqa: E402
 from training.anomaly import greedy_coreset, index_folder  # noqa: E402
@@ -42,13 +56,19 @@ def feats_of(net, paths, meta, batch=16) -> torch.Tensor:
     return torch.cat(out)
 
 
-def image_scores(f: torch.Tensor, bank: torch.Tensor) -> np.ndarray:
+def patch_scores(f: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+    """(N, P) nearest-bank-row distances of every patch."""
     bsq = (bank * bank).sum(1)
     out = []
     for x in f:  # (P, D)
         d2 = (x * x).sum(1, keepdim=True) - 2 * x @ bank.T + bsq
-        out.append(float(d2.min(dim=1).values.clamp_min(0).sqrt().max()))
-    return np.array(out)
+        out.append(d2.min(dim=1).values.clamp_min(0).sqrt())
+    return torch.stack(out)
+
+
+def image_scores(d: torch.Tensor, fraction: float) -> np.ndarray:
+    """The mean of each image's top ``fraction`` of patch scores (as engines.anomaly's network)."""
+    return d.topk(score_top_k(d.shape[1], fraction), dim=1).values.mean(dim=1).numpy()
 
 
 def main() -> int:
@@ -59,22 +79,40 @@ def main() -> int:
     ap.add_argument("--val", type=int, default=150, help="held-out good and defect images each (sampled)")
     ap.add_argument("--img-size", type=int, default=224)
     ap.add_argument("--banks", default="1024,2048,4096,8192,16384")
+    ap.add_argument("--score-fractions", default="0,0.03", help="image-score rules: top shares of the patches")
+    ap.add_argument("--split-from", type=Path, default=None, help="a trained anomaly model's sidecar: use its split")
+    ap.add_argument("--max-patches", type=int, default=None, help="patches the coreset chooses from (default all)")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(2)
     ok, files = index_folder(args.data, args.ok_class)
     rng = np.random.default_rng(0)
-    good = [files[ok][i] for i in rng.permutation(len(files[ok]))[: args.train + args.val]]
-    bad_all = [p for c, v in files.items() if c != ok for p in v]
-    bad = [bad_all[i] for i in rng.permutation(len(bad_all))[: args.val]]
+    if args.split_from:
+        split = json.loads(args.split_from.read_text())["extra"]["split"]
+        held = set(split["val"]) | set(split["test"])
+        rel = [p.relative_to(args.data).as_posix() for p in files[ok]]
+        train = [p for p, r in zip(files[ok], rel, strict=True) if r not in held]
+        good = train + [args.data / k for k in split["test"] if k.startswith(f"{ok}/")]
+        bad = [args.data / k for k in split["test"] if not k.startswith(f"{ok}/")]
+        args.train = len(train)
+    else:
+        good = [files[ok][i] for i in rng.permutation(len(files[ok]))[: args.train + args.val]]
+        bad_all = [p for c, v in files.items() if c != ok for p in v]
+        bad = [bad_all[i] for i in rng.permutation(len(bad_all))[: args.val]]
     meta = ModelMeta(ARCH, [ok, "defect"], ok, args.img_size, 3, IMAGENET_MEAN, IMAGENET_STD, kind="anomaly")
     net = Lite0Features(pretrained_lite0()).eval()
     t0 = time.perf_counter()
     f_train = feats_of(net, good[: args.train], meta)
     f_ok, f_bad = feats_of(net, good[args.train :], meta), feats_of(net, bad, meta)
     t_feat = time.perf_counter() - t0
-    pool = f_train.reshape(-1, f_train.shape[-1])
+    if args.max_patches and args.max_patches < f_train.shape[0] * f_train.shape[1]:  # evenly, as training does
+        per = max(1, args.max_patches // len(f_train))
+        pool = torch.cat([r[torch.from_numpy(np.sort(rng.choice(len(r), per, replace=False)))] for r in f_train])
+    else:
+        pool = f_train.reshape(-1, f_train.shape[-1])
+    del f_train
     banks = [int(b) for b in args.banks.split(",")]
+    fractions = [float(v) for v in args.score_fractions.split(",")]
     t0 = time.perf_counter()
     order = greedy_coreset(pool, min(max(banks), len(pool)))
     t_core = time.perf_counter() - t0
@@ -92,9 +130,13 @@ def main() -> int:
     y = np.r_[np.zeros(len(f_ok)), np.ones(len(f_bad))]
     for b in banks:
         bank = pool[order[:b]]
-        s = np.r_[image_scores(f_ok, bank), image_scores(f_bad, bank)]
-        res["auc"][b] = round(float(roc_auc_score(y, s)), 4)
-        print(f"bank {b:6d}: ROC AUC {res['auc'][b]:.4f}", flush=True)
+        d_ok, d_bad = patch_scores(f_ok, bank), patch_scores(f_bad, bank)
+        res["auc"][b] = {}
+        for fr in fractions:
+            s = np.r_[image_scores(d_ok, fr), image_scores(d_bad, fr)]
+            res["auc"][b][fr] = round(float(roc_auc_score(y, s)), 4)
+        line = ", ".join(f"top {fr:g}: {v:.4f}" for fr, v in res["auc"][b].items())
+        print(f"bank {b:6d}: ROC AUC {line}", flush=True)
     print(json.dumps(res, indent=2))
     if args.json:
         args.json.write_text(json.dumps(res, indent=2) + "\n")

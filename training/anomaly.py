@@ -8,7 +8,8 @@ Steps (``inspector train --anomaly --data DIR --out RUN``):
 2. Patch features of the good training images (:mod:`engines.anomaly`); at most ``max_patches`` of them,
    sampled evenly over the images, then a greedy k-centre coreset of ``bank_size`` rows: the memory bank.
 3. Calibration on held-out good images: a logistic in log-distance whose centre is their ``good_quantile``
-   raw score and whose scale puts their median at 0.1. With defect images in validation the threshold is
+   raw score and whose scale puts their median at 0.1. An image's raw score is the mean of its ``score_fraction``
+   (3%) largest patch distances. With defect images in validation the threshold is
    chosen for ``target_recall`` (default 0.95) as the classifier path does; without, it is 0.5 (= the good
    quantile).
 4. ``model.pt`` (backbone + bank + calibration) and ``model.onnx`` (+ sidecar), with a torch-vs-ONNX Runtime
@@ -32,11 +33,13 @@ from engines.anomaly import (
     ARCH,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    SCORE_FRACTION,
     Lite0Features,
     PatchCoreNet,
     lite0_weights_path,
     patch_features,
     pretrained_lite0,
+    score_top_k,
 )
 from engines.checkpoint import save_checkpoint
 from engines.errors import UserError
@@ -63,7 +66,8 @@ class AnomalyOptions:
     data: Path
     out: Path
     img_size: int = 224
-    bank_size: int = 2048  # memory-bank rows kept by the coreset (per-crop cost grows with it)
+    bank_size: int = 4096  # memory-bank rows kept by the coreset (per-crop cost grows with it)
+    score_fraction: float = SCORE_FRACTION  # the image score averages this top share of patch scores
     max_patches: int = 200_000  # patches the coreset chooses from (sampled evenly over the training images)
     good_quantile: float = 0.99  # held-out good score that maps to 0.5
     target_recall: float | None = None  # with defect images: None means 0.95
@@ -194,11 +198,11 @@ def _batches(images: np.ndarray, meta: ModelMeta, size: int):
 
 
 def raw_scores(net: PatchCoreNet, images: np.ndarray, meta: ModelMeta, batch: int) -> np.ndarray:
-    """Raw image scores (largest patch distance) of uint8 model images."""
+    """Raw image scores (the mean of the top-k patch distances, as the network's) of uint8 model images."""
     out = []
     with torch.inference_mode():
         for x in _batches(images, meta, batch):
-            out.append(torch.amax(net.patch_distances(x), dim=(2, 3))[:, 0].numpy())
+            out.append(net.image_distance(net.patch_distances(x))[:, 0].numpy())
     return np.concatenate(out) if out else np.zeros(0, np.float32)
 
 
@@ -218,6 +222,8 @@ def train_anomaly(o: AnomalyOptions, console: Console | None = None) -> Path:
         raise UserError(f"--good-quantile must be in [0.5, 1], got {o.good_quantile}")
     if o.bank_size < 1 or o.max_patches < o.bank_size:
         raise UserError(f"--bank-size must be >= 1 and <= --max-patches ({o.max_patches}), got {o.bank_size}")
+    if not 0.0 <= o.score_fraction <= 1.0:
+        raise UserError(f"--score-fraction must be in [0, 1] (0: the largest patch alone), got {o.score_fraction}")
     if o.img_size < 32 or o.img_size % 16:
         raise UserError(f"--img-size {o.img_size}: anomaly mode needs a multiple of 16, at least 32 (e.g. 224)")
     root = Path(o.data)
@@ -293,7 +299,8 @@ def train_anomaly(o: AnomalyOptions, console: Console | None = None) -> Path:
         f"from {n_patches} patches ({grid}x{grid} per image, {min(per_image, grid * grid)} per image "
         f"sampled); features {t_feat:.0f} s, coreset {t_coreset:.0f} s"
     )
-    net = PatchCoreNet(feats, bank, input_size=o.img_size).eval()
+    top_k = score_top_k(grid * grid, o.score_fraction)
+    net = PatchCoreNet(feats, bank, input_size=o.img_size, top_k=top_k).eval()
 
     # --- calibration and threshold -------------------------------------------------------------------------
     t0 = time.perf_counter()
@@ -343,10 +350,12 @@ def train_anomaly(o: AnomalyOptions, console: Console | None = None) -> Path:
             "method": "PatchCore-style: EfficientNet-Lite0 (ImageNet, timm tf_efficientnet_lite0) stages 2+4 "
             "(strides 8, 16), 3x3 average, upsampled to stride 8, concatenated; greedy k-centre "
             "coreset (random projection to 32 dims); nearest-neighbour L2 (MatMul + TopK k=1); "
-            "image score = max patch score; sigmoid((ln d - ln centre) / scale)",
+            f"image score = mean of the top {top_k} patch scores; sigmoid((ln d - ln centre) / scale)",
             "bank_shape": [int(m), int(bank.shape[1])],
             "bank_mb": round(bank.numel() * 4 / 1e6, 2),
             "patch_grid": [grid, grid],
+            "score_top_k": int(top_k),
+            "score_fraction": o.score_fraction,
             "patches_seen": int(n_patches),
             "patches_per_image_sampled": int(min(per_image, grid * grid)),
             "centre": centre,

@@ -133,7 +133,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="anomaly mode: learn from the OK class alone (PatchCore-style; other class folders only "
         "choose the threshold and judge it); see docs/anomaly.md",
     )
-    p.add_argument("--bank-size", type=count, default=2048, help="anomaly mode: memory-bank rows (coreset size)")
+    p.add_argument("--bank-size", type=count, default=4096, help="anomaly mode: memory-bank rows (coreset size)")
+    p.add_argument(
+        "--score-fraction",
+        type=share,
+        default=0.03,
+        help="anomaly mode: the image score averages this top share of the patch scores (0: the largest alone)",
+    )
     p.add_argument(
         "--good-quantile",
         type=inside,
@@ -262,6 +268,7 @@ def _run_anomaly(args: argparse.Namespace) -> int:
         out=args.out,
         img_size=args.img_size or 224,
         bank_size=args.bank_size,
+        score_fraction=args.score_fraction,
         good_quantile=args.good_quantile,
         target_recall=args.target_recall,
         ok_class=args.ok_class,

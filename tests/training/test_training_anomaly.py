@@ -257,3 +257,43 @@ def test_build_engine_reexports_an_anomaly_checkpoint(anomaly_run, tmp_path, cap
     assert "verdicts that differ:     0" in out
     side = json.loads((tmp_path / "model.onnx.json").read_text())
     assert side["kind"] == "anomaly" and side["extra"]["parity"]["flips"] == 0
+
+
+def test_the_image_score_is_the_mean_of_the_top_k_patch_scores_in_torch_and_onnx(anomaly_run, tmp_path):
+    """The score rule travels in the metadata (``score_top_k``) and both backends apply it the same way."""
+    import torch
+
+    from engines.anomaly import build_anomaly_network
+    from engines.anomaly_export import export_anomaly_onnx
+    from engines.base import load_engine
+    from engines.checkpoint import load_checkpoint, save_checkpoint
+    from engines.preprocess import preprocess
+
+    pt, _ = anomaly_run
+    meta, state, _ = load_checkpoint(pt)
+    grid = meta.extra["anomaly"]["patch_grid"]
+    assert meta.extra["anomaly"]["score_top_k"] == round(0.03 * grid[0] * grid[1])  # the default 3% of 8x8
+    k = 6
+    meta.extra["anomaly"]["score_top_k"] = k
+    pt_k = tmp_path / "model.pt"
+    save_checkpoint(pt_k, state, meta)
+    onnx_k = export_anomaly_onnx(pt_k, tmp_path / "model.onnx")
+    rng = np.random.default_rng(11)
+    images = [crop_like(texture(rng), rng) for _ in range(3)] + [crop_like(plant(texture(rng), rng)[0], rng)]
+    x = preprocess(images, meta)
+    net = build_anomaly_network(meta, state)
+    with torch.inference_mode():
+        d = net.patch_distances(torch.from_numpy(x)).numpy().reshape(len(x), -1)
+    raw = np.sort(d, axis=1)[:, -k:].mean(axis=1, dtype=np.float64)
+    lc, sc = float(state["log_centre"]), float(state["scale"])
+    expected = 1.0 / (1.0 + np.exp(-(np.log(raw) - lc) / sc))
+    with load_engine(pt_k) as t_eng, load_engine(onnx_k, threads=1) as o_eng, load_engine(pt) as default:
+        s_t, s_o, s_default = t_eng.infer(x)[:, 0], o_eng.infer(x)[:, 0], default.infer(x)[:, 0]
+    assert np.abs(s_t - expected).max() < 1e-4 and np.abs(s_o - expected).max() < 1e-3
+    assert np.abs(s_default - expected).max() > 1e-3  # the fixture's k differs, and so do its scores
+    del meta.extra["anomaly"]["score_top_k"]  # a model trained before the rule: scored by its largest patch
+    old = build_anomaly_network(meta, state)
+    with torch.inference_mode():
+        s_old = old(torch.from_numpy(x))[0][:, 0].numpy()
+    expected_old = 1.0 / (1.0 + np.exp(-(np.log(d.max(axis=1).astype(np.float64)) - lc) / sc))
+    assert old.top_k == 1 and np.abs(s_old - expected_old).max() < 1e-4
