@@ -68,6 +68,7 @@ class AnomalyOptions:
     img_size: int = 224
     bank_size: int = 4096  # memory-bank rows kept by the coreset (per-crop cost grows with it)
     score_fraction: float = SCORE_FRACTION  # the image score averages this top share of patch scores
+    bank_flips: bool = False  # also learn the good images mirrored left-right and top-bottom (3x the patch pool)
     max_patches: int = 200_000  # patches the coreset chooses from (sampled evenly over the training images)
     good_quantile: float = 0.99  # held-out good score that maps to 0.5
     target_recall: float | None = None  # with defect images: None means 0.95
@@ -270,20 +271,24 @@ def train_anomaly(o: AnomalyOptions, console: Console | None = None) -> Path:
     t_fit = time.perf_counter()
     feats = Lite0Features(pretrained_lite0(weights)).eval()
     train_imgs = good.images[gi["train"]]
-    per_image = max(1, o.max_patches // len(train_imgs))
+    per_image = max(1, o.max_patches // len(train_imgs))  # per view: mirrored views add their own share
+    views = (None, 3, 2) if o.bank_flips else (None,)  # as photographed; mirrored left-right; top-bottom (NCHW)
     rng = np.random.default_rng(o.seed)
     pool: list[torch.Tensor] = []
     n_patches = 0
     with torch.inference_mode(), Progress(console=console, transient=True) as prog:
-        task = prog.add_task("patch features", total=len(train_imgs))
-        for x in _batches(train_imgs, meta, o.batch_size):
-            f = patch_features(feats(x))  # (B, D, h, w)
-            rows = f.flatten(2).transpose(1, 2)  # (B, h*w, D)
-            n_patches += rows.shape[0] * rows.shape[1]
-            for r in rows:
-                keep = rng.choice(len(r), size=min(per_image, len(r)), replace=False) if per_image < len(r) else None
-                pool.append((r if keep is None else r[torch.from_numpy(np.sort(keep))]).clone())
-            prog.advance(task, len(x))
+        task = prog.add_task("patch features", total=len(train_imgs) * len(views))
+        for x0 in _batches(train_imgs, meta, o.batch_size):
+            for flip in views:
+                x = x0 if flip is None else torch.flip(x0, dims=(flip,))
+                f = patch_features(feats(x))  # (B, D, h, w)
+                rows = f.flatten(2).transpose(1, 2)  # (B, h*w, D)
+                n_patches += rows.shape[0] * rows.shape[1]
+                for r in rows:
+                    if per_image < len(r):
+                        r = r[torch.from_numpy(np.sort(rng.choice(len(r), size=per_image, replace=False)))]
+                    pool.append(r.clone())
+                prog.advance(task, len(x))
     patches = torch.cat(pool)
     grid = int(round(math.sqrt(rows.shape[1])))
     t_feat = time.perf_counter() - t_fit
@@ -296,7 +301,8 @@ def train_anomaly(o: AnomalyOptions, console: Console | None = None) -> Path:
     del pool, patches
     console.print(
         f"memory bank: {m} x {bank.shape[1]} float32 ({bank.numel() * 4 / 1e6:.1f} MB) by greedy coreset "
-        f"from {n_patches} patches ({grid}x{grid} per image, {min(per_image, grid * grid)} per image "
+        f"from {n_patches} patches ({grid}x{grid} per image{', mirrored views too' if o.bank_flips else ''}, "
+        f"{min(per_image, grid * grid)} per image "
         f"sampled); features {t_feat:.0f} s, coreset {t_coreset:.0f} s"
     )
     top_k = score_top_k(grid * grid, o.score_fraction)
@@ -356,6 +362,7 @@ def train_anomaly(o: AnomalyOptions, console: Console | None = None) -> Path:
             "patch_grid": [grid, grid],
             "score_top_k": int(top_k),
             "score_fraction": o.score_fraction,
+            "bank_flips": o.bank_flips,
             "patches_seen": int(n_patches),
             "patches_per_image_sampled": int(min(per_image, grid * grid)),
             "centre": centre,

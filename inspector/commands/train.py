@@ -135,6 +135,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--bank-size", type=count, default=4096, help="anomaly mode: memory-bank rows (coreset size)")
     p.add_argument(
+        "--bank-flips",
+        action="store_true",
+        help="anomaly mode: also learn the good images mirrored left-right and top-bottom (only where a mirrored "
+        "part is a good part: not for parts whose orientation or handedness is checked)",
+    )
+    p.add_argument(
         "--score-fraction",
         type=share,
         default=0.03,
@@ -269,6 +275,7 @@ def _run_anomaly(args: argparse.Namespace) -> int:
         img_size=args.img_size or 224,
         bank_size=args.bank_size,
         score_fraction=args.score_fraction,
+        bank_flips=args.bank_flips,
         good_quantile=args.good_quantile,
         target_recall=args.target_recall,
         ok_class=args.ok_class,

@@ -297,3 +297,21 @@ def test_the_image_score_is_the_mean_of_the_top_k_patch_scores_in_torch_and_onnx
         s_old = old(torch.from_numpy(x))[0][:, 0].numpy()
     expected_old = 1.0 / (1.0 + np.exp(-(np.log(d.max(axis=1).astype(np.float64)) - lc) / sc))
     assert old.top_k == 1 and np.abs(s_old - expected_old).max() < 1e-4
+
+
+def test_bank_flips_learn_the_mirrored_views_too(anomaly_run, tmp_path):
+    """``--bank-flips``: the bank's patch pool also holds the good images mirrored (3 views), said in the metadata."""
+    from rich.console import Console
+
+    from engines.checkpoint import load_checkpoint
+    from training.anomaly import AnomalyOptions, train_anomaly
+
+    pt, _ = anomaly_run
+    plain, _, _ = load_checkpoint(pt)
+    data = Path(plain.extra["data"]["root"])
+    opts = AnomalyOptions(data=data, out=tmp_path / "run", img_size=64, bank_size=256, threads=2, bank_flips=True)
+    flipped, _, _ = load_checkpoint(train_anomaly(opts, console=Console(stderr=True, quiet=True)))
+    a, b = plain.extra["anomaly"], flipped.extra["anomaly"]
+    assert a["bank_flips"] is False and b["bank_flips"] is True
+    assert b["patches_seen"] == 3 * a["patches_seen"]  # the same training images, each seen three ways
+    assert b["bank_shape"] == a["bank_shape"]  # the bank, and so the per-crop cost, stay the same size
