@@ -194,7 +194,8 @@ def test_every_part_state_and_stats_reach_the_broker(line_video: Path, broker: i
     # a monitor that connects later finds the last state and stats retained
     late = Subscriber(broker)
     try:
-        assert wait_for(lambda: late.on("state") and late.on("stats"))
+        # the broker sends the retained topics in no promised order: wait for all three before judging them
+        assert wait_for(lambda: late.on("state") and late.on("stats") and late.on("camera"))
         assert late.on("state") == [("offline", True)] and late.on("camera") == [("online", True)]
         assert json.loads(late.on("stats")[0][0])["parts"] == last["parts"] and late.on("stats")[0][1]
         assert late.on("parts") == []  # verdicts are events, not retained state
