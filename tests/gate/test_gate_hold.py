@@ -68,10 +68,13 @@ def test_stop_kind_fail_safe_stops_the_line_on_hold(line) -> None:
     ln = line(fail_safe="stop")  # the host's CFG says S: fail-safe stops the line
     ln.wait_running()
     assert ln.sim.fail_safe == P.MODE_STOP
-    ln.actuator.hold(P.HOLD_REJECT_UNACKED)
+    # SOURCE_STALL holds until told: REJECT_UNACKED with no part short of the gate releases itself on the next
+    # service, so the STOP could come and go before the check looked (failed once in CI that way)
+    ln.actuator.hold(P.HOLD_SOURCE_STALL)
     assert ln.sim.wait_for(lambda s: s.mode == P.MODE_STOP, 2.0), ln.sim.events[-5:]
-    ln.actuator.release(P.HOLD_REJECT_UNACKED)
-    assert ln.sim.wait_for(lambda s: s.mode == P.MODE_RUN, 2.0)
+    assert _modes(ln.sim)[-1] == (P.MODE_STOP, P.HOST_HOLD)
+    ln.actuator.release(P.HOLD_SOURCE_STALL)
+    assert ln.sim.wait_for(lambda s: s.mode == P.MODE_RUN, 2.0), ln.sim.events[-5:]
 
 
 def test_release_after_frames_flow_waits_one_belt_travel(line) -> None:
