@@ -6,11 +6,14 @@ Steps (``inspector train --anomaly --data DIR --out RUN``):
    (the classifier's pHash grouping) into train / validation / test (70 / 15 / 15). Images of any other class
    folder are defects: they never train, half go to validation (at most ``max_val_defects``), the rest to test.
 2. Patch features of the good training images (:mod:`engines.anomaly`); at most ``max_patches`` of them,
-   sampled evenly over the images, then a greedy k-centre coreset of ``bank_size`` rows: the memory bank.
+   sampled evenly over the images, then a greedy k-centre coreset of ``bank_size`` rows: the memory bank. In
+   the same pass each training image's whole-image feature (the image bank, at most ``image_bank_size`` rows).
 3. Calibration on held-out good images: a logistic in log-distance whose centre is their ``good_quantile``
-   raw score and whose scale puts their median at 0.1. An image's raw score is the mean of its ``score_fraction``
-   (3%) largest patch distances. With defect images in validation the threshold is
-   chosen for ``target_recall`` (default 0.95) as the classifier path does; without, it is 0.5 (= the good
+   raw score and whose scale puts their median at 0.1, for the patch score (the mean of an image's
+   ``score_fraction`` (3%) largest patch distances) and the whole-image distance alike. With defect images in
+   validation, the score rule (``patch``, ``image`` or their ``mix``) with the best validation ROC AUC is kept
+   (``score_rule`` fixes one instead) and the threshold is chosen for ``target_recall`` (default 0.95) as the
+   classifier path does; without defect images the rule is ``patch`` and the threshold 0.5 (= the good
    quantile).
 4. ``model.pt`` (backbone + bank + calibration) and ``model.onnx`` (+ sidecar), with a torch-vs-ONNX Runtime
    parity check on scores and maps; validation and test figures go into the metadata.
@@ -33,8 +36,10 @@ from engines.anomaly import (
     ARCH,
     IMAGENET_MEAN,
     IMAGENET_STD,
+    RULES,
     SCORE_FRACTION,
     Lite0Features,
+    Lite0Tail,
     PatchCoreNet,
     lite0_weights_path,
     patch_features,
@@ -69,6 +74,8 @@ class AnomalyOptions:
     bank_size: int = 4096  # memory-bank rows kept by the coreset (per-crop cost grows with it)
     score_fraction: float = SCORE_FRACTION  # the image score averages this top share of patch scores
     bank_flips: bool = False  # also learn the good images mirrored left-right and top-bottom (3x the patch pool)
+    score_rule: str = "auto"  # patch, image, mix, or auto: the best on validation defects (patch without)
+    image_bank_size: int = 4096  # whole-image bank rows (a coreset of the training images beyond that)
     max_patches: int = 200_000  # patches the coreset chooses from (sampled evenly over the training images)
     good_quantile: float = 0.99  # held-out good score that maps to 0.5
     target_recall: float | None = None  # with defect images: None means 0.95
@@ -199,16 +206,59 @@ def _batches(images: np.ndarray, meta: ModelMeta, size: int):
 
 
 def raw_scores(net: PatchCoreNet, images: np.ndarray, meta: ModelMeta, batch: int) -> np.ndarray:
-    """Raw image scores (the mean of the top-k patch distances, as the network's) of uint8 model images."""
+    """(N, 2) raw image scores of uint8 model images: the patch score (the mean of the top-k patch distances,
+    as the network's) and the whole-image distance (NaN when the network has no whole-image bank)."""
     out = []
     with torch.inference_mode():
         for x in _batches(images, meta, batch):
-            out.append(net.image_distance(net.patch_distances(x))[:, 0].numpy())
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
+            patch, whole = net.raw(x)
+            out.append(torch.cat([patch, whole if whole is not None else torch.full_like(patch, np.nan)], 1))
+    return torch.cat(out).numpy() if out else np.zeros((0, 2), np.float32)
+
+
+def _calibration(good_raw: np.ndarray, quantile: float) -> tuple[float, float]:
+    """(ln centre, scale) of the logistic in log-distance: the held-out good ``quantile`` -> 0.5, median -> 0.1."""
+    log_centre = math.log(max(float(np.quantile(good_raw, quantile)), 1e-6))
+    # never steeper than 3x the centre distance -> 0.999, so strong defects keep a shaped map
+    scale = max((log_centre - math.log(max(float(np.median(good_raw)), 1e-6))) / math.log(9.0), MIN_LOG_SCALE)
+    return log_centre, scale
+
+
+def _rule_scores(raw: np.ndarray, cal: dict[str, tuple[float, float]]) -> dict[str, np.ndarray]:
+    """Calibrated scores of (N, 2) raw scores under each rule (as :class:`PatchCoreNet` computes them)."""
+
+    def z(v: np.ndarray, c: tuple[float, float]) -> np.ndarray:
+        return (np.log(np.maximum(v.astype(np.float64), 1e-6)) - c[0]) / c[1]
+
+    out = {"patch": z(raw[:, 0], cal["patch"])}
+    if "image" in cal:
+        out["image"] = z(raw[:, 1], cal["image"])
+        out["mix"] = 0.5 * (out["patch"] + out["image"])
+    return {k: (1.0 / (1.0 + np.exp(-v))).astype(np.float32) for k, v in out.items()}
+
+
+def _auc(scores: np.ndarray, is_defect: np.ndarray) -> float | None:
+    if is_defect.all() or not is_defect.any():
+        return None
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(is_defect, scores))
 
 
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def choose_rule(asked: str, val_auc: dict[str, float | None]) -> tuple[str, str]:
+    """(score rule, why): ``asked`` unless it is ``auto``; then the best validation ROC AUC, a tie to the rule
+    listed first in :data:`RULES` (patch first: its score is what the map shows); patch when validation has no
+    defect images (no AUC to choose by)."""
+    if asked != "auto":
+        return asked, "--score-rule"
+    if any(val_auc.get(r) is None for r in RULES):
+        return "patch", "no defect images in validation to choose a rule on"
+    best = max(RULES, key=lambda r: (val_auc[r], -RULES.index(r)))
+    return best, "best validation ROC AUC of " + ", ".join(f"{r} {val_auc[r]:.4f}" for r in RULES)
 
 
 def train_anomaly(o: AnomalyOptions, console: Console | None = None) -> Path:
@@ -225,6 +275,10 @@ def train_anomaly(o: AnomalyOptions, console: Console | None = None) -> Path:
         raise UserError(f"--bank-size must be >= 1 and <= --max-patches ({o.max_patches}), got {o.bank_size}")
     if not 0.0 <= o.score_fraction <= 1.0:
         raise UserError(f"--score-fraction must be in [0, 1] (0: the largest patch alone), got {o.score_fraction}")
+    if o.score_rule not in ("auto", *RULES):
+        raise UserError(f"--score-rule {o.score_rule!r}: one of auto, {', '.join(RULES)}")
+    if o.image_bank_size < 1:
+        raise UserError(f"--image-bank-size must be >= 1, got {o.image_bank_size}")
     if o.img_size < 32 or o.img_size % 16:
         raise UserError(f"--img-size {o.img_size}: anomaly mode needs a multiple of 16, at least 32 (e.g. 224)")
     root = Path(o.data)
@@ -269,19 +323,23 @@ def train_anomaly(o: AnomalyOptions, console: Console | None = None) -> Path:
 
     # --- the memory bank ----------------------------------------------------------------------------------
     t_fit = time.perf_counter()
-    feats = Lite0Features(pretrained_lite0(weights)).eval()
+    trunk = pretrained_lite0(weights)
+    feats, tail = Lite0Features(trunk).eval(), Lite0Tail(trunk).eval()
     train_imgs = good.images[gi["train"]]
     per_image = max(1, o.max_patches // len(train_imgs))  # per view: mirrored views add their own share
     views = (None, 3, 2) if o.bank_flips else (None,)  # as photographed; mirrored left-right; top-bottom (NCHW)
     rng = np.random.default_rng(o.seed)
     pool: list[torch.Tensor] = []
+    whole: list[torch.Tensor] = []  # one whole-image feature per training image and view
     n_patches = 0
     with torch.inference_mode(), Progress(console=console, transient=True) as prog:
         task = prog.add_task("patch features", total=len(train_imgs) * len(views))
         for x0 in _batches(train_imgs, meta, o.batch_size):
             for flip in views:
                 x = x0 if flip is None else torch.flip(x0, dims=(flip,))
-                f = patch_features(feats(x))  # (B, D, h, w)
+                maps = feats(x)
+                whole.append(tail(maps[-1]))
+                f = patch_features(maps)  # (B, D, h, w)
                 rows = f.flatten(2).transpose(1, 2)  # (B, h*w, D)
                 n_patches += rows.shape[0] * rows.shape[1]
                 for r in rows:
@@ -297,35 +355,49 @@ def train_anomaly(o: AnomalyOptions, console: Console | None = None) -> Path:
     with torch.inference_mode():
         chosen = greedy_coreset(patches, m, seed=o.seed)
     bank = patches[chosen].clone()
+    images_bank = torch.cat(whole)
+    if len(images_bank) > o.image_bank_size:
+        with torch.inference_mode():
+            images_bank = images_bank[greedy_coreset(images_bank, o.image_bank_size, seed=o.seed)].clone()
     t_coreset = time.perf_counter() - t0
-    del pool, patches
+    del pool, patches, whole
     console.print(
         f"memory bank: {m} x {bank.shape[1]} float32 ({bank.numel() * 4 / 1e6:.1f} MB) by greedy coreset "
         f"from {n_patches} patches ({grid}x{grid} per image{', mirrored views too' if o.bank_flips else ''}, "
         f"{min(per_image, grid * grid)} per image "
-        f"sampled); features {t_feat:.0f} s, coreset {t_coreset:.0f} s"
+        f"sampled); image bank {len(images_bank)} x {images_bank.shape[1]} "
+        f"({images_bank.numel() * 4 / 1e6:.1f} MB); features {t_feat:.0f} s, coreset {t_coreset:.0f} s"
     )
     top_k = score_top_k(grid * grid, o.score_fraction)
-    net = PatchCoreNet(feats, bank, input_size=o.img_size, top_k=top_k).eval()
+    # scored every way first (the whole-image tail and bank aboard); the rule kept decides what is saved
+    net = PatchCoreNet(feats, bank, input_size=o.img_size, top_k=top_k, tail=tail, image_bank=images_bank).eval()
 
     # --- calibration and threshold -------------------------------------------------------------------------
     t0 = time.perf_counter()
     g_val = raw_scores(net, good.images[gi["val"]], meta, o.batch_size)
     d_val = raw_scores(net, defects.images[dv], meta, o.batch_size)
-    centre = float(np.quantile(g_val, o.good_quantile))
-    log_centre = math.log(max(centre, 1e-6))
-    # median good -> 0.1; never steeper than 3x the centre distance -> 0.999, so strong defects keep a shaped map
-    scale = max((log_centre - math.log(max(float(np.median(g_val)), 1e-6))) / math.log(9.0), MIN_LOG_SCALE)
-    net.log_centre.fill_(log_centre)
-    net.scale.fill_(scale)
-
-    def mapped(raw: np.ndarray) -> np.ndarray:
-        z = (np.log(np.maximum(raw.astype(np.float64), 1e-6)) - log_centre) / scale
-        return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
-
-    val_scores = np.concatenate([mapped(g_val), mapped(d_val)])
+    cal = {"patch": _calibration(g_val[:, 0], o.good_quantile), "image": _calibration(g_val[:, 1], o.good_quantile)}
     val_true = [ok] * len(g_val) + [defect_name] * len(d_val)
     val_def = np.array([t != ok for t in val_true])
+    val_all = _rule_scores(np.concatenate([g_val, d_val]), cal)
+    g_test = raw_scores(net, good.images[gi["test"]], meta, o.batch_size)
+    d_test = raw_scores(net, defects.images[dt], meta, o.batch_size)
+    test_true = [ok] * len(g_test) + [defect_name] * len(d_test)
+    test_all = _rule_scores(np.concatenate([g_test, d_test]), cal)
+    test_def = np.array([t != ok for t in test_true])
+    rules = {r: {"val_roc_auc": _auc(val_all[r], val_def), "test_roc_auc": _auc(test_all[r], test_def)} for r in RULES}
+    rule, why = choose_rule(o.score_rule, {r: v["val_roc_auc"] for r, v in rules.items()})
+    if rule == "patch":  # no whole-image tail or bank in the saved model: as models before the rule
+        net = PatchCoreNet(feats, bank, input_size=o.img_size, top_k=top_k).eval()
+    else:
+        net.rule = rule
+        net.image_log_centre.fill_(cal["image"][0])
+        net.image_scale.fill_(cal["image"][1])
+    net.log_centre.fill_(cal["patch"][0])
+    net.scale.fill_(cal["patch"][1])
+    log_centre, scale = cal["patch"]
+    centre = math.exp(log_centre)
+    val_scores, test_scores = val_all[rule], test_all[rule]
     if len(d_val):
         recall = o.target_recall if o.target_recall is not None else 0.95
         choice = choose_threshold(val_scores, val_def, recall)
@@ -341,22 +413,20 @@ def train_anomaly(o: AnomalyOptions, console: Console | None = None) -> Path:
             "n_defect": 0,
             "chosen_on": "val",
         }
-    g_test = raw_scores(net, good.images[gi["test"]], meta, o.batch_size)
-    d_test = raw_scores(net, defects.images[dt], meta, o.batch_size)
     t_score = time.perf_counter() - t0
-    metrics = {
-        "val": _figures(meta, val_scores, val_true),
-        "test": _figures(
-            meta, np.concatenate([mapped(g_test), mapped(d_test)]), [ok] * len(g_test) + [defect_name] * len(d_test)
-        ),
-    }
+    metrics = {"val": _figures(meta, val_scores, val_true), "test": _figures(meta, test_scores, test_true)}
     train_s = time.perf_counter() - t_start
     meta.extra.update(
         anomaly={
             "method": "PatchCore-style: EfficientNet-Lite0 (ImageNet, timm tf_efficientnet_lite0) stages 2+4 "
             "(strides 8, 16), 3x3 average, upsampled to stride 8, concatenated; greedy k-centre "
             "coreset (random projection to 32 dims); nearest-neighbour L2 (MatMul + TopK k=1); "
-            f"image score = mean of the top {top_k} patch scores; sigmoid((ln d - ln centre) / scale)",
+            f"patch score = mean of the top {top_k} patch scores; whole-image score = L2 to the nearest good "
+            "training image's pooled 1280-value feature (stages 5-6 + head); score rule patch, image, or mix "
+            "(mean of both logistic arguments); sigmoid((ln d - ln centre) / scale)",
+            "score_rule": rule,
+            "score_rule_why": why,
+            "rules": rules,
             "bank_shape": [int(m), int(bank.shape[1])],
             "bank_mb": round(bank.numel() * 4 / 1e6, 2),
             "patch_grid": [grid, grid],
@@ -368,6 +438,16 @@ def train_anomaly(o: AnomalyOptions, console: Console | None = None) -> Path:
             "centre": centre,
             "log_centre": log_centre,
             "scale": scale,
+            **(
+                {
+                    "image_bank_shape": [int(images_bank.shape[0]), int(images_bank.shape[1])],
+                    "image_bank_mb": round(images_bank.numel() * 4 / 1e6, 2),
+                    "image_log_centre": cal["image"][0],
+                    "image_scale": cal["image"][1],
+                }
+                if rule != "patch"
+                else {}
+            ),
             "test_defects": f"a fixed-seed sample of {len(dt)}"
             if o.max_test_defects is not None and len(dt) == o.max_test_defects
             else "all not in validation",
@@ -404,6 +484,7 @@ def train_anomaly(o: AnomalyOptions, console: Console | None = None) -> Path:
     model_path = o.out / "model.pt"
     save_checkpoint(model_path, net.state_dict(), meta)
     v, t = metrics["val"], metrics["test"]
+    console.print(f"score rule: {rule} ({why})")
     console.print(
         f"threshold {meta.threshold:.4f} ({how['rule']}); val: ROC AUC {v.get('roc_auc', float('nan')):.4f}"
         f", recall {v['recall']:.4f}, false rejects {v['false_reject_rate']:.4f}"

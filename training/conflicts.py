@@ -165,6 +165,16 @@ def difference(a: np.ndarray, b: np.ndarray) -> dict:
     }
 
 
+def dihedral_vectors(stack: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(N, SIZE, SIZE) gray images -> their unit vectors as they are, and under each of the 8 rotations/flips."""
+    stack = stack.astype(np.float32)
+    variants = []
+    for k in range(4):
+        r = np.rot90(stack, k, axes=(1, 2))
+        variants += [_vectors(np.ascontiguousarray(r)), _vectors(np.ascontiguousarray(r[:, :, ::-1]))]
+    return variants[0], variants
+
+
 def candidate_pairs(
     images: Sequence,
     labels: Sequence[int] | np.ndarray,
@@ -178,13 +188,8 @@ def candidate_pairs(
     imgs = [im if np.shape(im) == (SIZE, SIZE) else small_gray(_load(im)) for im in images]
     if not imgs:
         return []
-    stack = np.stack(imgs).astype(np.float32)
+    base, variants = dihedral_vectors(np.stack(imgs))
     labels = np.asarray(labels)
-    base = _vectors(stack)
-    variants = []
-    for k in range(4):
-        r = np.rot90(stack, k, axes=(1, 2))
-        variants += [_vectors(np.ascontiguousarray(r)), _vectors(np.ascontiguousarray(r[:, :, ::-1]))]
     found: dict[tuple[int, int], float] = {}
     classes = sorted(set(labels.tolist()))
     for ai, a in enumerate(classes):

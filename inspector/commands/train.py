@@ -141,6 +141,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "part is a good part: not for parts whose orientation or handedness is checked)",
     )
     p.add_argument(
+        "--score-rule",
+        choices=("auto", "patch", "image", "mix"),
+        default="auto",
+        help="anomaly mode: the image score from the patch bank, the whole-image bank, or the mix of both; "
+        "auto keeps the best on the folder's validation defect images (patch when it has none)",
+    )
+    p.add_argument(
         "--score-fraction",
         type=share,
         default=0.03,
@@ -276,6 +283,7 @@ def _run_anomaly(args: argparse.Namespace) -> int:
         bank_size=args.bank_size,
         score_fraction=args.score_fraction,
         bank_flips=args.bank_flips,
+        score_rule=args.score_rule,
         good_quantile=args.good_quantile,
         target_recall=args.target_recall,
         ok_class=args.ok_class,

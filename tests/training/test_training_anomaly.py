@@ -315,3 +315,53 @@ def test_bank_flips_learn_the_mirrored_views_too(anomaly_run, tmp_path):
     assert a["bank_flips"] is False and b["bank_flips"] is True
     assert b["patches_seen"] == 3 * a["patches_seen"]  # the same training images, each seen three ways
     assert b["bank_shape"] == a["bank_shape"]  # the bank, and so the per-crop cost, stay the same size
+
+
+def test_choose_rule_keeps_the_best_validation_auc_and_patch_on_a_tie():
+    from training.anomaly import choose_rule
+
+    assert choose_rule("auto", {"patch": 0.95, "image": 0.99, "mix": 0.98})[0] == "image"
+    assert choose_rule("auto", {"patch": 0.95, "image": 0.97, "mix": 0.98})[0] == "mix"
+    rule, why = choose_rule("auto", {"patch": 0.99, "image": 0.99, "mix": 0.99})
+    assert rule == "patch" and "patch 0.9900" in why
+    assert choose_rule("auto", {"patch": None, "image": None, "mix": None})[0] == "patch"  # no defect images
+    assert choose_rule("image", {"patch": 0.99, "image": 0.5, "mix": 0.7}) == ("image", "--score-rule")
+
+
+def test_the_whole_image_and_mixed_rules_score_alike_in_torch_and_onnx(anomaly_run, tmp_path):
+    """``--score-rule mix``: the saved model carries the whole-image tail and bank; its score is the logistic of
+    the mean of the patch and whole-image log-distance arguments, in torch and in ONNX Runtime alike."""
+    import torch
+    from rich.console import Console
+
+    from engines.anomaly import build_anomaly_network
+    from engines.base import load_engine
+    from engines.checkpoint import load_checkpoint
+    from engines.preprocess import preprocess
+    from training.anomaly import AnomalyOptions, train_anomaly
+
+    pt0, _ = anomaly_run
+    data = Path(load_checkpoint(pt0)[0].extra["data"]["root"])
+    opts = AnomalyOptions(data=data, out=tmp_path / "run", img_size=64, bank_size=256, threads=2, score_rule="mix")
+    pt = train_anomaly(opts, console=Console(stderr=True, quiet=True))
+    meta, state, _ = load_checkpoint(pt)
+    info = meta.extra["anomaly"]
+    assert info["score_rule"] == "mix" and info["score_rule_why"] == "--score-rule"
+    assert info["image_bank_shape"] == [28, 1280] and tuple(state["image_bank_t"].shape) == (1280, 28)
+    assert set(info["rules"]) == {"patch", "image", "mix"} and info["rules"]["mix"]["val_roc_auc"] is not None
+    assert "image_bank_t" not in load_checkpoint(pt0)[1]  # the auto fixture kept patch: no whole-image bank saved
+    rng = np.random.default_rng(21)
+    images = [crop_like(texture(rng), rng) for _ in range(3)] + [crop_like(plant(texture(rng), rng)[0], rng)]
+    x = preprocess(images, meta)
+    net = build_anomaly_network(meta, state)
+    with torch.inference_mode():
+        patch, whole = (v[:, 0].numpy().astype(np.float64) for v in net.raw(torch.from_numpy(x)))
+    z_p = (np.log(patch) - info["log_centre"]) / info["scale"]
+    z_i = (np.log(whole) - info["image_log_centre"]) / info["image_scale"]
+    expected = 1.0 / (1.0 + np.exp(-(z_p + z_i) / 2))
+    with load_engine(pt) as t_eng, load_engine(tmp_path / "run" / "model.onnx", threads=1) as o_eng:
+        s_t, s_o = t_eng.infer(x)[:, 0], o_eng.infer(x)[:, 0]
+        assert o_eng.last_maps.shape == (4, 1, 64, 64)
+    assert np.abs(s_t - expected).max() < 1e-4 and np.abs(s_o - expected).max() < 1e-3
+    z_patch_only = 1.0 / (1.0 + np.exp(-z_p))
+    assert np.abs(s_t - z_patch_only).max() > 1e-3  # the whole-image half changes the score
