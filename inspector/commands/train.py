@@ -148,6 +148,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "auto keeps the best on the folder's validation defect images (patch when it has none)",
     )
     p.add_argument(
+        "--image-bank-size",
+        type=count,
+        default=4096,
+        help="anomaly mode: whole-image bank rows (one per good training image; a coreset beyond this)",
+    )
+    p.add_argument(
         "--score-fraction",
         type=share,
         default=0.03,
@@ -284,6 +290,7 @@ def _run_anomaly(args: argparse.Namespace) -> int:
         score_fraction=args.score_fraction,
         bank_flips=args.bank_flips,
         score_rule=args.score_rule,
+        image_bank_size=args.image_bank_size,
         good_quantile=args.good_quantile,
         target_recall=args.target_recall,
         ok_class=args.ok_class,

@@ -198,3 +198,23 @@ def test_a_faint_crack_on_a_low_contrast_photo_is_a_difference_not_a_duplicate()
     assert d["kind"] == "small_difference", d
     assert d["contrast"] < 4.0, d  # the photo's own fine contrast is a few gray levels
     assert difference(cell, _jpeg(cv2.flip(cell, 1), 85))["kind"] == "duplicate"
+
+
+def test_the_copy_bench_finds_a_rotated_copy_in_training_and_not_a_different_part():
+    """bench/anomaly_copies.py's measure: a held-out image's best 64x64 correlation with any training image
+    under the 8 rotations/flips (near 1 for a rotated, mirrored copy; lower for a different random surface)."""
+    from tests.conftest import load_bench
+
+    rng = np.random.default_rng(4)
+
+    def surface() -> np.ndarray:
+        f = cv2.GaussianBlur(rng.normal(0, 1, (96, 96)).astype(np.float32), (0, 0), 5)
+        return cv2.normalize(f, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+
+    train = [surface() for _ in range(5)]
+    held = [cv2.flip(cv2.rotate(train[3], cv2.ROTATE_90_COUNTERCLOCKWISE), 1), surface()]
+    from training.conflicts import dihedral_vectors
+
+    _, variants = dihedral_vectors(np.stack([small_gray(t) for t in train]))
+    corr = load_bench("anomaly_copies").best_copy(np.stack([small_gray(h) for h in held]), variants, chunk=1)
+    assert corr[0] > 0.999 and corr[1] < 0.9, corr
