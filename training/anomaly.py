@@ -249,16 +249,22 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+MIN_RULE_GAIN = 0.005  # validation ROC AUC another rule must add over patch to replace it
+
+
 def choose_rule(asked: str, val_auc: dict[str, float | None]) -> tuple[str, str]:
-    """(score rule, why): ``asked`` unless it is ``auto``; then the best validation ROC AUC, a tie to the rule
-    listed first in :data:`RULES` (patch first: its score is what the map shows); patch when validation has no
-    defect images (no AUC to choose by)."""
+    """(score rule, why): ``asked`` unless it is ``auto``; then the best validation ROC AUC, where a rule other
+    than patch must beat patch by ``MIN_RULE_GAIN`` (patch's score is what the map shows, and a few validation
+    defects make a noisy AUC); patch when validation has no defect images (no AUC to choose by)."""
     if asked != "auto":
         return asked, "--score-rule"
     if any(val_auc.get(r) is None for r in RULES):
         return "patch", "no defect images in validation to choose a rule on"
     best = max(RULES, key=lambda r: (val_auc[r], -RULES.index(r)))
-    return best, "best validation ROC AUC of " + ", ".join(f"{r} {val_auc[r]:.4f}" for r in RULES)
+    if val_auc[best] < val_auc["patch"] + MIN_RULE_GAIN:
+        best = "patch"
+    aucs = ", ".join(f"{r} {val_auc[r]:.4f}" for r in RULES)
+    return best, f"best validation ROC AUC of {aucs} (another rule must beat patch by {MIN_RULE_GAIN})"
 
 
 def train_anomaly(o: AnomalyOptions, console: Console | None = None) -> Path:

@@ -317,13 +317,14 @@ def test_bank_flips_learn_the_mirrored_views_too(anomaly_run, tmp_path):
     assert b["bank_shape"] == a["bank_shape"]  # the bank, and so the per-crop cost, stay the same size
 
 
-def test_choose_rule_keeps_the_best_validation_auc_and_patch_on_a_tie():
+def test_choose_rule_keeps_the_best_validation_auc_and_patch_unless_clearly_beaten():
     from training.anomaly import choose_rule
 
     assert choose_rule("auto", {"patch": 0.95, "image": 0.99, "mix": 0.98})[0] == "image"
     assert choose_rule("auto", {"patch": 0.95, "image": 0.97, "mix": 0.98})[0] == "mix"
     rule, why = choose_rule("auto", {"patch": 0.99, "image": 0.99, "mix": 0.99})
     assert rule == "patch" and "patch 0.9900" in why
+    assert choose_rule("auto", {"patch": 0.95, "image": 0.954, "mix": 0.953})[0] == "patch"  # within the margin
     assert choose_rule("auto", {"patch": None, "image": None, "mix": None})[0] == "patch"  # no defect images
     assert choose_rule("image", {"patch": 0.99, "image": 0.5, "mix": 0.7}) == ("image", "--score-rule")
 
