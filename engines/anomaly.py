@@ -132,8 +132,10 @@ class PatchCoreNet(nn.Module):
         super().__init__()
         if rule not in RULES:
             raise UserError(f"unknown anomaly score rule {rule!r}; one of {', '.join(RULES)}")
-        if (tail is None or image_bank is None) and (rule != "patch" or (tail is None) != (image_bank is None)):
-            raise ValueError(f"rule {rule!r}: the whole-image tail and bank come together (both or, for patch, none)")
+        if (tail is None) != (image_bank is None):
+            raise ValueError("the whole-image tail and its bank come together")
+        if rule != "patch" and tail is None:
+            raise ValueError(f"rule {rule!r} needs the whole-image tail and bank")
         self.rule = rule
         self.top_k = int(top_k)
         self.features = features

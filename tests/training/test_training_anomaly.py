@@ -366,3 +366,7 @@ def test_the_whole_image_and_mixed_rules_score_alike_in_torch_and_onnx(anomaly_r
     assert np.abs(s_t - expected).max() < 1e-4 and np.abs(s_o - expected).max() < 1e-3
     z_patch_only = 1.0 / (1.0 + np.exp(-z_p))
     assert np.abs(s_t - z_patch_only).max() > 1e-3  # the whole-image half changes the score
+    net.rule = "image"  # the whole-image distance alone
+    with torch.inference_mode():
+        s_image = net(torch.from_numpy(x))[0][:, 0].numpy()
+    assert np.abs(s_image - 1.0 / (1.0 + np.exp(-z_i))).max() < 1e-4
