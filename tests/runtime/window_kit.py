@@ -90,7 +90,9 @@ def _xvfb(screen: str) -> tuple[subprocess.Popen, dict]:
     for n in range(120, 200):
         if not Path(f"/tmp/.X11-unix/X{n}").exists() and not Path(f"/tmp/.X{n}-lock").exists():
             break
-    proc = subprocess.Popen(["Xvfb", f":{n}", "-screen", "0", screen, "-nolisten", "tcp"], stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["Xvfb", f":{n}", "-screen", "0", screen, "-nolisten", "tcp", "-noreset"], stderr=subprocess.DEVNULL
+    )
     env = {**os.environ, "DISPLAY": f":{n}", "PYTHONPATH": str(ROOT)}
     deadline = time.monotonic() + 10
     while subprocess.run(["xdotool", "getdisplaygeometry"], env=env, capture_output=True).returncode != 0:
