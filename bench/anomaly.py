@@ -157,6 +157,7 @@ def main() -> int:
                 "--out",
                 str(args.out),
                 *ok_args,
+                "--allow-weak",  # a weak model is measured all the same (its metadata says weak)
                 *args.train_args.split(),
             ]
         )

@@ -54,6 +54,7 @@ from training.data import IMAGE_SUFFIXES, BadImage, dihedral_phash, read_image
 from training.metrics import compute_metrics
 from training.split import group_split, near_duplicate_pairs, split_digest, union_find_groups
 from training.threshold import choose_threshold, rates_at
+from training.train import judge_quality
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -80,6 +81,8 @@ class AnomalyOptions:
     good_quantile: float = 0.99  # held-out good score that maps to 0.5
     target_recall: float | None = None  # with defect images: None means 0.95
     max_val_defects: int = 500
+    min_auc: float = 0.9  # the weak-model guard (with defect images in validation): as the classifier's
+    max_false_reject: float = 0.2
     max_test_defects: int | None = None  # None: every defect image not in validation is judged
     ok_class: str | None = None
     seed: int = 0
@@ -404,11 +407,12 @@ def train_anomaly(o: AnomalyOptions, console: Console | None = None) -> Path:
     log_centre, scale = cal["patch"]
     centre = math.exp(log_centre)
     val_scores, test_scores = val_all[rule], test_all[rule]
+    recall = o.target_recall if o.target_recall is not None else 0.95
     if len(d_val):
-        recall = o.target_recall if o.target_recall is not None else 0.95
         choice = choose_threshold(val_scores, val_def, recall)
         meta.threshold = choice.threshold
         how = {**choice.to_dict(), "chosen_on": "val", "rule": f"defect recall >= {recall} on validation"}
+        quality = judge_quality(val_scores, val_def, recall, o.min_auc, o.max_false_reject)
     else:
         _, _, frr = rates_at(val_scores, val_def, 0.5)
         how = {
@@ -419,6 +423,7 @@ def train_anomaly(o: AnomalyOptions, console: Console | None = None) -> Path:
             "n_defect": 0,
             "chosen_on": "val",
         }
+        quality = {"weak": False, "judged": False, "reasons": [], "note": "no defect images in validation to judge"}
     t_score = time.perf_counter() - t0
     metrics = {"val": _figures(meta, val_scores, val_true), "test": _figures(meta, test_scores, test_true)}
     train_s = time.perf_counter() - t_start
@@ -462,6 +467,7 @@ def train_anomaly(o: AnomalyOptions, console: Console | None = None) -> Path:
             "defect_classes": defect_classes,
         },
         threshold_choice=how,
+        quality=quality,
         data={
             "root": str(root),
             "ok_class": ok,
@@ -500,11 +506,6 @@ def train_anomaly(o: AnomalyOptions, console: Console | None = None) -> Path:
         f"{t['accuracy']:.4f} recall {t['recall']:.4f} false rejects {t['false_reject_rate']:.4f}; "
         f"trained in {train_s:.0f} s, peak memory {_peak_rss_mb():.0f} MB; wrote {model_path}"
     )
-    if "roc_auc" in v and v["roc_auc"] < 0.9:
-        console.print(
-            f"[yellow]weak anomaly model:[/] validation ROC AUC {v['roc_auc']:.3f} < 0.9; try a larger "
-            "--img-size, more good images, or the classifier (without --anomaly) when defect photos exist"
-        )
     if o.export:
         from engines.anomaly_export import export_anomaly_onnx
 

@@ -763,10 +763,16 @@ WEAK_ADVICE = (
 )
 
 
-def weak_line(quality: dict, model_path: Path | str) -> str:
+ANOMALY_WEAK_ADVICE = (
+    "train on crops as the line makes them, add good images, try --img-size 288 for small defects, "
+    "or train the classifier (without --anomaly) where the folder has defect photos"
+)
+
+
+def weak_line(quality: dict, model_path: Path | str, advice: str = WEAK_ADVICE) -> str:
     """The one line that says a model did not learn, and what to try."""
     return (
-        f"weak model: {'; '.join(quality['reasons'])} ({model_path} written for inspection); {WEAK_ADVICE}; "
+        f"weak model: {'; '.join(quality['reasons'])} ({model_path} written for inspection); {advice}; "
         "--allow-weak accepts it"
     )
 

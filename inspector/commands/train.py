@@ -280,6 +280,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_anomaly(args: argparse.Namespace) -> int:
+    from engines.checkpoint import load_checkpoint
     from training.anomaly import AnomalyOptions, train_anomaly
 
     opts = AnomalyOptions(
@@ -298,6 +299,16 @@ def _run_anomaly(args: argparse.Namespace) -> int:
         threads=args.threads,
         dup_distance=args.dup_distance,
         max_test_defects=args.max_test_defects,
+        min_auc=args.min_auc,
+        max_false_reject=args.max_false_reject,
     )
-    print(train_anomaly(opts))
+    path = train_anomaly(opts)
+    print(path)
+    meta, _, _ = load_checkpoint(path)
+    quality = meta.extra.get("quality") or {}
+    if quality.get("weak"):
+        from training.train import ANOMALY_WEAK_ADVICE, weak_line
+
+        print(weak_line(quality, path, ANOMALY_WEAK_ADVICE), file=sys.stderr)
+        return 0 if args.allow_weak else 1
     return 0

@@ -79,6 +79,8 @@ def test_training_on_good_parts_finds_the_planted_defects(anomaly_run):
     meta = json.loads(Path(str(onnx_path) + ".json").read_text())
     assert meta["kind"] == "anomaly" and meta["extra"]["anomaly"]["bank_shape"] == [256, 152]
     assert meta["extra"]["metrics"]["test"]["roc_auc"] >= 0.95
+    quality = meta["extra"]["quality"]  # the weak-model guard judged it on the validation defects: not weak
+    assert quality["weak"] is False and quality["val_auc"] >= 0.95 and quality["n_val"] == 12, quality
     # Fresh parts never seen in training or calibration: the planted spots score above the threshold, and the
     # anomaly map peaks on the spot (in model-input pixels).
     rng = np.random.default_rng(123)
@@ -370,3 +372,34 @@ def test_the_whole_image_and_mixed_rules_score_alike_in_torch_and_onnx(anomaly_r
     with torch.inference_mode():
         s_image = net(torch.from_numpy(x))[0][:, 0].numpy()
     assert np.abs(s_image - 1.0 / (1.0 + np.exp(-z_i))).max() < 1e-4
+
+
+def test_a_good_only_model_that_cannot_tell_the_defects_is_weak_and_exits_1(tmp_path, capsys):
+    """The classifier's guard in anomaly mode: "defects" drawn like the good parts give a validation ROC AUC
+    near 0.5, so train says so in one line and exits 1; --allow-weak keeps it, and the model says it is weak
+    at run time (the line's start-up warning). Without defect images there is nothing to judge by."""
+    from engines.base import load_engine
+    from inspector.cli import main
+
+    rng = np.random.default_rng(3)
+    data = tmp_path / "data"
+    for name, n in (("ok", 30), ("defect", 12)):  # the same texture in both folders: nothing to tell apart
+        (data / name).mkdir(parents=True)
+        for i in range(n):
+            cv2.imwrite(str(data / name / f"{i:03d}.png"), crop_like(texture(rng), rng))
+    args = ["train", "--anomaly", "--data", str(data), "--img-size", "64", "--bank-size", "128"]
+    rc = main([*args, "--out", str(tmp_path / "weak")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and err[-1].startswith("weak model: ") and "--allow-weak accepts it" in err[-1], err[-3:]
+    assert "without --anomaly" in err[-1]  # the anomaly mode's own advice
+    assert main([*args, "--out", str(tmp_path / "kept"), "--allow-weak"]) == 0
+    with load_engine(tmp_path / "kept" / "model.onnx") as engine:
+        warning = engine.meta.weak_warning()
+    assert warning is not None and "judged weak" in warning, warning
+    for f in (data / "defect").iterdir():
+        f.unlink()
+    (data / "defect").rmdir()
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "good_only")]) == 0
+    meta = json.loads((tmp_path / "good_only" / "model.onnx.json").read_text())
+    assert meta["extra"]["quality"]["judged"] is False and meta["extra"]["quality"]["weak"] is False
