@@ -190,7 +190,10 @@ class GstLaunchSource(FrameSource):
         try:
             rc = proc.wait(timeout=STOP_TIMEOUT_S) if proc is not None else None
         except subprocess.TimeoutExpired:
-            return f"the pipeline gave no frame within {timeout_s:.0f} s (is the camera connected and free?)"
+            return (
+                f"the pipeline gave no frame within {timeout_s:.0f} s (is the camera connected and free? the first "
+                "GStreamer run after installing plugins scans them all first: if so, run it once more)"
+            )
         self._err.seek(0)
         lines = self._err.read().decode("utf-8", "replace").splitlines()
         return f"pipeline failed (gst-launch-1.0 exit code {rc}): {_first_error(lines)}"

@@ -121,3 +121,19 @@ def _has_element(name: str) -> bool:
     import subprocess
 
     return subprocess.run(["gst-inspect-1.0", name], capture_output=True, timeout=30).returncode == 0
+
+
+@needs_gst
+def test_a_pipeline_that_never_gives_a_frame_times_out_in_one_line():
+    """appsrc waits forever for data that never comes: the open timeout ends it with one line that says what
+    to check (the camera, or a first run's plugin scan), and the gst-launch process is gone."""
+    with pytest.raises(UserError) as e:
+        GstLaunchSource("appsrc ! video/x-raw,format=I420,width=64,height=48,framerate=10/1", open_timeout_s=1.0)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("gst: the pipeline gave no frame within 1 s"), msg
+    assert "connected and free" in msg and "run it once more" in msg and "appsrc" in msg
+    if shutil.which("pgrep"):  # no gst-launch-1.0 left running the pipeline
+        import subprocess
+
+        left = subprocess.run(["pgrep", "-f", "appsrc ! video/x-raw,format=I420,width=64"], capture_output=True)
+        assert left.returncode == 1, left.stdout
