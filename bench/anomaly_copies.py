@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from engines.base import load_engine  # noqa: E402
-from engines.preprocess import preprocess  # noqa: E402
+from engines.preprocess import infer_crops  # noqa: E402
 from training.conflicts import dihedral_vectors, small_gray  # noqa: E402
 from training.data import read_image  # noqa: E402
 
@@ -63,12 +63,8 @@ def main() -> int:
     corr_bad = best_copy(np.stack([small_gray(read_image(args.data / k)) for k in bad]), variants)
     with load_engine(args.run / "model.onnx", threads=2) as engine:
         keys = good + bad
-        scores = np.concatenate(
-            [
-                engine.infer(preprocess([read_image(args.data / k) for k in keys[a : a + 16]], engine.meta))[:, 0]
-                for a in range(0, len(keys), 16)
-            ]
-        )
+        batches = (keys[a : a + 16] for a in range(0, len(keys), 16))  # the runtime's per-crop path
+        scores = np.concatenate([infer_crops(engine, [read_image(args.data / k) for k in b]) for b in batches])[:, 0]
     y = np.r_[np.zeros(len(good)), np.ones(len(bad))]
     res = {
         "run": str(args.run),

@@ -94,6 +94,11 @@ def nearest_distance(a: torch.Tensor, bank_t: torch.Tensor, bank_sq: torch.Tenso
     return torch.topk(d2, 1, dim=-1, largest=False).values.clamp_min(0.0).sqrt()
 
 
+def _log_z(d: torch.Tensor, log_centre: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The logistic's argument of a raw distance: ``(ln d - ln centre) / scale``."""
+    return (torch.log(d.clamp_min(1e-6)) - log_centre) / scale
+
+
 def score_top_k(grid_patches: int, fraction: float = SCORE_FRACTION) -> int:
     """How many of ``grid_patches`` patch scores the image score averages: ``fraction`` of them, at least 1."""
     return max(1, min(grid_patches, round(fraction * grid_patches)))
@@ -161,20 +166,19 @@ class PatchCoreNet(nn.Module):
         """Distance of each patch to its nearest bank row: (N, 1, h, w), raw (before the logistic)."""
         return self._patch_dist(self.features(x))
 
+    def _image_dist(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """The whole-image feature's distance to the nearest good training image: (N, 1), raw."""
+        return nearest_distance(self.tail(feats[-1]), self.image_bank_t, self.image_bank_sq)
+
     def raw(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Raw image scores (N, 1): the patch rule's, and the whole-image distance (None without the tail)."""
         feats = self.features(x)
         patch = self.image_distance(self._patch_dist(feats))
-        if self.tail is None:
-            return patch, None
-        return patch, nearest_distance(self.tail(feats[-1]), self.image_bank_t, self.image_bank_sq)
+        return patch, None if self.tail is None else self._image_dist(feats)
 
     def calibrated(self, d: torch.Tensor) -> torch.Tensor:
         """Raw distances -> scores in [0, 1]: ``sigmoid((ln d - ln centre) / scale)``."""
-        return torch.sigmoid(self._z(d))
-
-    def _z(self, d: torch.Tensor) -> torch.Tensor:
-        return (torch.log(d.clamp_min(1e-6)) - self.log_centre) / self.scale
+        return torch.sigmoid(_log_z(d, self.log_centre, self.scale))
 
     def image_distance(self, dist: torch.Tensor) -> torch.Tensor:
         """Patch distances (N, 1, h, w) -> the raw image score (N, 1): the mean of the ``top_k`` largest."""
@@ -184,10 +188,9 @@ class PatchCoreNet(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats = self.features(x)
         dist = self._patch_dist(feats)
-        z = self._z(self.image_distance(dist))  # (N, 1)
+        z = _log_z(self.image_distance(dist), self.log_centre, self.scale)  # (N, 1)
         if self.rule != "patch":
-            whole = nearest_distance(self.tail(feats[-1]), self.image_bank_t, self.image_bank_sq)  # (N, 1)
-            z_image = (torch.log(whole.clamp_min(1e-6)) - self.image_log_centre) / self.image_scale
+            z_image = _log_z(self._image_dist(feats), self.image_log_centre, self.image_scale)
             z = z_image if self.rule == "image" else 0.5 * (z + z_image)
         up = F.interpolate(dist, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
         return torch.sigmoid(z), self.calibrated(up)

@@ -218,9 +218,8 @@ def run(args: argparse.Namespace) -> int:
         return _run_anomaly(args)
     import time
 
-    from engines.checkpoint import load_checkpoint
     from engines.errors import UserError
-    from training.train import TrainOptions, train, weak_line
+    from training.train import TrainOptions, train
 
     arch = args.arch
     size = args.img_size or (128 if arch == "seedcnn" else 224)
@@ -270,17 +269,24 @@ def run(args: argparse.Namespace) -> int:
         if args.budget_min is not None:
             opts.deadline = time.monotonic() + budget * 60.0
         path = train(opts)
+    return _weak_exit(path, args)
+
+
+def _weak_exit(path: Path, args: argparse.Namespace, advice: str | None = None) -> int:
+    """Print the model's path; a model training judged weak is one more line, and exit 1 unless --allow-weak."""
+    from engines.checkpoint import load_checkpoint
+    from training.train import WEAK_ADVICE, weak_line
+
     print(path)
     meta, _, _ = load_checkpoint(path)
-    quality = meta.extra.get("quality")
-    if quality is not None and quality.get("weak"):
-        print(weak_line(quality, path), file=sys.stderr)
+    quality = meta.extra.get("quality") or {}
+    if quality.get("weak"):
+        print(weak_line(quality, path, advice or WEAK_ADVICE), file=sys.stderr)
         return 0 if args.allow_weak else 1
     return 0
 
 
 def _run_anomaly(args: argparse.Namespace) -> int:
-    from engines.checkpoint import load_checkpoint
     from training.anomaly import AnomalyOptions, train_anomaly
 
     opts = AnomalyOptions(
@@ -302,13 +308,6 @@ def _run_anomaly(args: argparse.Namespace) -> int:
         min_auc=args.min_auc,
         max_false_reject=args.max_false_reject,
     )
-    path = train_anomaly(opts)
-    print(path)
-    meta, _, _ = load_checkpoint(path)
-    quality = meta.extra.get("quality") or {}
-    if quality.get("weak"):
-        from training.train import ANOMALY_WEAK_ADVICE, weak_line
+    from training.train import ANOMALY_WEAK_ADVICE
 
-        print(weak_line(quality, path, ANOMALY_WEAK_ADVICE), file=sys.stderr)
-        return 0 if args.allow_weak else 1
-    return 0
+    return _weak_exit(train_anomaly(opts), args, ANOMALY_WEAK_ADVICE)
