@@ -11,7 +11,9 @@ ROC AUC and false rejects at 95% defect recall for: the best validation epoch (t
 epoch, the average of the last ``--swa`` epochs' weights, and each of those with 8-view dihedral averaging
 of the cached maps at test time (feature-space test-time augmentation). ``--pool`` swaps the head's global
 average pooling for max, their mean (avgmax) or both side by side (catavgmax): a small defect is one spot of
-the map, which an average dilutes.
+the map, which an average dilutes. ``cache --stage N`` stores the maps after blocks[:N] instead (N = 2: after
+stage 1, stride 4), so that ``tail --from-stage`` can tune from an earlier stage; ``--freeze-bn`` keeps the tuned
+stages' BatchNorm statistics at their ImageNet values.
 
     .venv/bin/python bench/tail_ablation.py cache /tmp/elpv_sel --size 288 --aug-views 3 --out /tmp/c288.pt
     .venv/bin/python bench/tail_ablation.py tail /tmp/c288.pt --from-stage 6 --aug dihedral --epochs 20
@@ -35,7 +37,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CACHED = 5  # blocks[:5]: stem + stages 0-4, stride 16
+CACHED = 5  # the default: blocks[:5], stem + stages 0-4, stride 16 (``cache --stage`` sets another)
 
 
 def cache(args: argparse.Namespace) -> None:
@@ -52,12 +54,12 @@ def cache(args: argparse.Namespace) -> None:
 
     def trunk(x: torch.Tensor) -> torch.Tensor:
         x = net.bn1(net.conv_stem(x))
-        for b in list(net.blocks)[:CACHED]:
+        for b in list(net.blocks)[: args.stage]:
             x = b(x)
         return x
 
     ok = tr.meta.classes.index(tr.meta.ok_class)
-    out: dict[str, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {"stage": torch.tensor(args.stage)}
     rng = np.random.default_rng(1)
     t0 = time.perf_counter()
     with torch.inference_mode():
@@ -85,20 +87,23 @@ def tail(args: argparse.Namespace) -> None:
     from training.cached import _dihedral
 
     c = torch.load(args.cache, weights_only=True)
+    cached = int(c.get("stage", CACHED))
     y = {s: c[f"y_{s}"].numpy() for s in ("train", "val", "test")}
     net = build_lite0(3, 1, packaged_weights()).eval()
     if args.pool != "avg":  # the head's global pooling; a new (probe-initialised) classifier of the pooled width
         net.reset_classifier(1, global_pool=args.pool)
     blocks = list(net.blocks)
     st = args.from_stage
+    if st < cached:
+        raise SystemExit(f"--from-stage {st}: the cache holds the maps after stage {cached - 1}; use >= {cached}")
     naug = sum(1 for k in c if k.startswith("aug"))
 
-    def advance(m: torch.Tensor) -> torch.Tensor:  # cached stage-4 maps -> the input of stage ``st``
+    def advance(m: torch.Tensor) -> torch.Tensor:  # cached maps -> the input of stage ``st``
         with torch.inference_mode():
             out = []
             for a in range(0, len(m), 128):
                 f = m[a : a + 128].float().contiguous(memory_format=torch.channels_last)
-                for b in blocks[CACHED:st]:
+                for b in blocks[cached:st]:
                     f = b(f)
                 out.append(f.half())
             return torch.cat(out)
@@ -174,6 +179,10 @@ def tail(args: argparse.Namespace) -> None:
     best, best_state, best_epoch, avg, n_avg = -1.0, None, 0, None, 0
     for epoch in range(1, args.epochs + 1):
         net.train()
+        if args.freeze_bn:  # the tuned stages keep their ImageNet BatchNorm statistics (batch 32 is small)
+            for m in net.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
         order = rng.permutation(n)
         te = time.perf_counter()
         for a in range(0, batches * bs, bs):
@@ -216,19 +225,21 @@ def tail(args: argparse.Namespace) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    a = sub.add_parser("cache", help="frozen stage-0..4 maps of the recipe's split")
+    a = sub.add_parser("cache", help="frozen trunk maps (stages 0-4 unless --stage) of the recipe's split")
     a.add_argument("data", type=Path)
     a.add_argument("--size", type=int, default=288)
     a.add_argument("--aug-views", type=int, default=0)
+    a.add_argument("--stage", type=int, default=CACHED, help="cache the maps after blocks[:STAGE] (1-6)")
     a.add_argument("--out", type=Path, required=True)
     b = sub.add_parser("tail", help="probe + tune the stages from --from-stage on the cached maps")
     b.add_argument("cache", type=Path)
-    b.add_argument("--from-stage", type=int, default=6, choices=(5, 6))
+    b.add_argument("--from-stage", type=int, default=6, choices=range(1, 7))
     b.add_argument("--aug", default="dihedral", choices=("none", "dihedral", "real", "both"))
     b.add_argument("--epochs", type=int, default=20)
     b.add_argument("--lr", type=float, default=1e-3)
     b.add_argument("--swa", type=int, default=10)
     b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--freeze-bn", action="store_true", help="BatchNorm layers keep their running statistics")
     b.add_argument(
         "--pool", default="avg", choices=("avg", "max", "avgmax", "catavgmax"), help="the head's global pooling"
     )
