@@ -229,7 +229,7 @@ def main() -> int:
     a.add_argument("data", type=Path)
     a.add_argument("--size", type=int, default=288)
     a.add_argument("--aug-views", type=int, default=0)
-    a.add_argument("--stage", type=int, default=CACHED, help="cache the maps after blocks[:STAGE] (1-6)")
+    a.add_argument("--stage", type=int, default=CACHED, choices=range(1, 7), help="cache the maps after blocks[:STAGE]")
     a.add_argument("--out", type=Path, required=True)
     b = sub.add_parser("tail", help="probe + tune the stages from --from-stage on the cached maps")
     b.add_argument("cache", type=Path)
